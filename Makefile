@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+CLI    := $(VENV)/bin/tflite-quantmcu
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+DEMO_MODEL := testdata/fashion_mnv2_r96_int8.tflite
+DEMO_OUT   := build/demo
+
+.PHONY: demo test bench deps apt-deps fixtures clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test,bench]'
+	touch $@
+
+deps: $(VENV)/.installed
+
+# Cross compiler and emulator for the Cortex-M tests; skipped (tests say why) when not root.
+apt-deps:
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
+	  echo "apt-deps: cross compiler and qemu present"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null) \
+	    || echo "apt-deps: could not install $(APT_PACKAGES); Cortex-M tests will be skipped"; \
+	else \
+	  echo "apt-deps: not root; Cortex-M tests will be skipped unless $(APT_PACKAGES) are installed"; \
+	fi
+
+fixtures: deps
+	$(PY) testdata/make_fixtures.py
+
+demo: deps fixtures
+	$(CLI) analyze $(DEMO_MODEL) --json $(DEMO_OUT)/analysis.json
+
+test: deps apt-deps fixtures
+	$(PY) -m pytest -q tests
+
+bench: deps fixtures
+	$(PY) bench/memory_vs_tflm.py
+
+clean:
+	rm -rf build testdata/generated

@@ -1,0 +1,38 @@
+"""Packaging for tflite-quantmcu.
+
+`patches/` is a top-level folder of the repository but is installed as
+`tflite_quantmcu.patches` (see README, "Layout") so that no bare `patches`
+module lands in a user's environment.
+"""
+from setuptools import setup
+
+setup(
+    name="tflite-quantmcu",
+    version="0.1.0",
+    description="Patch-based, mixed-precision conversion of int8 TFLite models for microcontrollers",
+    python_requires=">=3.11,<3.12",
+    packages=[
+        "tflite_quantmcu",
+        "tflite_quantmcu.ir",
+        "tflite_quantmcu.analysis",
+        "tflite_quantmcu.reference",
+        "tflite_quantmcu.quant",
+        "tflite_quantmcu.codegen",
+        "tflite_quantmcu.runtimes",
+        "tflite_quantmcu.patches",
+    ],
+    package_dir={"tflite_quantmcu.patches": "patches"},
+    install_requires=[
+        "numpy>=2.0",
+        "flatbuffers==25.12.19",
+        "absl-py",
+        "ai-edge-litert==2.3.0",
+        "tflite-micro",
+    ],
+    extras_require={
+        "tf": ["tensorflow-cpu==2.21.0"],
+        "test": ["pytest", "hypothesis"],
+        "bench": ["matplotlib"],
+    },
+    entry_points={"console_scripts": ["tflite-quantmcu=tflite_quantmcu.cli:main"]},
+)

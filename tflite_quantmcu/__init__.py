@@ -1,0 +1,1 @@
+"""tflite-quantmcu: fit int8 TFLite models onto microcontrollers."""
