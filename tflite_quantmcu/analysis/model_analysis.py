@@ -1,0 +1,88 @@
+"""Per-layer and total figures of a model: the `analyze` command's content."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from tflite_quantmcu.analysis.costs import op_bitops, op_macs
+from tflite_quantmcu.analysis.memory import MemoryPlan, plan_memory, tensor_bytes
+from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
+from tflite_quantmcu.ir.graph import Graph
+from tflite_quantmcu.ir.writer import write_model_bytes
+
+
+@dataclass(frozen=True)
+class LayerFigures:
+    """One op of the main subgraph."""
+
+    index: int
+    op: str
+    output: str
+    output_shape: tuple[int, ...]
+    output_bytes: int
+    macs: int
+    bitops: int
+    live_bytes: int
+    arena_end_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelAnalysis:
+    """Totals plus the layers; `peak_tensors` are the buffers live at the peak op."""
+
+    peak_sram_bytes: int
+    peak_op: int
+    peak_tensors: tuple[str, ...]
+    flash_bytes: int
+    weight_bytes: int
+    macs: int
+    bitops: int
+    layers: tuple[LayerFigures, ...]
+    unmodelled_scratch_ops: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["layers"] = [asdict(layer) for layer in self.layers]
+        return data
+
+
+def analyze_model(*, graph: Graph, bitwidths: Mapping[str, int] | None = None) -> ModelAnalysis:
+    """Figures of the main subgraph; `bitwidths` overrides activation/weight bits per tensor."""
+    sub = graph.main
+    plan = plan_memory(graph=graph, bitwidths=bitwidths, scratch=scratch_requests)
+    layers = tuple(_layer(graph=graph, plan=plan, index=i, bitwidths=bitwidths)
+                   for i in range(len(sub.operators)))
+    peak_op = plan.peak_step()
+    weights = {id(t.buffer): len(t.buffer.data) for t in sub.tensors.values() if t.is_constant}
+    return ModelAnalysis(
+        peak_sram_bytes=plan.peak_bytes,
+        peak_op=peak_op,
+        peak_tensors=tuple(sub.tensors[b.key].name if b.key in sub.tensors else b.key
+                           for b in plan.live_at(peak_op)),
+        flash_bytes=len(write_model_bytes(graph=graph)),
+        weight_bytes=sum(weights.values()),
+        macs=sum(layer.macs for layer in layers),
+        bitops=sum(layer.bitops for layer in layers),
+        layers=layers,
+        unmodelled_scratch_ops=tuple(sub.op_label(i) for i in plan.unmodelled_ops),
+    )
+
+
+def _layer(*, graph: Graph, plan: MemoryPlan, index: int,
+           bitwidths: Mapping[str, int] | None) -> LayerFigures:
+    sub = graph.main
+    op = sub.operators[index]
+    out_key = op.outputs[0]
+    out = sub.tensors[out_key]
+    live = plan.live_at(index)
+    return LayerFigures(
+        index=index,
+        op=op.type,
+        output=out.name,
+        output_shape=tuple(out.shape),
+        output_bytes=tensor_bytes(tensor=out, bits=(bitwidths or {}).get(out_key)),
+        macs=op_macs(subgraph=sub, op=op),
+        bitops=op_bitops(subgraph=sub, op=op, bitwidths=bitwidths),
+        live_bytes=sum(b.size for b in live),
+        arena_end_bytes=max((plan.offsets[b.key] + b.size for b in live), default=0),
+    )

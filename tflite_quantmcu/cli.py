@@ -1,0 +1,97 @@
+"""The `tflite-quantmcu` command line.
+
+Every failure the user can cause prints one line `error: ...` and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model
+from tflite_quantmcu.errors import QuantMCUError, UnsupportedModelError
+from tflite_quantmcu.ir.reader import read_model_file
+from tflite_quantmcu.model_checks import require_int8
+from tflite_quantmcu.output_files import write_json_atomically
+from tflite_quantmcu.runtimes.tflm import measure_arena
+from tflite_quantmcu.sizes import format_size
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tflite-quantmcu",
+        description="Make int8 TFLite models fit and run fast on microcontrollers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    analyze = commands.add_parser("analyze", help="per-layer memory, MACs and BitOPs of a model")
+    analyze.add_argument("model", help="int8 .tflite model")
+    analyze.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
+    analyze.add_argument("--tflm", action="store_true",
+                         help="also measure the arena head in TFLite Micro and compare")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "analyze":
+            return _analyze(args)
+    except QuantMCUError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    graph = read_model_file(path=args.model)
+    require_int8(graph=graph, source=args.model)
+    result = analyze_model(graph=graph)
+    print(format_analysis(analysis=result, title=Path(args.model).name))
+    if args.tflm or result.unmodelled_scratch_ops:
+        _print_tflm_comparison(model_path=args.model, analysis=result)
+    if args.json:
+        write_json_atomically(data=result.to_json(), path=args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print_tflm_comparison(*, model_path: str, analysis: ModelAnalysis) -> None:
+    try:
+        head = measure_arena(model_bytes=Path(model_path).read_bytes()).head
+    except UnsupportedModelError as err:
+        print(f"TFLite Micro arena head: not measured ({err})")
+        return
+    diff = (analysis.peak_sram_bytes - head) / head * 100 if head else 0.0
+    print(f"TFLite Micro arena head: {head} B; ours: {analysis.peak_sram_bytes} B "
+          f"({diff:+.2f} %)")
+    if analysis.unmodelled_scratch_ops:
+        print("  ours leaves out the kernel scratch of: "
+              + ", ".join(analysis.unmodelled_scratch_ops)
+              + " (no model of what these kernels request)")
+
+
+def format_analysis(*, analysis: ModelAnalysis, title: str) -> str:
+    """The per-layer table and totals printed by `analyze`."""
+    header = f"{'#':>4} {'op':<24} {'output shape':<18} {'bytes':>9} {'MACs':>12} " \
+             f"{'live B':>9} {'arena end':>10}"
+    lines = [f"model: {title}", header, "-" * len(header)]
+    for layer in analysis.layers:
+        mark = " <- peak" if layer.index == analysis.peak_op else ""
+        shape = "x".join(str(d) for d in layer.output_shape)
+        lines.append(f"{layer.index:>4} {layer.op:<24} {shape:<18} {layer.output_bytes:>9} "
+                     f"{layer.macs:>12} {layer.live_bytes:>9} {layer.arena_end_bytes:>10}{mark}")
+    lines += [
+        "-" * len(header),
+        f"peak SRAM (TFLM greedy plan): {analysis.peak_sram_bytes} B "
+        f"({format_size(analysis.peak_sram_bytes)}) at op #{analysis.peak_op}",
+        f"  made by: {', '.join(analysis.peak_tensors)}",
+        f"flash (model file): {analysis.flash_bytes} B ({format_size(analysis.flash_bytes)}), "
+        f"weights {analysis.weight_bytes} B",
+        f"MACs: {analysis.macs:,}   BitOPs: {analysis.bitops:,}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The typed errors of tflite-quantmcu.
+
+Every failure a user can cause ends in one of these. The CLI prints
+`error: <message>` on one line and exits with status 2. Messages name the
+file, op or tensor at fault and say what was expected and what was found.
+"""
+
+
+class QuantMCUError(Exception):
+    """Base class of every error this tool raises on purpose."""
+
+
+class ModelFileError(QuantMCUError):
+    """The model file cannot be opened (missing, a directory, unreadable)."""
+
+
+class InvalidModelError(QuantMCUError):
+    """The bytes are not a valid TFLite flatbuffer (identifier, truncation, bad indices)."""
+
+
+class UnsupportedModelError(QuantMCUError):
+    """A valid model that this tool does not handle (float model, unknown op code, shape)."""
+
+
+class UnsupportedOpError(UnsupportedModelError):
+    """An op (named in the message) that a pass or the executor cannot handle."""
+
+
+class BudgetError(QuantMCUError):
+    """The SRAM or flash budget cannot be met; the message gives the best achievable figure."""
+
+
+class ConfigError(QuantMCUError):
+    """A command-line option or configuration value is malformed or out of range."""
+
+
+class CalibrationDataError(QuantMCUError):
+    """Calibration or evaluation data is empty, mis-shaped, NaN or of the wrong dtype."""
+
+
+class OutputError(QuantMCUError):
+    """An output path cannot be written."""
