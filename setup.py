@@ -1,8 +1,9 @@
 """Packaging for tflite-quantmcu.
 
-`patches/` is a top-level folder of the repository but is installed as
-`tflite_quantmcu.patches` (see README, "Layout") so that no bare `patches`
-module lands in a user's environment.
+`patches/` is a top-level folder of the repository; `tflite_quantmcu/patches`
+is a symbolic link to it, so it is imported and installed as
+`tflite_quantmcu.patches` (normal and editable installs alike) and no bare
+`patches` module lands in a user's environment.
 """
 from setuptools import setup
 
@@ -21,7 +22,6 @@ setup(
         "tflite_quantmcu.runtimes",
         "tflite_quantmcu.patches",
     ],
-    package_dir={"tflite_quantmcu.patches": "patches"},
     install_requires=[
         "numpy>=2.0",
         "flatbuffers==25.12.19",
