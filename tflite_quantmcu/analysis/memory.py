@@ -8,7 +8,7 @@ non-persistent buffer (activations and kernel scratch) in one arena:
 - sizes are rounded up to 16 bytes;
 - buffers with an offline offset (`OfflineMemoryAllocation` metadata) are
   placed first, at their offsets;
-- the rest go largest first (ties in tensor order), each at the lowest offset
+- the rest go largest first (ties: later tensors first), each at the lowest offset
   where it does not overlap any already placed buffer whose lifetime overlaps.
 The arena head is the highest end offset. `plan_memory` reproduces this so
 our figure can be compared with the `Arena allocation head` that TFLM prints.
@@ -60,45 +60,45 @@ class MemoryPlan:
     peak_bytes: int
     unmodelled_ops: tuple[int, ...] = ()
 
-    def live_at(self, step: int) -> list[BufferLife]:
-        return [b for b in self.buffers if b.first <= step <= b.last]
+    def live_during_op(self, index: int) -> list[BufferLife]:
+        """Buffers live while op `index` runs (its scope is index + 1)."""
+        return [b for b in self.buffers if b.first <= index + 1 <= b.last]
 
-    def live_bytes(self, step: int) -> int:
-        return sum(b.size for b in self.live_at(step))
+    def arena_end_during_op(self, index: int) -> int:
+        return max((self.offsets[b.key] + b.size for b in self.live_during_op(index)), default=0)
 
-    def peak_step(self) -> int:
-        """The op at which the live buffers reach furthest into the arena."""
-        ends = [max((self.offsets[b.key] + b.size for b in self.live_at(s)), default=0)
-                for s in range(self.num_steps)]
+    def peak_op(self) -> int:
+        """The op whose live buffers reach furthest into the arena (first such op)."""
+        num_ops = max((b.last for b in self.buffers), default=1)
+        ends = [self.arena_end_during_op(i) for i in range(num_ops)]
         return int(np.argmax(ends)) if ends else 0
 
-    @property
-    def num_steps(self) -> int:
-        return 1 + max((b.last for b in self.buffers), default=0)
 
-
-# (subgraph, op) -> byte sizes of the op's scratch buffers, or None when unknown.
 ScratchModel = Callable[..., "list[int] | None"]
 
 
 def tensor_lifetimes(*, subgraph: Subgraph, sizes: Mapping[str, int]) -> list[BufferLife]:
-    """Lifetimes of the arena tensors of a subgraph, in tensor order."""
-    last_op = max(len(subgraph.operators) - 1, 0)
-    first: dict[str, int] = {key: 0 for key in subgraph.inputs}
-    last: dict[str, int] = {key: 0 for key in subgraph.inputs}
+    """Lifetimes of the arena tensors of a subgraph, in tensor order.
+
+    Steps count like TFLM's allocation scopes: 0 is "before the first op"
+    (graph inputs are created there), op i runs at step i + 1.
+    """
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for key in subgraph.inputs:
+        first.setdefault(key, 0)
+        last[key] = 0
     for i, op in enumerate(subgraph.operators):
         for key in op.outputs:
-            first.setdefault(key, i)
-            last[key] = max(last.get(key, i), i)
-        for key in op.inputs:
-            if key is not None:
-                last[key] = i
-                first.setdefault(key, i)
+            first.setdefault(key, i + 1)
+        for key in [k for k in op.inputs if k is not None] + op.outputs:
+            last[key] = i + 1
     for key in subgraph.outputs:
-        last[key] = last_op
+        first.setdefault(key, len(subgraph.operators))
+        last[key] = len(subgraph.operators)
     lives = []
     for key, tensor in subgraph.tensors.items():
-        if key not in first or tensor.is_constant or tensor.is_variable:
+        if key not in first or tensor.is_constant or tensor.is_variable or sizes[key] == 0:
             continue
         lives.append(BufferLife(key=key, size=align(sizes[key]), first=first[key], last=last[key]))
     return lives
@@ -121,7 +121,7 @@ def plan_memory(*, graph: Graph, subgraph_index: int = 0,
         if requests is None:
             unmodelled.append(i)
             continue
-        lives += [BufferLife(key=f"scratch:#{i}.{j}", size=align(need), first=i, last=i)
+        lives += [BufferLife(key=f"scratch:#{i}.{j}", size=align(need), first=i + 1, last=i + 1)
                   for j, need in enumerate(requests) if need > 0]
     offsets = _greedy_offsets(lives)
     peak = max((offsets[b.key] + b.size for b in lives), default=0)
@@ -135,10 +135,10 @@ def _greedy_offsets(lives: list[BufferLife]) -> dict[str, int]:
     for buf in (b for b in lives if b.offline_offset is not None):
         offsets[buf.key] = buf.offline_offset
         placed.append((buf.offline_offset, buf))
-    online = [b for b in lives if b.offline_offset is None]
-    order = sorted(range(len(online)), key=lambda i: (-online[i].size, i))
-    for i in order:
-        buf = online[i]
+    # TFLM lists online buffers last-added first, then bubble-sorts by size
+    # (stable, descending): equal sizes are placed in reverse tensor order.
+    online = [b for b in lives if b.offline_offset is None][::-1]
+    for buf in sorted(online, key=lambda b: -b.size):
         offset = _first_fit(buf=buf, placed=placed)
         offsets[buf.key] = offset
         placed.append((offset, buf))

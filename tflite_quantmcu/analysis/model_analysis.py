@@ -52,13 +52,13 @@ def analyze_model(*, graph: Graph, bitwidths: Mapping[str, int] | None = None) -
     plan = plan_memory(graph=graph, bitwidths=bitwidths, scratch=scratch_requests)
     layers = tuple(_layer(graph=graph, plan=plan, index=i, bitwidths=bitwidths)
                    for i in range(len(sub.operators)))
-    peak_op = plan.peak_step()
+    peak_op = plan.peak_op()
     weights = {id(t.buffer): len(t.buffer.data) for t in sub.tensors.values() if t.is_constant}
     return ModelAnalysis(
         peak_sram_bytes=plan.peak_bytes,
         peak_op=peak_op,
         peak_tensors=tuple(sub.tensors[b.key].name if b.key in sub.tensors else b.key
-                           for b in plan.live_at(peak_op)),
+                           for b in plan.live_during_op(peak_op)),
         flash_bytes=len(write_model_bytes(graph=graph)),
         weight_bytes=sum(weights.values()),
         macs=sum(layer.macs for layer in layers),
@@ -74,7 +74,7 @@ def _layer(*, graph: Graph, plan: MemoryPlan, index: int,
     op = sub.operators[index]
     out_key = op.outputs[0]
     out = sub.tensors[out_key]
-    live = plan.live_at(index)
+    live = plan.live_during_op(index)
     return LayerFigures(
         index=index,
         op=op.type,
