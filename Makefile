@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 CLI    := $(VENV)/bin/tflite-quantmcu
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
 DEMO_MODEL := testdata/fashion_mnv2_r96_int8.tflite
 DEMO_OUT   := build/demo
 
@@ -13,18 +13,19 @@ DEMO_OUT   := build/demo
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[test,bench]'
+	$(PIP) install --quiet -e '.[test,bench,tf]'
 	touch $@
 
 deps: $(VENV)/.installed
 
 # Cross compiler and emulator for the Cortex-M tests; skipped (tests say why) when not root.
 apt-deps:
-	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then \
-	  echo "apt-deps: cross compiler and qemu present"; \
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+	    && [ -d /usr/share/datasets/fashion-mnist ]; then \
+	  echo "apt-deps: cross compiler, qemu and Fashion-MNIST present"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null) \
-	    || echo "apt-deps: could not install $(APT_PACKAGES); Cortex-M tests will be skipped"; \
+	    || echo "apt-deps: could not install $(APT_PACKAGES); Cortex-M tests and accuracy figures will be skipped"; \
 	else \
 	  echo "apt-deps: not root; Cortex-M tests will be skipped unless $(APT_PACKAGES) are installed"; \
 	fi
