@@ -262,6 +262,10 @@ class AveragePool2DOptions:
             raise ValueError("rescale=False needs in_bits == out_bits")
         if self.geometry.dilation_h != 1 or self.geometry.dilation_w != 1:
             raise ValueError("average pool has no dilation")
+        g = self.geometry
+        if max(g.pad_top, g.pad_bottom) >= self.filter_h or \
+                max(g.pad_left, g.pad_right) >= self.filter_w:
+            raise ValueError("average pool pads must be smaller than the filter")
         check_packable(name="input", channels=self.in_shape[3], bits=self.in_bits)
         check_packable(name="output", channels=self.out_shape[3], bits=self.out_bits)
         self.geometry.check(in_shape=self.in_shape, out_shape=self.out_shape,

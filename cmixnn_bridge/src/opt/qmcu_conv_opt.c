@@ -1,0 +1,292 @@
+/* Fast path of QMCU_CONV_2D for every bit-width combination (docs §2).
+ *
+ * Tiles of QMCU_OPT_PIX output pixels: their receptive fields are gathered once into a
+ * 16-bit, zero-point-corrected column buffer (padding -> 0) in an order that matches how a
+ * 32-bit word of weights is widened, then every output channel is a run of SMLADs over it:
+ *   8-bit weights: SXTB16 / SXTB16 ROR 8 give pairs (w0,w2), (w1,w3) of a word;
+ *   4/2-bit weights: XOR with 0x88../0xAA.. makes every field unsigned (w + 2^(b-1)); a mask
+ *   (after a shift of i*b) gives the pair (w_i, w_{i+F/2}); the bias 2^(b-1) * sum(x) is
+ *   subtracted per pixel afterwards.
+ * So a weight word of F = 32 / w_bits values is paired with the column words
+ *   (x_j, x_{j + F/2}), j = 0 .. F/2 - 1, and the columns of the tile are interleaved per word
+ *   group so that the inner loop reads them sequentially.
+ * Needs K = KH * KW * C_in to be a multiple of F; results equal qmcu_conv_2d_ref bit for bit.
+ */
+#include "qmcu/qmcu_ops.h"
+#include "qmcu_simd.h"
+
+#define QMCU_OPT_PIX 4
+
+typedef struct {
+  int32_t k;       /* KH * KW * C_in */
+  int32_t f;       /* weights per 32-bit word */
+  int32_t groups;  /* k / f */
+  uint32_t *cols;  /* groups * PIX * f / 2 words */
+  int16_t *lin;    /* k values of one pixel */
+  int32_t *colsum; /* PIX sums of the column values */
+} qmcu_conv_tile;
+
+static int32_t depth_k(const qmcu_conv_params *p) { return p->filter.h * p->filter.w * p->input.c; }
+
+int qmcu_conv_2d_opt_supported(const qmcu_conv_params *p) {
+  if (qmcu_conv_2d_check(p) != QMCU_STATUS_OK) return 0;
+  return depth_k(p) % (32 / p->w_bits) == 0;
+}
+
+static size_t align4(size_t n) { return (n + 3u) & ~(size_t)3u; }
+
+size_t qmcu_conv_2d_opt_scratch_size(const qmcu_conv_params *p) {
+  size_t k;
+  if (!qmcu_conv_2d_opt_supported(p)) return 0;
+  k = (size_t)depth_k(p);
+  return align4(QMCU_OPT_PIX * k * 2u) + align4(k * 2u) + QMCU_OPT_PIX * sizeof(int32_t);
+}
+
+/* Zero-point-corrected values of C_in channels of one input pixel into dst. */
+static void expand_run(const qmcu_conv_params *p, const uint8_t *src, int16_t *dst) {
+  const int32_t zp = p->in_zero_point;
+  int32_t i;
+  if (p->in_bits == 8) {
+    for (i = 0; i < p->input.c; ++i) dst[i] = (int16_t)((int8_t)src[i] - zp);
+  } else if (p->in_bits == 4) {
+    for (i = 0; i < p->input.c / 2; ++i) {
+      dst[2 * i] = (int16_t)((src[i] & 0x0f) - zp);
+      dst[2 * i + 1] = (int16_t)((src[i] >> 4) - zp);
+    }
+  } else {
+    for (i = 0; i < p->input.c / 4; ++i) {
+      const int32_t b = src[i];
+      dst[4 * i] = (int16_t)((b & 3) - zp);
+      dst[4 * i + 1] = (int16_t)(((b >> 2) & 3) - zp);
+      dst[4 * i + 2] = (int16_t)(((b >> 4) & 3) - zp);
+      dst[4 * i + 3] = (int16_t)((b >> 6) - zp);
+    }
+  }
+}
+
+/* Linear receptive field of output pixel q (flat over N*OH*OW) into t->lin. */
+static void gather_linear(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                          const qmcu_conv_tile *t) {
+  const qmcu_geometry *g = &p->geometry;
+  const int32_t ox = q % p->output.w;
+  const int32_t oy = (q / p->output.w) % p->output.h;
+  const int32_t n = q / (p->output.w * p->output.h);
+  const int32_t row_bytes = p->input.c * p->in_bits / 8;
+  int16_t *dst = t->lin;
+  int32_t ky, kx, i;
+  for (ky = 0; ky < p->filter.h; ++ky) {
+    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
+    for (kx = 0; kx < p->filter.w; ++kx, dst += p->input.c) {
+      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
+      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
+        for (i = 0; i < p->input.c; ++i) dst[i] = 0;
+      } else {
+        expand_run(p, in + ((n * p->input.h + iy) * p->input.w + ix) * row_bytes, dst);
+      }
+    }
+  }
+}
+
+/* Interleave t->lin as column `slot` of the tile; returns the column sum. */
+static int32_t scatter_column(const qmcu_conv_tile *t, int32_t slot) {
+  const int32_t half = t->f / 2;
+  const int32_t stride = QMCU_OPT_PIX * half;
+  uint32_t *dst = t->cols + slot * half;
+  const int16_t *src = t->lin;
+  int32_t sum = 0;
+  int32_t g, j;
+  for (g = 0; g < t->groups; ++g, dst += stride, src += t->f) {
+    for (j = 0; j < half; ++j) {
+      dst[j] = qmcu_pack16(src[j], src[j + half]);
+      sum += src[j] + src[j + half];
+    }
+  }
+  return sum;
+}
+
+/* 8-bit input and weights with C_in % 4 == 0: widen 4 bytes straight into 2 column words. */
+static void gather_s8_direct(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                             const qmcu_conv_tile *t, int32_t slot) {
+  const qmcu_geometry *g = &p->geometry;
+  const int32_t ox = q % p->output.w;
+  const int32_t oy = (q / p->output.w) % p->output.h;
+  const int32_t n = q / (p->output.w * p->output.h);
+  const uint32_t zp2 = qmcu_pack16(p->in_zero_point, p->in_zero_point);
+  uint32_t *dst = t->cols + slot * 2;
+  int32_t ky, kx, i;
+  for (ky = 0; ky < p->filter.h; ++ky) {
+    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
+    for (kx = 0; kx < p->filter.w; ++kx) {
+      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
+      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
+        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_OPT_PIX) dst[0] = dst[1] = 0;
+      } else {
+        const uint8_t *src = in + ((n * p->input.h + iy) * p->input.w + ix) * p->input.c;
+        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_OPT_PIX) {
+          const uint32_t v = qmcu_read_u32(src + i);
+          dst[0] = qmcu_ssub16(qmcu_sxtb16(v), zp2);
+          dst[1] = qmcu_ssub16(qmcu_sxtb16_ror8(v), zp2);
+        }
+      }
+    }
+  }
+}
+
+static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0, int32_t valid,
+                        const qmcu_conv_tile *t) {
+  const int direct = p->in_bits == 8 && p->w_bits == 8 && p->input.c % 4 == 0;
+  int32_t s, g, j;
+  for (s = 0; s < QMCU_OPT_PIX; ++s) {
+    t->colsum[s] = 0;
+    if (s >= valid) {
+      uint32_t *dst = t->cols + s * (t->f / 2);
+      for (g = 0; g < t->groups; ++g, dst += QMCU_OPT_PIX * (t->f / 2)) {
+        for (j = 0; j < t->f / 2; ++j) dst[j] = 0;
+      }
+    } else if (direct) {
+      gather_s8_direct(p, in, q0 + s, t, s);
+    } else {
+      gather_linear(p, in, q0 + s, t);
+      t->colsum[s] = scatter_column(t, s);
+    }
+  }
+}
+
+/* acc[s] = sum over k of column s times an 8-bit weight row. */
+static void dot_w8(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int32_t g = groups;
+  for (; g >= 2; g -= 2, w += 8, x += 16) {
+    const uint32_t v0 = qmcu_read_u32(w);
+    const uint32_t v1 = qmcu_read_u32(w + 4);
+    const uint32_t e0 = qmcu_sxtb16(v0), o0 = qmcu_sxtb16_ror8(v0);
+    const uint32_t e1 = qmcu_sxtb16(v1), o1 = qmcu_sxtb16_ror8(v1);
+    a0 = qmcu_smlad(e0, x[0], a0);
+    a0 = qmcu_smlad(o0, x[1], a0);
+    a1 = qmcu_smlad(e0, x[2], a1);
+    a1 = qmcu_smlad(o0, x[3], a1);
+    a2 = qmcu_smlad(e0, x[4], a2);
+    a2 = qmcu_smlad(o0, x[5], a2);
+    a3 = qmcu_smlad(e0, x[6], a3);
+    a3 = qmcu_smlad(o0, x[7], a3);
+    a0 = qmcu_smlad(e1, x[8], a0);
+    a0 = qmcu_smlad(o1, x[9], a0);
+    a1 = qmcu_smlad(e1, x[10], a1);
+    a1 = qmcu_smlad(o1, x[11], a1);
+    a2 = qmcu_smlad(e1, x[12], a2);
+    a2 = qmcu_smlad(o1, x[13], a2);
+    a3 = qmcu_smlad(e1, x[14], a3);
+    a3 = qmcu_smlad(o1, x[15], a3);
+  }
+  if (g) {
+    const uint32_t v0 = qmcu_read_u32(w);
+    const uint32_t e0 = qmcu_sxtb16(v0), o0 = qmcu_sxtb16_ror8(v0);
+    a0 = qmcu_smlad(o0, x[1], qmcu_smlad(e0, x[0], a0));
+    a1 = qmcu_smlad(o0, x[3], qmcu_smlad(e0, x[2], a1));
+    a2 = qmcu_smlad(o0, x[5], qmcu_smlad(e0, x[4], a2));
+    a3 = qmcu_smlad(o0, x[7], qmcu_smlad(e0, x[6], a3));
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+
+/* 4-bit weights: fields made unsigned (w + 8); the caller subtracts 8 * column sum. */
+static void dot_w4(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
+  const uint32_t m = 0x000f000fu;
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int32_t g;
+  for (g = 0; g < groups; ++g, w += 4, x += 16) {
+    const uint32_t u = qmcu_read_u32(w) ^ 0x88888888u;
+    const uint32_t w0 = u & m, w1 = (u >> 4) & m, w2 = (u >> 8) & m, w3 = (u >> 12) & m;
+    a0 = qmcu_smlad(w0, x[0], a0);
+    a0 = qmcu_smlad(w1, x[1], a0);
+    a0 = qmcu_smlad(w2, x[2], a0);
+    a0 = qmcu_smlad(w3, x[3], a0);
+    a1 = qmcu_smlad(w0, x[4], a1);
+    a1 = qmcu_smlad(w1, x[5], a1);
+    a1 = qmcu_smlad(w2, x[6], a1);
+    a1 = qmcu_smlad(w3, x[7], a1);
+    a2 = qmcu_smlad(w0, x[8], a2);
+    a2 = qmcu_smlad(w1, x[9], a2);
+    a2 = qmcu_smlad(w2, x[10], a2);
+    a2 = qmcu_smlad(w3, x[11], a2);
+    a3 = qmcu_smlad(w0, x[12], a3);
+    a3 = qmcu_smlad(w1, x[13], a3);
+    a3 = qmcu_smlad(w2, x[14], a3);
+    a3 = qmcu_smlad(w3, x[15], a3);
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+
+/* 2-bit weights: fields made unsigned (w + 2); the caller subtracts 2 * column sum. */
+static void dot_w2(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
+  const uint32_t m = 0x00030003u;
+  int32_t a[QMCU_OPT_PIX] = {0, 0, 0, 0};
+  int32_t g, j, s;
+  for (g = 0; g < groups; ++g, w += 4) {
+    const uint32_t u = qmcu_read_u32(w) ^ 0xaaaaaaaau;
+    for (s = 0; s < QMCU_OPT_PIX; ++s, x += 8) {
+      for (j = 0; j < 8; ++j) a[s] = qmcu_smlad((u >> (2 * j)) & m, x[j], a[s]);
+    }
+  }
+  for (s = 0; s < QMCU_OPT_PIX; ++s) acc[s] = a[s];
+}
+
+static void store_outputs(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t q0,
+                          int32_t valid, int32_t co, const int32_t *acc, const int32_t *colsum) {
+  const int32_t bias = b->bias != NULL ? b->bias[co] : 0;
+  const int32_t mult = b->multiplier[co];
+  const int32_t shift = b->shift[co];
+  const int32_t corr = p->w_bits == 8 ? 0 : 1 << (p->w_bits - 1);
+  int32_t s;
+  for (s = 0; s < valid; ++s) {
+    const int32_t a = acc[s] - corr * colsum[s] + bias;
+    const int32_t y = qmcu_clamp(qmcu_mbqm(a, mult, shift) + p->out_zero_point, p->act_min,
+                                 p->act_max);
+    const int32_t index = (q0 + s) * p->output.c + co;
+    if (p->out_bits == 8) {
+      ((int8_t *)b->output)[index] = (int8_t)y;
+    } else {
+      qmcu_store_act((uint8_t *)b->output, index, p->out_bits, y);
+    }
+  }
+}
+
+qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
+  const int32_t pixels = p->output.n * p->output.h * p->output.w;
+  const uint8_t *w;
+  qmcu_conv_tile t;
+  int32_t row_bytes, q0, co;
+  if (!qmcu_conv_2d_opt_supported(p)) return QMCU_STATUS_UNSUPPORTED;
+  if (b == NULL || b->scratch == NULL) return QMCU_STATUS_BAD_PARAMS;
+  t.k = depth_k(p);
+  t.f = 32 / p->w_bits;
+  t.groups = t.k / t.f;
+  t.cols = (uint32_t *)b->scratch;
+  t.lin = (int16_t *)((uint8_t *)b->scratch + align4(QMCU_OPT_PIX * (size_t)t.k * 2u));
+  t.colsum = (int32_t *)((uint8_t *)t.lin + align4((size_t)t.k * 2u));
+  w = (const uint8_t *)b->filter;
+  row_bytes = t.k * p->w_bits / 8;
+  for (q0 = 0; q0 < pixels; q0 += QMCU_OPT_PIX) {
+    const int32_t valid = pixels - q0 < QMCU_OPT_PIX ? pixels - q0 : QMCU_OPT_PIX;
+    gather_tile(p, (const uint8_t *)b->input, q0, valid, &t);
+    for (co = 0; co < p->output.c; ++co) {
+      int32_t acc[QMCU_OPT_PIX];
+      const uint8_t *row = w + co * row_bytes;
+      if (p->w_bits == 8) {
+        dot_w8(row, t.cols, t.groups, acc);
+      } else if (p->w_bits == 4) {
+        dot_w4(row, t.cols, t.groups, acc);
+      } else {
+        dot_w2(row, t.cols, t.groups, acc);
+      }
+      store_outputs(p, b, q0, valid, co, acc, t.colsum);
+    }
+  }
+  return QMCU_STATUS_OK;
+}

@@ -1,0 +1,68 @@
+/* Private: the few Armv7E-M DSP operations the fast paths use, with portable C equivalents
+ * when __ARM_FEATURE_DSP is not defined (host builds run the same algorithm). */
+#ifndef QMCU_SIMD_H
+#define QMCU_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#define QMCU_HAVE_DSP 1
+#else
+#define QMCU_HAVE_DSP 0
+#endif
+
+/* Unaligned little-endian 32-bit load (one LDR on Cortex-M4/M7). */
+static inline uint32_t qmcu_read_u32(const void *p) {
+  uint32_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline uint32_t qmcu_pack16(int32_t lo, int32_t hi) {
+  return ((uint32_t)lo & 0xffffu) | ((uint32_t)hi << 16);
+}
+
+#if QMCU_HAVE_DSP
+/* bytes 0 and 2, sign-extended to two halfwords */
+static inline uint32_t qmcu_sxtb16(uint32_t x) { return (uint32_t)__sxtb16((int32_t)x); }
+
+/* bytes 1 and 3, sign-extended (SXTB16 with ROR #8) */
+static inline uint32_t qmcu_sxtb16_ror8(uint32_t x) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+
+static inline int32_t qmcu_smlad(uint32_t a, uint32_t b, int32_t acc) {
+  return __smlad((int32_t)a, (int32_t)b, acc);
+}
+
+static inline uint32_t qmcu_ssub16(uint32_t a, uint32_t b) {
+  return (uint32_t)__ssub16((int32_t)a, (int32_t)b);
+}
+#else
+static inline int32_t qmcu_lo16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x & 0xffffu); }
+
+static inline int32_t qmcu_hi16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x >> 16); }
+
+static inline uint32_t qmcu_sxtb16(uint32_t x) {
+  return qmcu_pack16((int8_t)(uint8_t)(x & 0xffu), (int8_t)(uint8_t)((x >> 16) & 0xffu));
+}
+
+static inline uint32_t qmcu_sxtb16_ror8(uint32_t x) {
+  return qmcu_pack16((int8_t)(uint8_t)((x >> 8) & 0xffu), (int8_t)(uint8_t)(x >> 24));
+}
+
+static inline int32_t qmcu_smlad(uint32_t a, uint32_t b, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(qmcu_lo16(a) * qmcu_lo16(b)) +
+                   (uint32_t)(qmcu_hi16(a) * qmcu_hi16(b)));
+}
+
+static inline uint32_t qmcu_ssub16(uint32_t a, uint32_t b) {
+  return qmcu_pack16(qmcu_lo16(a) - qmcu_lo16(b), qmcu_hi16(a) - qmcu_hi16(b));
+}
+#endif
+
+#endif /* QMCU_SIMD_H */
