@@ -1,0 +1,126 @@
+"""Configuration and result of patch planning (frozen, JSON-serialisable).
+
+`PatchOptions` says what the user wants (budget, MAC cap, forced split/grid);
+`PatchPlan` is what the planner decided and why, with every candidate it
+evaluated so a bench can draw the peak-vs-overhead front. A plan is data: the
+rewrite (`apply_patch_plan`) needs only `split_op`, `row_bounds`,
+`col_bounds` and `in_place` from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tflite_quantmcu.errors import BudgetError
+from tflite_quantmcu.patches.receptive_field import Region
+
+
+@dataclass(frozen=True)
+class PatchOptions:
+    """What the planner may do.
+
+    sram_budget: bytes of arena the model must fit in (None: just minimise).
+    max_mac_overhead: cap on redundant MACs as a fraction of the model's MACs
+        (0.1 = at most +10 %), None for no cap.
+    split: force the last op of the patch stage (op index, or the key or name
+        of its output tensor); grid: force (rows, cols). Either may be given alone.
+    max_grid: largest rows and cols the automatic search tries.
+    in_place: write row strips of the stage output in place through TFLM's
+        offline memory plan: None = when it lowers the peak, True/False = always/never.
+    """
+
+    sram_budget: int | None = None
+    max_mac_overhead: float | None = None
+    split: int | str | None = None
+    grid: tuple[int, int] | None = None
+    max_grid: int = 8
+    in_place: bool | None = None
+
+
+@dataclass(frozen=True)
+class PatchCandidate:
+    """One evaluated (split, grid): its peak (exact or an estimate) and MAC overhead."""
+
+    split_op: int
+    split_tensor: str
+    grid: tuple[int, int]
+    peak_bytes: int
+    mac_overhead: float
+    exact: bool
+    in_place: bool = False
+
+    def to_json(self) -> dict:
+        return {"split_op": self.split_op, "split_tensor": self.split_tensor,
+                "grid": list(self.grid), "peak_bytes": self.peak_bytes,
+                "mac_overhead": self.mac_overhead, "exact": self.exact,
+                "in_place": self.in_place}
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """The chosen split and grid (or layer-based with a `reason`) and their figures.
+
+    regions: (tensor key, per-patch regions in row-major patch order) for every
+    feature map of the stage, stage input and output included; a region is
+    [row_start, row_stop, col_start, col_stop) of the full tensor.
+    peak_tensors: names of the tensors (and scratch buffers) live at the peak of
+    the returned plan. MACs count the whole model.
+    """
+
+    split_op: int | None
+    split_tensor: str | None
+    input_tensor: str | None
+    grid: tuple[int, int]
+    row_bounds: tuple[int, ...]
+    col_bounds: tuple[int, ...]
+    in_place: bool
+    layer_based_peak: int
+    patch_based_peak: int
+    macs_layer: int
+    macs_patch: int
+    peak_tensors: tuple[str, ...]
+    regions: tuple[tuple[str, tuple[Region, ...]], ...] = ()
+    reason: str | None = None
+    notes: tuple[str, ...] = ()
+    candidates: tuple[PatchCandidate, ...] = field(default=(), repr=False)
+
+    @property
+    def is_patched(self) -> bool:
+        return self.split_op is not None and self.grid != (1, 1)
+
+    @property
+    def peak_bytes(self) -> int:
+        """Peak of the model this plan produces (layer-based when not patched)."""
+        return self.patch_based_peak if self.is_patched else self.layer_based_peak
+
+    @property
+    def redundant_macs(self) -> int:
+        return self.macs_patch - self.macs_layer
+
+    @property
+    def mac_overhead(self) -> float:
+        return self.redundant_macs / self.macs_layer if self.macs_layer else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "split_op": self.split_op, "split_tensor": self.split_tensor,
+            "input_tensor": self.input_tensor, "grid": list(self.grid),
+            "row_bounds": list(self.row_bounds), "col_bounds": list(self.col_bounds),
+            "in_place": self.in_place, "layer_based_peak": self.layer_based_peak,
+            "patch_based_peak": self.patch_based_peak, "macs_layer": self.macs_layer,
+            "macs_patch": self.macs_patch, "redundant_macs": self.redundant_macs,
+            "mac_overhead": self.mac_overhead, "peak_tensors": list(self.peak_tensors),
+            "regions": {key: [r.to_json() for r in regions] for key, regions in self.regions},
+            "reason": self.reason, "notes": list(self.notes),
+            "candidates": [c.to_json() for c in self.candidates],
+        }
+
+
+class PatchBudgetError(BudgetError):
+    """The SRAM budget cannot be met; carries the best achievable peak and its tensors."""
+
+    def __init__(self, message: str, *, best_peak: int, peak_tensors: tuple[str, ...],
+                 budget: int) -> None:
+        super().__init__(message)
+        self.best_peak = best_peak
+        self.peak_tensors = peak_tensors
+        self.budget = budget
