@@ -28,7 +28,39 @@ def write_bytes_atomically(*, data: bytes, path: str | Path) -> None:
         raise OutputError(f"{path}: cannot be written ({err.strerror})") from err
 
 
+def json_bytes(*, data: object) -> bytes:
+    """Indented, key-sorted JSON: the same data always gives the same bytes."""
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def write_json_atomically(*, data: object, path: str | Path) -> None:
-    """Writes `data` as indented, key-sorted JSON (deterministic bytes)."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    write_bytes_atomically(data=text.encode("utf-8"), path=path)
+    write_bytes_atomically(data=json_bytes(data=data), path=path)
+
+
+def write_outputs_atomically(*, directory: str | Path, files: dict[str, bytes]) -> None:
+    """Writes every file into `directory` or none of them.
+
+    All files go to a fresh temporary folder inside `directory` first and are
+    then renamed into place; if a rename fails, the ones already moved are removed.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".qmcu-"))
+    except OSError as err:
+        raise OutputError(f"{directory}: cannot create output directory ({err.strerror})") from err
+    moved: list[Path] = []
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        for name in files:
+            os.replace(staging / name, directory / name)
+            moved.append(directory / name)
+    except OSError as err:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        raise OutputError(f"{directory}: cannot write outputs ({err.strerror})") from err
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
