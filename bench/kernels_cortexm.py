@@ -1,0 +1,159 @@
+"""Executed instructions of the QMCU kernels on an emulated Cortex-M4 (QEMU TCG plugin).
+
+For typical MobileNetV2 layer shapes, every variant is cross-built with its golden output,
+run on qemu-system-arm (mps2-an386) with cmixnn_bridge/test/cortexm/qmcu_icount_plugin.c,
+and the instructions executed between qmcu_bench_begin() and qmcu_bench_end() (minus the
+markers' own overhead, measured on an empty region) are printed as a table. Counts are
+instructions, not cycles. Each run also checks the kernel output against the numpy reference.
+
+    python bench/kernels_cortexm.py [--target cortex-m4|cortex-m7] [--jobs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import importlib.util
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from tflite_quantmcu.reference import qmcu_golden as gold
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CORTEXM = ROOT / "cmixnn_bridge" / "test" / "cortexm"
+BUILD = ROOT / "cmixnn_bridge" / "build" / "bench"
+
+LAYERS = {
+    # name: (in_shape, c_out, kernel, pads, depthwise)
+    "1x1 expand 48x48x16->96": ((1, 48, 48, 16), 96, (1, 1), (0, 0, 0, 0), False),
+    "3x3 depthwise 48x48x96": ((1, 48, 48, 96), 96, (3, 3), (1, 1, 1, 1), True),
+    "1x1 project 48x48x96->24": ((1, 48, 48, 96), 24, (1, 1), (0, 0, 0, 0), False),
+}
+VARIANTS = {
+    # name: (in_bits, w_bits, out_bits, path) with path 0 = reference, 2 = the switch
+    "int8 ref": (8, 8, 8, 0),
+    "int8 opt": (8, 8, 8, 2),
+    "a4 (w8, out 4)": (4, 8, 4, 2),
+    "a2 (w8, out 2)": (2, 8, 2, 2),
+    "w4 (a8, out 8)": (8, 4, 8, 2),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    layer: str
+    variant: str
+    path: str
+    macs: int
+    insns: int
+
+
+def _helper():
+    spec = importlib.util.spec_from_file_location("qmcu_cortexm", CORTEXM / "qmcu_cortexm.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_plugin(*, out_dir: pathlib.Path) -> pathlib.Path:
+    """Compile the icount plugin for the host."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise SystemExit("no host C compiler to build the QEMU plugin")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / "libqmcu_icount.so"
+    subprocess.run([compiler, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-fPIC",
+                    "-shared", "-fvisibility=hidden", str(CORTEXM / "qmcu_icount_plugin.c"),
+                    "-o", str(lib)], check=True)
+    return lib
+
+
+def _spec(*, layer: str, variant: str) -> tuple[gold.ConvSpec, int]:
+    in_shape, c_out, kernel, pads, depthwise = LAYERS[layer]
+    a, w, o, path = VARIANTS[variant]
+    return gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=in_shape, c_out=c_out,
+                         kernel=kernel, pads=pads, depthwise=depthwise), path
+
+
+def _macs(spec: gold.ConvSpec) -> int:
+    n, h, w, c = spec.in_shape
+    per_out = spec.kernel[0] * spec.kernel[1] * (1 if spec.depthwise else c)
+    return n * h * w * spec.c_out * per_out  # stride 1, same-size output
+
+
+def _symbol(*, elf: pathlib.Path, name: str) -> int:
+    out = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True,
+                         check=True).stdout
+    match = re.search(rf"^([0-9a-fA-F]+) T {name}$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{name} not found in {elf}")
+    return int(match.group(1), 16)
+
+
+def run_one(*, helper, target, plugin: pathlib.Path, layer: str, variant: str) -> Result:
+    """Build, run and count one (layer, variant)."""
+    spec, path = _spec(layer=layer, variant=variant)
+    case = gold.random_conv_case(rng=np.random.default_rng(7), spec=spec)
+    work = BUILD / re.sub(r"[^a-z0-9]+", "_", f"{target.name} {layer} {variant}".lower())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "qmcu_bench_case.h").write_text(f"#define QMCU_BENCH_PATH {path}\n"
+                                            + gold.golden_header(convs=[case]))
+    elf = helper.build_elf(target=target, main_source=CORTEXM / "qmcu_bench_main.c",
+                           include_dirs=[work], out=work / "bench.elf")
+    begin = _symbol(elf=elf, name="qmcu_bench_begin")
+    end = _symbol(elf=elf, name="qmcu_bench_end")
+    result = helper.run_elf(target=target, elf=elf, timeout_s=600,
+                            plugin=f"{plugin},begin={begin:#x},end={end:#x}")
+    log = result.stdout + result.stderr
+    if result.returncode != 0:
+        raise RuntimeError(f"{layer} / {variant} failed:\n{log[-2000:]}")
+    regions = [int(v) for v in re.findall(r"qmcu_icount region=\d+ insns=(\d+)", log)]
+    if len(regions) != 2:
+        raise RuntimeError(f"expected 2 counted regions, got {regions}:\n{log[-2000:]}")
+    used = re.search(r"path=(\w+)", log).group(1)
+    return Result(layer=layer, variant=variant, path=used, macs=_macs(spec),
+                  insns=regions[1] - regions[0])
+
+
+def format_table(*, results: list[Result], target: str) -> str:
+    """Markdown table; the last column compares with the layer's optimized int8 run."""
+    base = {r.layer: r.insns / r.macs for r in results if r.variant == "int8 opt"}
+    lines = [f"Executed instructions on {target} (QEMU TCG plugin), per layer call", "",
+             "| layer | variant | path | MACs | instructions | instr/MAC | vs int8 opt |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in results:
+        per_mac = r.insns / r.macs
+        lines.append(f"| {r.layer} | {r.variant} | {r.path} | {r.macs:,} | {r.insns:,} | "
+                     f"{per_mac:.3f} | {per_mac / base[r.layer]:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="cortex-m4", choices=["cortex-m4", "cortex-m7"])
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    helper = _helper()
+    missing = helper.missing_tools()
+    if missing:
+        print(f"skipped: {', '.join(missing)} not on PATH")
+        return 0
+    plugin = build_plugin(out_dir=BUILD)
+    target = helper.TARGETS[args.target]
+    jobs = [(layer, variant) for layer in LAYERS for variant in VARIANTS]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_one, helper=helper, target=target, plugin=plugin, layer=l,
+                               variant=v) for l, v in jobs]
+        results = [f.result() for f in futures]
+    print(format_table(results=results, target=args.target))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
