@@ -35,6 +35,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -45,7 +46,7 @@ CALIBRATION_SAMPLES = 8
 BATCHNORM_INIT_SAMPLES = 16
 VERIFY_SAMPLES = 4
 VERIFY_SEED = 20261121
-ARENA_HEAD_PATTERN = re.compile(r"Arena allocation head (\d+) bytes")
+ARENA_PATTERN = re.compile(r"Arena allocation (head|tail|total) (\d+) bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Fixture:
     """One fixture model: how to build it, where it lives, what it is for."""
 
     name: str
-    builder: str
+    builder: Callable  # keyword-only: (keras, input_shape, **params) -> keras.Model
     params: dict
     input_shape: tuple[int, int, int]
     committed: bool
@@ -75,7 +76,7 @@ def fixture_table() -> tuple[Fixture, ...]:
     return (
         Fixture(
             name="conv_chain",
-            builder="build_conv_chain",
+            builder=build_conv_chain,
             params={},
             input_shape=(40, 48, 3),
             committed=True,
@@ -85,7 +86,7 @@ def fixture_table() -> tuple[Fixture, ...]:
         ),
         Fixture(
             name="resnet8_cifar",
-            builder="build_resnet8",
+            builder=build_resnet8,
             params={"classes": 10},
             input_shape=(32, 32, 3),
             committed=True,
@@ -95,7 +96,7 @@ def fixture_table() -> tuple[Fixture, ...]:
         ),
         Fixture(
             name="mobilenetv1_w025_r96",
-            builder="build_mobilenetv1",
+            builder=build_mobilenetv1,
             params={"alpha": 0.25, "classes": 2},
             input_shape=(96, 96, 3),
             committed=True,
@@ -104,7 +105,7 @@ def fixture_table() -> tuple[Fixture, ...]:
         ),
         Fixture(
             name="mobilenetv2_w035_r144",
-            builder="build_mobilenetv2",
+            builder=build_mobilenetv2,
             params={"alpha": 0.35, "classes": 10},
             input_shape=(144, 144, 3),
             committed=True,
@@ -114,7 +115,7 @@ def fixture_table() -> tuple[Fixture, ...]:
         ),
         Fixture(
             name="mobilenetv2_w100_r224",
-            builder="build_mobilenetv2",
+            builder=build_mobilenetv2,
             params={"alpha": 1.0, "classes": 1000},
             input_shape=(224, 224, 3),
             committed=False,
@@ -267,19 +268,10 @@ def build_fixture(*, tf, keras, fixture):
     """Keras model with seeded weights -> full-int8 .tflite bytes."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(fixture.seed)
-    builder = MODEL_BUILDERS[fixture.builder]
-    model = builder(keras=keras, input_shape=fixture.input_shape, **fixture.params)
+    model = fixture.builder(keras=keras, input_shape=fixture.input_shape, **fixture.params)
     init_batchnorm(keras=keras, model=model, seed=fixture.seed, input_shape=fixture.input_shape)
     calibration = float_inputs(seed=fixture.seed + 3, count=CALIBRATION_SAMPLES, input_shape=fixture.input_shape)
     return convert_full_int8(tf=tf, model=model, calibration=calibration)
-
-
-MODEL_BUILDERS = {
-    "build_conv_chain": build_conv_chain,
-    "build_resnet8": build_resnet8,
-    "build_mobilenetv1": build_mobilenetv1,
-    "build_mobilenetv2": build_mobilenetv2,
-}
 
 
 def write_atomically(*, path: Path, data: bytes) -> None:
@@ -378,7 +370,7 @@ def compact_number_lists(*, text: str) -> str:
 def merge_entry(*, old: dict | None, new: dict) -> dict:
     """Keep verification results that belong to the same model bytes."""
     if old and old.get("sha256") == new["sha256"]:
-        for key in ("tflm_arena_head_bytes", "verify"):
+        for key in ("tflm_arena_head_bytes", "tflm_arena", "verify"):
             if key in old:
                 new[key] = old[key]
     return new
@@ -401,6 +393,10 @@ def is_up_to_date(*, path: Path, script: Path, script_sha: str, recorded: dict |
 # ----------------------------------------------------------------------------- verification
 
 
+class ProbeError(RuntimeError):
+    """The TFLM child process failed or did not report its arena."""
+
+
 def tflm_probe(*, model_path: Path, inputs_path: Path, outputs_path: Path, arena_bytes: int) -> None:
     """Child-process side: run TFLM on the inputs, save outputs, print the arena report."""
     from tflite_micro.python.tflite_micro import runtime
@@ -418,7 +414,7 @@ def tflm_probe(*, model_path: Path, inputs_path: Path, outputs_path: Path, arena
 
 
 def run_tflm_subprocess(*, script: Path, model_path: Path, inputs_path: Path, outputs_path: Path, arena_bytes: int):
-    """Run TFLM in a child (it aborts the process on some errors). Returns (outputs, head)."""
+    """Run TFLM in a child (it aborts the process on some errors). Returns (outputs, arena)."""
     command = [
         sys.executable, str(script), "--tflm-probe", str(model_path),
         "--probe-inputs", str(inputs_path), "--probe-outputs", str(outputs_path),
@@ -426,12 +422,12 @@ def run_tflm_subprocess(*, script: Path, model_path: Path, inputs_path: Path, ou
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"TFLM probe of {model_path.name} failed (exit {result.returncode}): "
+        raise ProbeError(f"TFLM probe of {model_path.name} failed (exit {result.returncode}): "
                            f"{result.stderr[-2000:]}")
-    match = ARENA_HEAD_PATTERN.search(result.stderr + result.stdout)
-    if match is None:
-        raise RuntimeError(f"TFLM probe of {model_path.name} printed no arena head")
-    return np.load(outputs_path)["outputs"], int(match.group(1))
+    arena = {f"{part}_bytes": int(size) for part, size in ARENA_PATTERN.findall(result.stderr + result.stdout)}
+    if "head_bytes" not in arena:
+        raise ProbeError(f"TFLM probe of {model_path.name} printed no arena head")
+    return np.load(outputs_path)["outputs"], arena
 
 
 def run_litert_reference(*, data: bytes, samples: np.ndarray) -> np.ndarray:
@@ -459,14 +455,15 @@ def verify_fixture(*, fixture: Fixture, testdata: Path, script: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         inputs_path = Path(tmp) / "inputs.npz"
         np.savez(inputs_path, inputs=samples)
-        tflm, head = run_tflm_subprocess(
+        tflm, arena = run_tflm_subprocess(
             script=script, model_path=path, inputs_path=inputs_path,
             outputs_path=Path(tmp) / "outputs.npz", arena_bytes=fixture.arena_bytes,
         )
     tflm = tflm.reshape(litert.shape)
     diff = np.abs(litert.astype(np.int32) - tflm.astype(np.int32))
     return {
-        "tflm_arena_head_bytes": head,
+        "tflm_arena_head_bytes": arena["head_bytes"],
+        "tflm_arena": arena,
         "verify": {
             "samples": VERIFY_SAMPLES,
             "litert_ref_equals_tflm": bool(diff.max() == 0),
@@ -498,37 +495,39 @@ def selected_fixtures(*, only):
     return [fixture for fixture in fixture_table() if not only or fixture.name in only]
 
 
-def build_stale(*, fixtures, testdata: Path, script: Path, script_sha: str, index: dict, force: bool) -> list[str]:
-    """Build what is missing or stale. Returns names that could not be built."""
-    tf_modules = None
-    missing = []
+def build_stale(*, fixtures, testdata: Path, script: Path, script_sha: str, index: dict, force: bool) -> list[Fixture]:
+    """Build what is missing or stale. Returns the fixtures that could not be built."""
+    stale = []
     for fixture in fixtures:
         path = fixture.path(testdata=testdata)
-        fresh = is_up_to_date(path=path, script=script, script_sha=script_sha, recorded=index.get(fixture.name))
-        if fresh and not force:
+        recorded = index.get(fixture.name)
+        if not force and is_up_to_date(path=path, script=script, script_sha=script_sha, recorded=recorded):
             print(f"up to date  {path.relative_to(testdata.parent)}")
-            continue
-        if tf_modules is None:
-            tf_modules = try_import_tensorflow()
-        if tf_modules is None:
-            print(f"NOT BUILT   {path.relative_to(testdata.parent)}: tensorflow is not installed "
-                  "(pip install 'tensorflow-cpu==2.21.0')")
-            missing.append(fixture.name)
-            continue
-        start = time.perf_counter()
-        data = build_fixture(tf=tf_modules[0], keras=tf_modules[1], fixture=fixture)
-        check_size(fixture=fixture, data=data)
-        write_atomically(path=path, data=data)
-        print(f"built       {path.relative_to(testdata.parent)}: {len(data):,} B "
-              f"in {time.perf_counter() - start:.1f} s")
-    return missing
-
-
-def try_import_tensorflow():
+        else:
+            stale.append(fixture)
+    if not stale:
+        return []
+    start = time.perf_counter()
     try:
-        return import_tensorflow()
-    except ImportError:
-        return None
+        tf, keras = import_tensorflow()
+    except ImportError as error:
+        for fixture in stale:
+            print(f"NOT BUILT   {fixture.path(testdata=testdata).relative_to(testdata.parent)}: "
+                  f"cannot import tensorflow ({error}); pip install 'tensorflow-cpu==2.21.0'")
+        return stale
+    print(f"imported    tensorflow {tf.__version__} in {time.perf_counter() - start:.1f} s")
+    for fixture in stale:
+        build_one(tf=tf, keras=keras, fixture=fixture, testdata=testdata)
+    return []
+
+
+def build_one(*, tf, keras, fixture: Fixture, testdata: Path) -> None:
+    start = time.perf_counter()
+    data = build_fixture(tf=tf, keras=keras, fixture=fixture)
+    check_size(fixture=fixture, data=data)
+    path = fixture.path(testdata=testdata)
+    write_atomically(path=path, data=data)
+    print(f"built       {path.relative_to(testdata.parent)}: {len(data):,} B in {time.perf_counter() - start:.1f} s")
 
 
 def check_size(*, fixture: Fixture, data: bytes) -> None:
@@ -553,7 +552,12 @@ def verify_all(*, fixtures, testdata: Path, script: Path, entries: dict) -> bool
             print(f"not verified {fixture.name}: file missing")
             continue
         start = time.perf_counter()
-        result = verify_fixture(fixture=fixture, testdata=testdata, script=script)
+        try:
+            result = verify_fixture(fixture=fixture, testdata=testdata, script=script)
+        except ProbeError as error:
+            print(f"FAILED      {fixture.name}: {error}")
+            all_equal = False
+            continue
         entries[fixture.name].update(result)
         check = result["verify"]
         all_equal &= check["litert_ref_equals_tflm"]
@@ -587,7 +591,7 @@ def main(argv=None) -> int:
         verified_ok = verify_all(fixtures=fixtures, testdata=testdata, script=script, entries=entries)
     if save_index(path=index_path, entries=entries):
         print(f"wrote       {index_path.relative_to(testdata.parent)}")
-    committed_missing = [name for name in missing if next(f for f in fixtures if f.name == name).committed]
+    committed_missing = [fixture.name for fixture in missing if fixture.committed]
     if committed_missing or not verified_ok:
         return 1
     return 0
