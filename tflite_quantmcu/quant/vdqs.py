@@ -1,0 +1,283 @@
+"""Value-driven quantization search (VDQS, QuantMCU Section III-B, Eq. 2-7, Algorithm 1).
+
+For each feature map i of a branch (execution order, i = 0 .. N) and candidate b:
+
+* **Entropy** ``H(i, b)`` (Eq. 3-4, in bits): requantize the map's int8 codes to b bits
+  exactly as ``QMCU_PACK`` does (scale/zero point from ``subbyte_quant_params``, i.e.
+  ``scale_b = scale_8 * 255 / (2^b - 1)``, TFLite fixed-point multiplier); divide the
+  value range of the b-bit map, ``[q_min, q_max]`` over the levels that occur, uniformly
+  into k = ``bins`` bins (bin of level q: ``(q - q_min) * k // (q_max - q_min + 1)``, exact
+  integers) and take the entropy of the bin frequencies. Default k = 256: at least one bin
+  per level for every candidate (2^8 levels at most), so H(i, b) is exactly the entropy
+  of the b-bit codes, H(i, 8) that of the int8 codes, and since the b-bit level is a
+  function of the int8 code, dH(i, b) = H(i, 8) - H(i, b) >= 0. A smaller k merges
+  int8 levels and hides part of the loss of going to 4 bits.
+* ``Omega(i, b) = dH(i, b) / H(N, b_last)`` (Eq. 5); ``b_last`` = the widest allowed
+  candidate of the branch's last map (8 unless restricted). If H(N, b_last) = 0 the
+  branch's output carries no information over the calibration set and Omega = 0.
+* ``Phi(i, b) = dB(i, b) / B`` (Eq. 2): the BitOPs of a map are those of the ops that
+  read it, MACs x weight bits x activation bits (``consumers``, computed by the caller
+  with ``analysis/costs.py``); ``dB(i, b) = sum(MACs x w_bits) x (8 - b)``,
+  ``B = sum_i sum(MACs x w_bits) x 8`` over the branch. B = 0 gives Phi = 0.
+* ``S(i, b) = -lam * Omega + (1 - lam) * Phi`` (Eq. 6); candidates are ordered by
+  descending S, ties to the wider candidate; the first is the initial pick.
+
+Then :mod:`traversal` (Algorithm 1) adjusts picks until every adjacent pair fits M
+(packed bytes, ``tensor_bytes`` semantics).
+
+Allowed candidates of a map: ``FeatureMapSpec.candidates`` or ``VdqsOptions.candidates``,
+minus sub-byte widths whose packing would leave a partial byte (channels not a multiple
+of 8 / b; docs/qmcu_ops.md §1.1); 8 if none is left. An outlier-class branch (VDPC)
+allows only 8 bits everywhere (Eq. 7 is still checked).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tflite_quantmcu.analysis.memory import tensor_bytes
+from tflite_quantmcu.errors import BudgetError, CalibrationDataError, ConfigError
+from tflite_quantmcu.ir.graph import Tensor
+from tflite_quantmcu.ir.schema import TensorType
+from tflite_quantmcu.qmcu_options import subbyte_quant_params
+from tflite_quantmcu.quant.plan import BitwidthPlan, BranchRecord, CandidateScore
+from tflite_quantmcu.quant.statistics import CODE_OFFSET, NUM_CODES, TensorStatistics
+from tflite_quantmcu.quant.traversal import PairProblem, initial_bits, resolve_pairs
+from tflite_quantmcu.reference.requantize import (multiply_by_quantized_multiplier,
+                                                  quantize_multiplier)
+
+BIT_CHOICES = (8, 4, 2)
+
+
+@dataclass(frozen=True)
+class ConsumerCost:
+    """One op that reads a feature map: its MACs and weight bits (8 for weightless ops)."""
+
+    macs: int
+    weight_bits: int = 8
+
+
+@dataclass(frozen=True)
+class FeatureMapSpec:
+    """A feature map of a branch as VDQS needs it.
+
+    ``histogram``: 256 counts of its int8 codes over the calibration set (index c + 128),
+    e.g. a :class:`RegionStatistics` histogram for a patch tensor.
+    """
+
+    key: str
+    shape: tuple[int, ...]
+    histogram: tuple[int, ...]
+    scale: float
+    zero_point: int
+    consumers: tuple[ConsumerCost, ...] = ()
+    candidates: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.histogram) != NUM_CODES:
+            raise ConfigError(f"feature map '{self.key}': histogram needs {NUM_CODES} bins, "
+                              f"got {len(self.histogram)}")
+        if not self.shape or any(int(d) <= 0 for d in self.shape):
+            raise ConfigError(f"feature map '{self.key}': shape {self.shape} must be positive")
+        if sum(self.histogram) <= 0:
+            raise CalibrationDataError(f"feature map '{self.key}': empty histogram")
+        if self.candidates is not None:
+            _check_candidates(where=f"feature map '{self.key}'", candidates=self.candidates)
+
+    def bytes_at(self, bits: int) -> int:
+        """Packed bytes at ``bits`` (analysis.memory.tensor_bytes semantics)."""
+        tensor = Tensor(name=self.key, shape=tuple(self.shape), dtype=TensorType.INT8)
+        return tensor_bytes(tensor=tensor, bits=bits)
+
+    @property
+    def bitops_per_activation_bit(self) -> int:
+        return sum(c.macs * c.weight_bits for c in self.consumers)
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    """The feature maps of one dataflow branch in execution order, and its limit M."""
+
+    name: str
+    feature_maps: tuple[FeatureMapSpec, ...]
+    memory_limit: int
+    outlier_class: bool = False
+
+    def __post_init__(self) -> None:
+        keys = [m.key for m in self.feature_maps]
+        if len(keys) < 2:
+            raise ConfigError(f"branch '{self.name}': needs at least 2 feature maps, got {keys}")
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"branch '{self.name}': repeated feature map keys {keys}")
+        if int(self.memory_limit) <= 0:
+            raise BudgetError(f"branch '{self.name}': memory limit M = {self.memory_limit} "
+                              "bytes leaves no room for feature maps")
+
+
+@dataclass(frozen=True)
+class VdqsOptions:
+    """lam: weight of accuracy vs BitOPs (paper 0.6); bins: k of Eq. 3; candidates: m widths."""
+
+    lam: float = 0.6
+    bins: int = 256
+    candidates: tuple[int, ...] = BIT_CHOICES
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lam <= 1.0:
+            raise ConfigError(f"VDQS lam must be in [0, 1], got {self.lam}")
+        if int(self.bins) < 2:
+            raise ConfigError(f"VDQS bins must be >= 2, got {self.bins}")
+        _check_candidates(where="VDQS options", candidates=self.candidates)
+
+    def to_dict(self) -> dict:
+        return {"lam": self.lam, "bins": self.bins, "candidates": list(self.candidates)}
+
+
+def _check_candidates(*, where: str, candidates) -> None:
+    if not candidates or len(set(candidates)) != len(candidates) or \
+            any(b not in BIT_CHOICES for b in candidates):
+        raise ConfigError(f"{where}: candidates must be distinct values of {BIT_CHOICES}, "
+                          f"got {tuple(candidates)}")
+
+
+def branch_memory_limit(*, sram_bytes: int, resident_bytes: int) -> int:
+    """M for a branch: the SRAM budget minus what stays resident during the patch stage
+    (e.g. the full output buffer the patches are written into, kernel scratch)."""
+    if sram_bytes <= 0 or resident_bytes < 0:
+        raise ConfigError(f"SRAM budget {sram_bytes} must be > 0 and resident bytes "
+                          f"{resident_bytes} >= 0")
+    limit = int(sram_bytes) - int(resident_bytes)
+    if limit <= 0:
+        raise BudgetError(f"{resident_bytes} bytes resident during the patch stage leave no "
+                          f"room for patch feature maps in an SRAM budget of {sram_bytes} bytes")
+    return limit
+
+
+def allowed_candidates(*, feature_map: FeatureMapSpec, options: VdqsOptions,
+                       outlier_class: bool = False) -> tuple[int, ...]:
+    """The candidates VDQS may give this map, widest first (module doc)."""
+    if outlier_class:
+        return (8,)
+    base = feature_map.candidates if feature_map.candidates is not None else options.candidates
+    channels = int(feature_map.shape[-1])
+    allowed = tuple(sorted((b for b in base if b == 8 or channels % (8 // b) == 0), reverse=True))
+    return allowed or (8,)
+
+
+def requantized_levels(*, scale: float, zero_point: int, bits: int) -> np.ndarray:
+    """The b-bit level of every int8 code (index c + 128), as QMCU_PACK computes it;
+    for 8 bits the code shifted to 0..255."""
+    codes = np.arange(-CODE_OFFSET, NUM_CODES - CODE_OFFSET, dtype=np.int64)
+    if bits == 8:
+        return codes + CODE_OFFSET
+    scale8 = float(np.float32(scale))
+    scale_b, zp_b = subbyte_quant_params(scale8=scale8, zero_point8=int(zero_point), bits=bits)
+    multiplier, shift = quantize_multiplier(scale8 / scale_b)
+    levels = multiply_by_quantized_multiplier(codes - int(zero_point), multiplier, shift) + zp_b
+    return np.clip(levels, 0, (1 << bits) - 1)
+
+
+def binned_entropy(*, level_counts: np.ndarray, bins: int) -> float:
+    """Entropy (bits) of ``bins`` uniform bins over the occupied level range (module doc)."""
+    occupied = np.flatnonzero(level_counts)
+    low, high = int(occupied[0]), int(occupied[-1])
+    levels = np.arange(low, high + 1, dtype=np.int64)
+    bin_index = (levels - low) * int(bins) // (high - low + 1)
+    counts = np.bincount(bin_index, weights=level_counts[low:high + 1].astype(np.float64))
+    probs = counts[counts > 0] / counts.sum()
+    return float(-(probs * np.log2(probs)).sum()) + 0.0
+
+
+def feature_map_entropy(*, feature_map: FeatureMapSpec, bits: int, bins: int) -> float:
+    """H(i, b) of Eq. 4 for one feature map."""
+    levels = requantized_levels(scale=feature_map.scale, zero_point=feature_map.zero_point,
+                                bits=bits)
+    level_counts = np.bincount(levels, weights=np.asarray(feature_map.histogram, dtype=np.float64),
+                               minlength=1 << bits)
+    return binned_entropy(level_counts=level_counts, bins=bins)
+
+
+@dataclass(frozen=True)
+class BranchScores:
+    """Scores of every allowed candidate of every map, and the resulting preference orders."""
+
+    last_entropy: float
+    scores: tuple[tuple[CandidateScore, ...], ...]
+    orders: tuple[tuple[int, ...], ...]
+
+
+def score_branch(*, branch: BranchSpec, options: VdqsOptions = VdqsOptions()) -> BranchScores:
+    """Eq. 2-6 for every map and allowed candidate; orders by descending S (ties: wider)."""
+    maps = branch.feature_maps
+    allowed = [allowed_candidates(feature_map=m, options=options,
+                                  outlier_class=branch.outlier_class) for m in maps]
+    total_bitops = 8 * sum(m.bitops_per_activation_bit for m in maps)
+    last_entropy = feature_map_entropy(feature_map=maps[-1], bits=max(allowed[-1]),
+                                       bins=options.bins)
+    rows = tuple(
+        tuple(_candidate_score(feature_map=m, bits=b, options=options, last_entropy=last_entropy,
+                               total_bitops=total_bitops) for b in cands)
+        for m, cands in zip(maps, allowed))
+    orders = tuple(tuple(s.bits for s in sorted(row, key=lambda s: (-s.score, -s.bits)))
+                   for row in rows)
+    return BranchScores(last_entropy=last_entropy, scores=rows, orders=orders)
+
+
+def _candidate_score(*, feature_map: FeatureMapSpec, bits: int, options: VdqsOptions,
+                     last_entropy: float, total_bitops: int) -> CandidateScore:
+    entropy8 = feature_map_entropy(feature_map=feature_map, bits=8, bins=options.bins)
+    entropy = feature_map_entropy(feature_map=feature_map, bits=bits, bins=options.bins)
+    delta = entropy8 - entropy
+    omega = delta / last_entropy if last_entropy > 0 else 0.0
+    saved = feature_map.bitops_per_activation_bit * (8 - bits)
+    phi = saved / total_bitops if total_bitops > 0 else 0.0
+    score = -options.lam * omega + (1.0 - options.lam) * phi
+    _check_finite(key=feature_map.key, values=(entropy, omega, phi, score))
+    return CandidateScore(bits=bits, bytes=feature_map.bytes_at(bits), entropy=entropy,
+                          delta_entropy=delta, omega=omega, phi=phi, score=score + 0.0)
+
+
+def _check_finite(*, key: str, values) -> None:
+    if not all(math.isfinite(v) for v in values):
+        raise CalibrationDataError(f"feature map '{key}': non-finite VDQS score inputs {values}")
+
+
+def search_bitwidths(*, branch: BranchSpec, options: VdqsOptions = VdqsOptions()) -> BitwidthPlan:
+    """VDQS for one branch: scores, initial pick, Algorithm 1; deterministic."""
+    scored = score_branch(branch=branch, options=options)
+    keys = tuple(m.key for m in branch.feature_maps)
+    sizes = tuple({s.bits: s.bytes for s in row} for row in scored.scores)
+    problem = PairProblem(name=branch.name, keys=keys, orders=scored.orders, sizes=sizes,
+                          limit=int(branch.memory_limit))
+    final, log = resolve_pairs(problem=problem)
+    record = BranchRecord(name=branch.name, memory_limit=int(branch.memory_limit),
+                          outlier_class=branch.outlier_class, keys=keys, orders=scored.orders,
+                          initial_bits=initial_bits(orders=scored.orders), final_bits=final,
+                          last_entropy=scored.last_entropy, scores=scored.scores, log=log)
+    return BitwidthPlan(policy="vdqs", options=options.to_dict(), bits=dict(zip(keys, final)),
+                        branches=(record,))
+
+
+def feature_map_from_statistics(*, key: str, shape: tuple[int, ...],
+                                statistics: TensorStatistics, region: str | None = None,
+                                consumers: tuple[ConsumerCost, ...] = (),
+                                candidates: tuple[int, ...] | None = None) -> FeatureMapSpec:
+    """A FeatureMapSpec from collected statistics: the whole tensor, or one patch region."""
+    histogram = statistics.histogram if region is None else statistics.region(region).histogram
+    return FeatureMapSpec(key=key, shape=tuple(shape), histogram=tuple(histogram),
+                          scale=statistics.scale, zero_point=statistics.zero_point,
+                          consumers=tuple(consumers), candidates=candidates)
+
+
+def options_from_dict(data: dict) -> VdqsOptions:
+    """Inverse of :meth:`VdqsOptions.to_dict` (for replaying a plan's options)."""
+    return VdqsOptions(lam=float(data["lam"]), bins=int(data["bins"]),
+                       candidates=tuple(int(b) for b in data["candidates"]))
+
+
+__all__ = ["BIT_CHOICES", "BranchScores", "BranchSpec", "ConsumerCost", "FeatureMapSpec",
+           "VdqsOptions", "allowed_candidates", "binned_entropy",
+           "branch_memory_limit", "feature_map_entropy", "feature_map_from_statistics",
+           "options_from_dict", "requantized_levels", "score_branch", "search_bitwidths"]
