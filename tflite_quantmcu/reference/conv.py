@@ -39,9 +39,9 @@ def conv_accumulators(*, x: np.ndarray, weights: np.ndarray, rows: AxisWindow,
     out_channels = weights.shape[0]
     lhs = im2col(x=x, rows=rows, cols=cols, fill=input_zero_point)
     rhs = weights.reshape(out_channels, -1).T
-    raw = exact_matmul(lhs=lhs, rhs=rhs, lhs_abs_max=128)
-    offset = input_zero_point * rhs.astype(np.int64).sum(axis=0)
-    return (raw - offset).reshape(x.shape[0], rows.out, cols.out, out_channels)
+    acc = exact_matmul(lhs=lhs, rhs=rhs, lhs_abs_max=128)
+    acc -= input_zero_point * rhs.astype(np.int64).sum(axis=0)
+    return acc.reshape(x.shape[0], rows.out, cols.out, out_channels)
 
 
 def conv_2d(*, ctx: OpContext) -> list[np.ndarray]:
@@ -63,11 +63,11 @@ def conv_2d(*, ctx: OpContext) -> list[np.ndarray]:
                        dilation=opts.dilationWFactor)
     zp = zero_point_of(tensor=x_t)
     per_group = out_channels // groups
-    acc = np.concatenate([
-        conv_accumulators(x=x[..., g * group_in:(g + 1) * group_in],
-                          weights=weights[g * per_group:(g + 1) * per_group],
-                          rows=rows, cols=cols, input_zero_point=zp)
-        for g in range(groups)], axis=-1)
+    parts = [conv_accumulators(x=x[..., g * group_in:(g + 1) * group_in],
+                               weights=weights[g * per_group:(g + 1) * per_group],
+                               rows=rows, cols=cols, input_zero_point=zp)
+             for g in range(groups)]
+    acc = parts[0] if groups == 1 else np.concatenate(parts, axis=-1)
     acc += bias_values(ctx=ctx, index=2, channels=out_channels)
     multiplier, shift = per_channel_multipliers(ctx=ctx, input_t=x_t, filter_t=w_t,
                                                 output_t=out_t, channels=out_channels)

@@ -6,8 +6,8 @@ import numpy as np
 from tflite_quantmcu.ir.graph import Tensor
 from tflite_quantmcu.reference.op_context import OpContext
 from tflite_quantmcu.reference.quant_params import scale_of, scales_of
-from tflite_quantmcu.reference.requantize import (multiply_by_quantized_multiplier,
-                                                  quantize_multiplier)
+from tflite_quantmcu.reference.requantize import quantize_multiplier, wrap_int32
+from tflite_quantmcu.reference.requantize_fast import multiply_by_quantized_multiplier_fast
 
 
 def per_channel_multipliers(*, ctx: OpContext, input_t: Tensor, filter_t: Tensor,
@@ -40,6 +40,13 @@ def bias_values(*, ctx: OpContext, index: int, channels: int) -> np.ndarray:
 
 def requantize_to_output(*, acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray,
                          zero_point: int, lo: int, hi: int) -> np.ndarray:
-    """MultiplyByQuantizedMultiplier on the last axis' channels, + zero point, clamp, int8."""
-    scaled = multiply_by_quantized_multiplier(acc, multiplier, shift)
-    return np.clip(scaled + zero_point, lo, hi).astype(np.int8)
+    """MultiplyByQuantizedMultiplier on the last axis' channels, + zero point, clamp, int8.
+
+    An accumulator outside int32 wraps around as TFLM's int32 arithmetic does.
+    """
+    if acc.size and (acc.min() < -(1 << 31) or acc.max() >= 1 << 31):
+        acc = wrap_int32(acc)
+    scaled = multiply_by_quantized_multiplier_fast(acc, multiplier, shift)
+    scaled += zero_point
+    np.clip(scaled, lo, hi, out=scaled)
+    return scaled.astype(np.int8)
