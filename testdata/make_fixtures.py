@@ -215,10 +215,11 @@ def build_mobilenetv2(*, keras, input_shape, alpha, classes):
 def import_tensorflow():
     """Import TF configured for reproducible, quiet conversion. Returns (tf, keras)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # oneDNN kernels change float rounding, hence scales
     import tensorflow as tf
     import keras
 
+    # Thread count changes reduction order (BatchNorm statistics, calibration ranges): pin it.
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.experimental.enable_op_determinism()
