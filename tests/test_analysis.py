@@ -107,3 +107,23 @@ def test_sizes_accept_kb_mb_and_bytes(text, expected):
 def test_bad_sizes_are_config_errors(text):
     with pytest.raises(ConfigError, match="expected|positive"):
         parse_size(text=text)
+
+
+def test_qmcu_conv_macs_and_bitops_come_from_its_options():
+    from tflite_quantmcu.qmcu_options import Conv2DOptions, Geometry, encode_options
+
+    options = Conv2DOptions(in_bits=4, out_bits=2, w_bits=8, in_zero_point=3, out_zero_point=1,
+                            in_shape=(1, 12, 14, 8), filter_shape=(16, 3, 3, 8),
+                            out_shape=(1, 10, 12, 16), act_min=0, act_max=3,
+                            geometry=Geometry())
+    sub = Subgraph()
+    sub.add_tensor(tensor=Tensor(name="x", shape=(1, 12, 14, 4), dtype=schema.TensorType.UINT8))
+    sub.add_tensor(tensor=_const("w", (16, 3, 3, 8)))
+    sub.add_tensor(tensor=Tensor(name="y", shape=(1, 10, 12, 4), dtype=schema.TensorType.UINT8))
+    op = Operator(opcode=OpCode(builtin=schema.BuiltinOperator.CUSTOM, custom="QMCU_CONV_2D"),
+                  inputs=["x", "w", None], outputs=["y"],
+                  custom_options=encode_options(options=options))
+    sub.operators = [op]
+    macs = 10 * 12 * 16 * 3 * 3 * 8
+    assert op_macs(subgraph=sub, op=op) == macs
+    assert op_bitops(subgraph=sub, op=op) == macs * 8 * 4

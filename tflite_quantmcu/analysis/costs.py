@@ -4,23 +4,26 @@ MACs count the multiply-accumulates of ops with weights (CONV_2D,
 DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, BATCH_MATMUL, and their
 `QMCU_*` custom forms). Element-wise ops, pooling, PAD and reshapes count 0.
 BitOPs = MACs x weight bits x input-activation bits, QuantMCU's metric, for
-any per-tensor bit widths.
+any per-tensor bit widths. `QMCU_*` ops store packed tensors, so their logical
+shapes and bit widths are read from the op's options.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 from tflite_quantmcu.ir.graph import Operator, Subgraph, Tensor
+from tflite_quantmcu.qmcu_options import decode_options
 
-CONV_TYPES = frozenset({"CONV_2D", "QMCU_CONV_2D"})
-DEPTHWISE_TYPES = frozenset({"DEPTHWISE_CONV_2D", "QMCU_DEPTHWISE_CONV_2D"})
+QMCU_WEIGHT_OPS = frozenset({"QMCU_CONV_2D", "QMCU_DEPTHWISE_CONV_2D"})
 
 
 def op_macs(*, subgraph: Subgraph, op: Operator) -> int:
     """Multiply-accumulates of one op (0 for ops without weights)."""
-    if op.type in CONV_TYPES:
+    if op.type in QMCU_WEIGHT_OPS:
+        return _qmcu_macs(op=op)
+    if op.type == "CONV_2D":
         return _conv_macs(subgraph=subgraph, op=op)
-    if op.type in DEPTHWISE_TYPES:
+    if op.type == "DEPTHWISE_CONV_2D":
         filt = _shape(subgraph, op.inputs[1])
         return _elements(_shape(subgraph, op.outputs[0])) * filt[1] * filt[2]
     if op.type == "FULLY_CONNECTED":
@@ -43,6 +46,14 @@ def _conv_macs(*, subgraph: Subgraph, op: Operator) -> int:
     return _elements(_shape(subgraph, op.outputs[0])) * filt[1] * filt[2] * filt[3]
 
 
+def _qmcu_macs(*, op: Operator) -> int:
+    """QMCU tensors are packed, so the logical shapes come from the op's options."""
+    opts = decode_options(op=op.type, data=op.custom_options or b"")
+    filt = opts.filter_shape
+    per_output = filt[1] * filt[2] * (filt[3] if op.type == "QMCU_CONV_2D" else 1)
+    return _elements(opts.out_shape) * per_output
+
+
 def weight_bits(*, subgraph: Subgraph, op: Operator) -> int:
     """Bits of the op's weight tensor (input 1), 8 if it has none."""
     if len(op.inputs) < 2 or op.inputs[1] is None:
@@ -56,6 +67,9 @@ def op_bitops(*, subgraph: Subgraph, op: Operator,
     macs = op_macs(subgraph=subgraph, op=op)
     if macs == 0:
         return 0
+    if op.type in QMCU_WEIGHT_OPS:
+        opts = decode_options(op=op.type, data=op.custom_options or b"")
+        return macs * opts.w_bits * opts.in_bits
     bitwidths = bitwidths or {}
     act_key = op.inputs[0]
     act_bits = bitwidths.get(act_key, activation_bits(subgraph.tensors[act_key]))
