@@ -26,6 +26,9 @@ class PatchOptions:
     max_grid: largest rows and cols the automatic search tries.
     in_place: write row strips of the stage output in place through TFLM's
         offline memory plan: None = when it lowers the peak, True/False = always/never.
+    max_file_growth: cap on the growth of the written .tflite file as a fraction
+        of the original (per-patch ops and tensors cost about 200 bytes each;
+        weights are shared, not copied), None for no cap.
     """
 
     sram_budget: int | None = None
@@ -34,6 +37,7 @@ class PatchOptions:
     grid: tuple[int, int] | None = None
     max_grid: int = 8
     in_place: bool | None = None
+    max_file_growth: float | None = 0.05
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,13 @@ class PatchCandidate:
     mac_overhead: float
     exact: bool
     in_place: bool = False
+    file_growth: float | None = None
 
     def to_json(self) -> dict:
         return {"split_op": self.split_op, "split_tensor": self.split_tensor,
                 "grid": list(self.grid), "peak_bytes": self.peak_bytes,
                 "mac_overhead": self.mac_overhead, "exact": self.exact,
-                "in_place": self.in_place}
+                "in_place": self.in_place, "file_growth": self.file_growth}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class PatchPlan:
     macs_layer: int
     macs_patch: int
     peak_tensors: tuple[str, ...]
+    file_growth: float = 0.0
     regions: tuple[tuple[str, tuple[Region, ...]], ...] = ()
     reason: str | None = None
     notes: tuple[str, ...] = ()
@@ -108,6 +114,7 @@ class PatchPlan:
             "in_place": self.in_place, "layer_based_peak": self.layer_based_peak,
             "patch_based_peak": self.patch_based_peak, "macs_layer": self.macs_layer,
             "macs_patch": self.macs_patch, "redundant_macs": self.redundant_macs,
+            "file_growth": self.file_growth,
             "mac_overhead": self.mac_overhead, "peak_tensors": list(self.peak_tensors),
             "regions": {key: [r.to_json() for r in regions] for key, regions in self.regions},
             "reason": self.reason, "notes": list(self.notes),

@@ -1,0 +1,407 @@
+"""Choose the split op and the grid of the patch stage.
+
+Search (automatic plan):
+1. candidate splits: every op s whose ops 0..s form a valid stage
+   (`stage.stage_problem`) inside the longest supported op prefix;
+   candidate grids: rows x cols in 1..max_grid each (not 1 x 1), no more parts
+   than the stage output has rows/cols;
+2. every (split, grid) gets exact MACs (per-axis intervals: the MACs of patch
+   (i, j) are rows_i x cols_j x MACs per output pixel) and an analytic peak
+   estimate: max(stage input + finished outputs + one patch's working set,
+   the final reassembly, the live bytes of the ops after the split);
+3. candidates over the MAC cap are dropped; the best few by estimate are
+   rewritten and planned exactly with `plan_memory(..., scratch=scratch_requests)`
+   (the figure TFLM reports as its arena head), with and without the in-place
+   offline plan for row strips;
+4. the lowest exact peak wins (ties: fewer MACs). If it is not below the
+   layer-based peak, the plan keeps layer-based and says why.
+If an SRAM budget is given and even the best plan exceeds it, a
+`PatchBudgetError` (a `BudgetError`) gives the best peak and its tensors.
+A forced split and/or grid restricts the search to them; a forced plan is
+returned even when it does not lower the peak (a note says so).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tflite_quantmcu.analysis.costs import op_macs
+from tflite_quantmcu.analysis.memory import MemoryPlan, align, plan_memory, tensor_bytes
+from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
+from tflite_quantmcu.errors import ConfigError
+from tflite_quantmcu.ir.graph import Graph, Subgraph
+from tflite_quantmcu.ir.writer import write_model_bytes
+from tflite_quantmcu.patches.plan import (PatchBudgetError, PatchCandidate, PatchOptions,
+                                          PatchPlan)
+from tflite_quantmcu.patches.receptive_field import Interval, Region
+from tflite_quantmcu.patches.rewrite import MAX_CONCAT_INPUTS, build_patched_graph
+from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_intervals,
+                                           make_stage, split_bounds, stage_problem,
+                                           supported_prefix)
+
+EXACT_EVALUATIONS = 8
+BYTES_PER_ADDED_OP = 165  # an added op and its output tensor in the flatbuffer (measured 164-197)
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of a stage cut into parts, with what scoring needs from it."""
+
+    bounds: tuple[int, ...]
+    intervals: tuple[dict[str, Interval], ...]
+    largest: dict[str, int]       # tensor key -> largest part size
+    total: dict[str, int]         # tensor key -> sum of part sizes (computed rows/cols)
+    slices: dict[tuple[int, int], int]  # (op, input position) -> parts needing a slice
+    pads: dict[tuple[int, int], int]    # (op, input position) -> parts needing border padding
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A stage with a grid."""
+
+    stage: Stage
+    grid: tuple[int, int]
+    rows: _Axis
+    cols: _Axis
+
+
+@dataclass(frozen=True)
+class _Scored:
+    layout: _Layout
+    macs: int
+    estimate: int
+    added_ops: int
+
+
+@dataclass(frozen=True)
+class _Exact:
+    layout: _Layout
+    macs: int
+    in_place: bool
+    memory: MemoryPlan
+    graph: Graph
+
+
+def plan_patches(*, graph: Graph, options: PatchOptions = PatchOptions()) -> PatchPlan:
+    """The patch plan with the lowest peak (see the module doc for the search)."""
+    subgraph = graph.main
+    layer = plan_memory(graph=graph, scratch=scratch_requests)
+    macs_layer = sum(op_macs(subgraph=subgraph, op=op) for op in subgraph.operators)
+    original_size = len(write_model_bytes(graph=graph))
+    stages, why_none = _candidate_stages(subgraph=subgraph, options=options)
+    tail = _live_bytes_from(layer=layer, num_ops=len(subgraph.operators))
+    scored = [_score(subgraph=subgraph, layout=layout, tail=tail, macs_layer=macs_layer)
+              for stage in stages for layout in _layouts(subgraph=subgraph, stage=stage,
+                                                         options=options)]
+    allowed = [s for s in scored if _within_cap(s.macs, macs_layer, options)
+               and _likely_within_growth(s, original_size, options)]
+    exact = _evaluate_best(graph=graph, scored=allowed, options=options)
+    best, growth = _smallest_within_growth(exact=exact, original_size=original_size,
+                                           options=options)
+    candidates = _candidate_records(scored=scored, exact=exact, macs_layer=macs_layer)
+    forced = options.split is not None and options.grid is not None
+    plan = _decide(graph=graph, best=best, growth=growth, layer=layer, macs_layer=macs_layer,
+                   candidates=candidates, forced=forced, why_none=why_none,
+                   dropped=len(scored) - len(allowed))
+    _check_budget(plan=plan, options=options)
+    return plan
+
+
+# -- candidates ------------------------------------------------------------------------------
+def _candidate_stages(*, subgraph: Subgraph,
+                      options: PatchOptions) -> tuple[list[Stage], str | None]:
+    if options.split is not None:
+        split = _resolve_split(subgraph=subgraph, split=options.split)
+        return [make_stage(subgraph=subgraph, split=split)], None
+    maps, stop = supported_prefix(subgraph=subgraph)
+    stages = [make_stage(subgraph=subgraph, split=s, maps=maps) for s in range(len(maps))
+              if stage_problem(subgraph=subgraph, split=s) is None]
+    reason = None if stages else (f"no op can end a patch stage; the supported prefix stops at "
+                                  f"{stop}" if stop else "no op can end a patch stage")
+    return stages, reason
+
+
+def _resolve_split(*, subgraph: Subgraph, split: int | str) -> int:
+    if isinstance(split, int):
+        if not 0 <= split < len(subgraph.operators):
+            raise ConfigError(f"split op index {split} out of range: the model has "
+                              f"{len(subgraph.operators)} ops")
+        return split
+    for index, op in enumerate(subgraph.operators):
+        if split in op.outputs or split == subgraph.tensors[op.outputs[0]].name:
+            return index
+    raise ConfigError(f"split {split!r}: no op writes a tensor with that key or name")
+
+
+def _layouts(*, subgraph: Subgraph, stage: Stage, options: PatchOptions) -> list[_Layout]:
+    shape = subgraph.tensors[stage.output_key].shape
+    grids = _grids(options=options, rows=shape[1], cols=shape[2])
+    row_parts = sorted({r for r, _ in grids})
+    col_parts = sorted({c for _, c in grids})
+    rows = {n: _axis(subgraph=subgraph, stage=stage, axis=ROWS_AXIS, parts=n) for n in row_parts}
+    cols = {n: _axis(subgraph=subgraph, stage=stage, axis=COLS_AXIS, parts=n) for n in col_parts}
+    return [_Layout(stage, (r, c), rows[r], cols[c]) for r, c in grids]
+
+
+def _grids(*, options: PatchOptions, rows: int, cols: int) -> list[tuple[int, int]]:
+    if options.grid is not None:
+        r, c = options.grid
+        if not (1 <= r <= min(rows, MAX_CONCAT_INPUTS) and 1 <= c <= min(cols, MAX_CONCAT_INPUTS)):
+            raise ConfigError(f"grid {r}x{c}: rows must be in 1..{min(rows, MAX_CONCAT_INPUTS)} "
+                              f"and cols in 1..{min(cols, MAX_CONCAT_INPUTS)} for a "
+                              f"{rows}x{cols} stage output")
+        return [(r, c)]
+    limit = min(options.max_grid, MAX_CONCAT_INPUTS)
+    return [(r, c) for r in range(1, min(limit, rows) + 1)
+            for c in range(1, min(limit, cols) + 1) if (r, c) != (1, 1)]
+
+
+def _axis(*, subgraph: Subgraph, stage: Stage, axis: int, parts: int) -> _Axis:
+    size = subgraph.tensors[stage.output_key].shape[axis]
+    bounds = split_bounds(size=size, parts=parts)
+    intervals = tuple(axis_intervals(subgraph=subgraph, stage=stage, axis=axis, bounds=bounds))
+    keys = intervals[0].keys()
+    largest = {k: max(part[k].size for part in intervals) for k in keys}
+    total = {k: sum(part[k].size for part in intervals) for k in keys}
+    slices, pads = {}, {}
+    for smap in stage.maps:
+        op = subgraph.operators[smap.op_index]
+        for m in smap.inputs:
+            key = op.inputs[m.position]
+            window = m.rows if axis == ROWS_AXIS else m.cols
+            flags = [_extra_ops(window=window, out=part[op.outputs[0]], have=part[key],
+                                size=subgraph.tensors[key].shape[axis],
+                                full=key == stage.input_key) for part in intervals]
+            slices[smap.op_index, m.position] = sum(f[0] for f in flags)
+            pads[smap.op_index, m.position] = sum(f[1] for f in flags)
+    return _Axis(bounds, intervals, largest, total, slices, pads)
+
+
+def _extra_ops(*, window, out: Interval, have: Interval, size: int,
+               full: bool) -> tuple[bool, bool]:
+    """(needs a slice, needs a border pad) along one axis for one part."""
+    need = window.needed(out)
+    clipped = need.clip(size=size)
+    available = Interval(0, size) if full else have
+    return clipped != available, need != clipped
+
+
+# -- MACs, added ops and the analytic peak estimate -----------------------------------------
+def _live_bytes_from(*, layer: MemoryPlan, num_ops: int) -> list[int]:
+    """Entry i: the most bytes live during any op >= i of the original model."""
+    live = [0] * (num_ops + 1)
+    for buf in layer.buffers:
+        for step in range(max(buf.first, 1), min(buf.last, num_ops) + 1):
+            live[step - 1] += buf.size
+    for i in range(num_ops - 1, -1, -1):
+        live[i] = max(live[i], live[i + 1])
+    return live
+
+
+def _score(*, subgraph: Subgraph, layout: _Layout, tail: list[int],
+           macs_layer: int) -> _Scored:
+    return _Scored(layout=layout, macs=_patch_macs(subgraph=subgraph, layout=layout,
+                                                   macs_layer=macs_layer),
+                   estimate=_estimate_peak(subgraph=subgraph, layout=layout, tail=tail),
+                   added_ops=_added_ops(subgraph=subgraph, layout=layout))
+
+
+def _added_ops(*, subgraph: Subgraph, layout: _Layout) -> int:
+    """Ops the rewrite adds: per patch the stage ops, slices and border pads, + concats."""
+    rows, cols = layout.grid
+    patches = rows * cols
+    added = (rows if cols > 1 else 0) + (1 if rows > 1 else 0) - len(layout.stage.op_indices)
+    for smap in layout.stage.maps:
+        added += patches
+        for m in smap.inputs:
+            for table in ("slices", "pads"):
+                row_count = getattr(layout.rows, table)[smap.op_index, m.position]
+                col_count = getattr(layout.cols, table)[smap.op_index, m.position]
+                added += patches - (rows - row_count) * (cols - col_count)
+    return added
+
+
+def _patch_macs(*, subgraph: Subgraph, layout: _Layout, macs_layer: int) -> int:
+    extra = 0
+    for index in layout.stage.op_indices:
+        op = subgraph.operators[index]
+        macs = op_macs(subgraph=subgraph, op=op)
+        if not macs:
+            continue
+        key = op.outputs[0]
+        shape = subgraph.tensors[key].shape
+        computed = layout.rows.total[key] * layout.cols.total[key]
+        extra += macs * computed // (shape[1] * shape[2]) - macs
+    return macs_layer + extra
+
+
+def _estimate_peak(*, subgraph: Subgraph, layout: _Layout, tail: list[int]) -> int:
+    stage = layout.stage
+    out_bytes = align(tensor_bytes(tensor=subgraph.tensors[stage.output_key]))
+    in_bytes = align(tensor_bytes(tensor=subgraph.tensors[stage.input_key]))
+    patches = layout.grid[0] * layout.grid[1]
+    working = _patch_working_set(subgraph=subgraph, layout=layout)
+    during = in_bytes + out_bytes * (patches - 1) // patches + working
+    reassembly = out_bytes if layout.grid[0] > 1 else 2 * out_bytes
+    return max(during, reassembly, tail[stage.split + 1])
+
+
+def _patch_working_set(*, subgraph: Subgraph, layout: _Layout) -> int:
+    """Largest live bytes inside one patch (largest part on each axis)."""
+    def patch_bytes(key: str) -> int:
+        tensor = subgraph.tensors[key]
+        per_pixel = tensor_bytes(tensor=tensor) // (tensor.shape[1] * tensor.shape[2])
+        return align(per_pixel * layout.rows.largest[key] * layout.cols.largest[key])
+
+    last_use: dict[str, int] = {}
+    for index in layout.stage.op_indices:
+        for key in subgraph.operators[index].inputs:
+            if key is not None:
+                last_use[key] = index
+    live: dict[str, int] = {}
+    worst = 0
+    for index in layout.stage.op_indices:
+        op = subgraph.operators[index]
+        produced = patch_bytes(op.outputs[0])
+        worst = max(worst, sum(live.values()) + 2 * produced)
+        live[op.outputs[0]] = produced
+        live = {k: v for k, v in live.items() if last_use.get(k, -1) > index}
+    return worst
+
+
+def _within_cap(macs: int, macs_layer: int, options: PatchOptions) -> bool:
+    if options.max_mac_overhead is None or not macs_layer:
+        return True
+    return (macs - macs_layer) / macs_layer <= options.max_mac_overhead + 1e-12
+
+
+# -- exact evaluation -----------------------------------------------------------------------
+def _evaluate_best(*, graph: Graph, scored: list[_Scored], options: PatchOptions) -> list[_Exact]:
+    """Exact peaks (the rewritten graph, planned like TFLM) of the best candidates by estimate."""
+    ranked = sorted(scored, key=lambda s: (s.estimate, s.macs))[:EXACT_EVALUATIONS]
+    results = []
+    for item in ranked:
+        for in_place in _in_place_choices(layout=item.layout, options=options):
+            patched = build_patched_graph(graph=graph, stage=item.layout.stage,
+                                          row_bounds=item.layout.rows.bounds,
+                                          col_bounds=item.layout.cols.bounds, in_place=in_place)
+            memory = plan_memory(graph=patched, scratch=scratch_requests)
+            results.append(_Exact(item.layout, item.macs, in_place, memory, patched))
+    return results
+
+
+def _smallest_within_growth(*, exact: list[_Exact], original_size: int,
+                            options: PatchOptions) -> tuple[_Exact | None, float]:
+    """The lowest exact peak (ties: fewer MACs) whose written file is within the growth cap."""
+    for item in sorted(exact, key=lambda e: (e.memory.peak_bytes, e.macs)):
+        growth = (len(write_model_bytes(graph=item.graph)) - original_size) / original_size
+        if options.max_file_growth is None or growth <= options.max_file_growth:
+            return item, growth
+    return None, 0.0
+
+
+def _likely_within_growth(item: _Scored, original_size: int, options: PatchOptions) -> bool:
+    if options.max_file_growth is None:
+        return True
+    return item.added_ops * BYTES_PER_ADDED_OP <= options.max_file_growth * original_size
+
+
+def _in_place_choices(*, layout: _Layout, options: PatchOptions) -> tuple[bool, ...]:
+    if layout.grid[0] == 1:
+        return (False,)
+    if options.in_place is None:
+        return (False, True)
+    return (options.in_place,)
+
+
+def _candidate_records(*, scored: list[_Scored], exact: list[_Exact],
+                       macs_layer: int) -> tuple[PatchCandidate, ...]:
+    def overhead(macs: int) -> float:
+        return (macs - macs_layer) / macs_layer if macs_layer else 0.0
+
+    measured = {(e.layout.stage.split, e.layout.grid) for e in exact}
+    records = [PatchCandidate(e.layout.stage.split, e.layout.stage.output_key, e.layout.grid,
+                              e.memory.peak_bytes, overhead(e.macs), True, e.in_place)
+               for e in exact]
+    records += [PatchCandidate(s.layout.stage.split, s.layout.stage.output_key, s.layout.grid,
+                               s.estimate, overhead(s.macs), False)
+                for s in scored if (s.layout.stage.split, s.layout.grid) not in measured]
+    return tuple(records)
+
+
+# -- the decision ---------------------------------------------------------------------------
+def _decide(*, graph: Graph, best: _Exact | None, growth: float, layer: MemoryPlan,
+            macs_layer: int, candidates: tuple[PatchCandidate, ...], forced: bool,
+            why_none: str | None, dropped: int) -> PatchPlan:
+    layer_peak = layer.peak_bytes
+    if best is None:
+        reason = why_none or (
+            f"all {dropped} candidates exceed the MAC overhead cap or the file growth cap "
+            f"(each patch op adds about {BYTES_PER_ADDED_OP} bytes to the file)" if dropped
+            else "no evaluated candidate is within the file growth cap")
+        return _layer_plan(graph=graph, layer=layer, macs_layer=macs_layer, reason=reason,
+                           candidates=candidates)
+    if best.memory.peak_bytes >= layer_peak and not forced:
+        reason = (f"patching does not lower the peak: the best candidate (split "
+                  f"{graph.main.op_label(best.layout.stage.split)}, grid "
+                  f"{best.layout.grid[0]}x{best.layout.grid[1]}) needs "
+                  f"{best.memory.peak_bytes} B, layer-based needs {layer_peak} B")
+        return _layer_plan(graph=graph, layer=layer, macs_layer=macs_layer, reason=reason,
+                           candidates=candidates)
+    notes = ()
+    if best.memory.peak_bytes >= layer_peak:
+        notes = (f"forced plan: its peak {best.memory.peak_bytes} B is not below the "
+                 f"layer-based {layer_peak} B",)
+    return _patched_plan(best=best, growth=growth, layer_peak=layer_peak,
+                         macs_layer=macs_layer, candidates=candidates, notes=notes)
+
+
+def _layer_plan(*, graph: Graph, layer: MemoryPlan, macs_layer: int, reason: str,
+                candidates: tuple[PatchCandidate, ...]) -> PatchPlan:
+    return PatchPlan(split_op=None, split_tensor=None, input_tensor=None, grid=(1, 1),
+                     row_bounds=(), col_bounds=(), in_place=False,
+                     layer_based_peak=layer.peak_bytes, patch_based_peak=layer.peak_bytes,
+                     macs_layer=macs_layer, macs_patch=macs_layer,
+                     peak_tensors=peak_tensors(subgraph=graph.main, memory=layer),
+                     reason=reason, candidates=candidates)
+
+
+def _patched_plan(*, best: _Exact, growth: float, layer_peak: int, macs_layer: int,
+                  candidates: tuple[PatchCandidate, ...], notes: tuple[str, ...]) -> PatchPlan:
+    layout = best.layout
+    rows, cols = layout.rows.intervals, layout.cols.intervals
+    regions = tuple((key, tuple(Region(r[key], c[key]) for r in rows for c in cols))
+                    for key in rows[0])
+    return PatchPlan(split_op=layout.stage.split, split_tensor=layout.stage.output_key,
+                     input_tensor=layout.stage.input_key, grid=layout.grid,
+                     row_bounds=layout.rows.bounds, col_bounds=layout.cols.bounds,
+                     in_place=best.in_place, layer_based_peak=layer_peak,
+                     patch_based_peak=best.memory.peak_bytes, macs_layer=macs_layer,
+                     macs_patch=best.macs, file_growth=growth,
+                     peak_tensors=peak_tensors(subgraph=best.graph.main, memory=best.memory),
+                     regions=regions, notes=notes, candidates=candidates)
+
+
+def peak_tensors(*, subgraph: Subgraph, memory: MemoryPlan) -> tuple[str, ...]:
+    """Names of the buffers live at the step where the arena reaches its peak."""
+    live = sorted(memory.live_during_op(memory.peak_op()), key=lambda b: memory.offsets[b.key])
+    return tuple(subgraph.tensors[b.key].name if b.key in subgraph.tensors else b.key
+                 for b in live)
+
+
+def _check_budget(*, plan: PatchPlan, options: PatchOptions) -> None:
+    budget = options.sram_budget
+    if budget is None or plan.peak_bytes <= budget:
+        return
+    best = min(plan.peak_bytes, plan.layer_based_peak)
+    raise PatchBudgetError(
+        f"SRAM budget {budget} B cannot be met: the best achievable peak is {best} B "
+        f"({_describe(plan)}); live at the peak: {', '.join(plan.peak_tensors)}",
+        best_peak=best, peak_tensors=plan.peak_tensors, budget=budget)
+
+
+def _describe(plan: PatchPlan) -> str:
+    if plan.is_patched:
+        return (f"patch stage up to op #{plan.split_op}, grid {plan.grid[0]}x{plan.grid[1]}, "
+                f"+{100 * plan.mac_overhead:.1f} % MACs")
+    return f"layer-based; {plan.reason}"
+
