@@ -1,0 +1,346 @@
+"""The numpy reference executor against the runtimes it imitates.
+
+For every fixture model: every op output equals TFLite Micro's (the model is
+rewritten so that all op outputs are model outputs), and every op whose inputs
+LiteRT (reference kernels) computed identically gives LiteRT's output too,
+except where LiteRT and TFLM are known to disagree (listed below, checked
+against TFLM instead). Plus unit checks of the formulas against hand-computed
+values or the trusted `requantize` module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tflite_quantmcu.errors import CalibrationDataError, UnsupportedOpError
+from tflite_quantmcu.ir import schema
+from tflite_quantmcu.ir.graph import Buffer, OpCode
+from tflite_quantmcu.ir.reader import read_model_bytes
+from tflite_quantmcu.ir.writer import write_model_bytes
+from tflite_quantmcu.reference import conv
+from tflite_quantmcu.reference.executor import run_graph
+from tflite_quantmcu.reference.op_context import unpack_int4
+from tflite_quantmcu.reference.pooling import rounded_average
+from tflite_quantmcu.reference.reduce import mean_multiplier
+from tflite_quantmcu.reference.requantize import multiply_by_quantized_multiplier
+from tflite_quantmcu.reference.requantize_fast import multiply_by_quantized_multiplier_fast
+from tflite_quantmcu.reference.shape_ops import strided_indices
+from tflite_quantmcu.runtimes.tflm import run_tflm
+
+TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
+BUNDLED_MODEL = "fashion_mnv2_r96_int8.tflite"
+LARGE_MODEL_BYTES = 2 << 20
+
+
+def expected_fixture_paths() -> list[str]:
+    """Fixture files the suite expects, relative to testdata/ (present or not)."""
+    names = {BUNDLED_MODEL}
+    index = TESTDATA / "fixtures.json"
+    if index.exists():
+        names |= {entry["file"] for entry in json.loads(index.read_text())["fixtures"].values()}
+    for pattern in ("*.tflite", "ops/*.tflite", "generated/*.tflite"):
+        names |= {str(p.relative_to(TESTDATA)) for p in TESTDATA.glob(pattern)}
+    return sorted(names)
+
+
+FIXTURES = expected_fixture_paths()
+
+
+def fixture_bytes(name: str) -> bytes:
+    path = TESTDATA / name
+    if not path.exists():
+        reason = f"{path} is absent"
+        if name.startswith("generated/"):
+            reason += " (run: python3 testdata/make_fixtures.py)"
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
+    return path.read_bytes()
+
+
+def random_inputs(*, graph, samples: int, seed: int) -> list[np.ndarray]:
+    """Random int8 values over the full range (uniform floats for float inputs)."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for key in graph.main.inputs:
+        tensor = graph.main.tensors[key]
+        shape = (samples,) + tuple(tensor.shape)
+        if tensor.dtype == schema.TensorType.FLOAT32:
+            arrays.append(rng.uniform(-1.5, 1.5, size=shape).astype(np.float32))
+        else:
+            arrays.append(rng.integers(-128, 128, size=shape).astype(np.int8))
+    return arrays
+
+
+def with_every_op_output(*, data: bytes) -> tuple[bytes, list[str]]:
+    """The model rewritten so that every op output is also a model output."""
+    graph = read_model_bytes(data=data)
+    keys = list(graph.main.outputs)
+    for op in graph.main.operators:
+        keys += [key for key in op.outputs if key not in keys]
+    graph.main.outputs = keys
+    return write_model_bytes(graph=graph), keys
+
+
+def litert_all_tensors(*, data: bytes, graph, inputs) -> dict[str, np.ndarray]:
+    """Every op output of LiteRT's reference kernels, stacked over samples."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    interpreter = Interpreter(model_content=data,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+                              experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    index = {key: i for i, key in enumerate(graph.main.tensors)}
+    keys = [key for op in graph.main.operators for key in op.outputs]
+    found: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+    for sample in range(inputs[0].shape[0]):
+        for key, batch in zip(graph.main.inputs, inputs):
+            interpreter.set_tensor(index[key], batch[sample])
+        interpreter.invoke()
+        for key in keys:
+            found[key].append(interpreter.get_tensor(index[key]).copy())
+    return {key: np.stack(values) for key, values in found.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Runs:
+    graph: object
+    inputs: list
+    ours: dict
+    outputs: list
+    tflm: dict
+    litert: dict
+
+
+@lru_cache(maxsize=None)
+def runs_for(name: str) -> Runs:
+    """Our executor, TFLM (all op outputs) and LiteRT-ref on the same random inputs."""
+    data = fixture_bytes(name)
+    graph = read_model_bytes(data=data)
+    samples = 1 if len(data) > LARGE_MODEL_BYTES else 3
+    inputs = random_inputs(graph=graph, samples=samples, seed=len(data))
+    ours: dict[str, np.ndarray] = {}
+    outputs = run_graph(graph=graph, inputs=inputs,
+                        observer=lambda index, op, values: ours.update(values))
+    every, keys = with_every_op_output(data=data)
+    tflm_run = run_tflm(model_bytes=every, inputs=inputs, num_outputs=len(keys))
+    tflm = {key: value.reshape(ours[key].shape if key in ours else value.shape)
+            for key, value in zip(keys, tflm_run.outputs)}
+    litert = litert_all_tensors(data=data, graph=graph, inputs=inputs)
+    return Runs(graph=graph, inputs=inputs, ours=ours, outputs=outputs, tflm=tflm, litert=litert)
+
+
+def mismatch_text(*, ours: np.ndarray, other: np.ndarray) -> str:
+    diff = np.abs(ours.astype(np.float64) - other.astype(np.float64))
+    return f"{int((diff > 0).sum())} of {diff.size} values differ, max by {diff.max()}"
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_outputs_equal_tflite_micro(name):
+    runs = runs_for(name)
+    for key, value in zip(runs.graph.main.outputs, runs.outputs):
+        expected = runs.tflm[key].reshape(value.shape)
+        assert np.array_equal(value, expected), \
+            f"{name}: output {key}: {mismatch_text(ours=value, other=expected)}"
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_every_intermediate_equals_tflite_micro(name):
+    runs = runs_for(name)
+    subgraph = runs.graph.main
+    for index, op in enumerate(subgraph.operators):
+        for key in op.outputs:
+            assert np.array_equal(runs.ours[key], runs.tflm[key]), \
+                f"{name}: {subgraph.op_label(index)}: " \
+                f"{mismatch_text(ours=runs.ours[key], other=runs.tflm[key])}"
+
+
+def per_channel_fully_connected(subgraph, op) -> bool:
+    if op.type != "FULLY_CONNECTED":
+        return False
+    q = subgraph.tensors[op.inputs[1]].quantization
+    return q is not None and len(q.scale) > 1
+
+
+def requantizing_relu6(subgraph, op) -> bool:
+    if op.type != "RELU6":
+        return False
+    q_in = subgraph.tensors[op.inputs[0]].quantization
+    q_out = subgraph.tensors[op.outputs[0]].quantization
+    return (q_in.scale, q_in.zero_point) != (q_out.scale, q_out.zero_point)
+
+
+# LiteRT's reference kernels and TFLM disagree on these; we follow TFLM (checked above).
+# Per-channel FULLY_CONNECTED: LiteRT rounds the requantization once, TFLM twice.
+# RELU6 with different input/output quantization: TFLM clamps without requantizing.
+LITERT_DIVERGENCES = (per_channel_fully_connected, requantizing_relu6)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_every_op_equals_litert_reference_given_equal_inputs(name):
+    runs = runs_for(name)
+    subgraph = runs.graph.main
+    compared = 0
+    for index, op in enumerate(subgraph.operators):
+        readers = [key for key in op.inputs if key in runs.litert]
+        if any(not np.array_equal(runs.ours[key], runs.litert[key]) for key in readers):
+            continue
+        if any(diverges(subgraph, op) for diverges in LITERT_DIVERGENCES):
+            continue
+        compared += 1
+        for key in op.outputs:
+            assert np.array_equal(runs.ours[key], runs.litert[key]), \
+                f"{name}: {subgraph.op_label(index)}: " \
+                f"{mismatch_text(ours=runs.ours[key], other=runs.litert[key])}"
+    print(f"{name}: {compared} of {len(subgraph.operators)} ops compared with LiteRT")
+    assert compared > 0
+
+
+# ---- executor API --------------------------------------------------------------------
+
+def small_graph():
+    return read_model_bytes(data=fixture_bytes("conv_chain.tflite"))
+
+
+def test_chunked_batches_equal_one_batch():
+    graph = small_graph()
+    inputs = random_inputs(graph=graph, samples=5, seed=3)
+    whole = run_graph(graph=graph, inputs=inputs)
+    chunked = run_graph(graph=graph, inputs=inputs, batch_size=2)
+    assert all(np.array_equal(a, b) for a, b in zip(whole, chunked))
+
+
+def test_inputs_without_the_models_batch_axis_are_accepted():
+    graph = small_graph()
+    (x,) = random_inputs(graph=graph, samples=2, seed=4)
+    assert np.array_equal(run_graph(graph=graph, inputs=[x])[0],
+                          run_graph(graph=graph, inputs=[x[:, 0]])[0])
+
+
+def test_observer_sees_every_op_once_with_its_outputs():
+    graph = small_graph()
+    seen = []
+    run_graph(graph=graph, inputs=random_inputs(graph=graph, samples=2, seed=5),
+              observer=lambda index, op, values: seen.append((index, op, sorted(values))))
+    assert [i for i, _, _ in seen] == list(range(len(graph.main.operators)))
+    assert all(keys == sorted(op.outputs) for _, op, keys in seen)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda x: [x.astype(np.int16)], "dtype int16"),
+    (lambda x: [x[:, :, :-1]], "shape"),
+    (lambda x: [x, x], "2 arrays"),
+])
+def test_bad_inputs_raise_typed_errors(change, message):
+    graph = small_graph()
+    (x,) = random_inputs(graph=graph, samples=1, seed=6)
+    with pytest.raises(CalibrationDataError, match=message):
+        run_graph(graph=graph, inputs=change(x))
+
+
+def test_unknown_op_is_named_in_the_error():
+    graph = small_graph()
+    graph.main.operators[2].opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM,
+                                            custom="QMCU_UNKNOWN")
+    label = graph.main.op_label(2)
+    with pytest.raises(UnsupportedOpError, match=label.split(" ->")[0]) as err:
+        run_graph(graph=graph, inputs=random_inputs(graph=graph, samples=1, seed=7))
+    assert "QMCU_UNKNOWN" in str(err.value)
+
+
+def test_custom_kernels_hook_dispatches_on_custom_code():
+    graph = small_graph()
+    inputs = random_inputs(graph=graph, samples=2, seed=8)
+    expected = run_graph(graph=graph, inputs=inputs)
+    index = next(i for i, op in enumerate(graph.main.operators) if op.type == "CONV_2D")
+    graph.main.operators[index].opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM,
+                                                custom="QMCU_TEST_CONV")
+    got = run_graph(graph=graph, inputs=inputs, custom_kernels={"QMCU_TEST_CONV": conv.conv_2d})
+    assert np.array_equal(got[0], expected[0])
+
+
+# ---- INT4 weights (TFLM runs them as packed CONV_2D weights) -------------------------
+
+def pack_int4(values: np.ndarray) -> bytes:
+    flat = values.astype(np.int8).reshape(-1)
+    if flat.size % 2:
+        flat = np.append(flat, np.int8(0))
+    low = flat[0::2].astype(np.uint8) & 0x0F
+    high = (flat[1::2].astype(np.uint8) & 0x0F) << 4
+    return (low | high).astype(np.uint8).tobytes()
+
+
+def test_int4_unpacking_by_hand():
+    packed = np.array([0x21, 0xF8 - 256, 0x07], dtype=np.int8)
+    assert unpack_int4(packed=packed, shape=(5,)).tolist() == [1, 2, -8, -1, 7]
+
+
+def test_int4_conv_weights_equal_tflite_micro():
+    graph = small_graph()
+    for op in graph.main.operators:
+        if op.type == "CONV_2D":
+            tensor = graph.main.tensors[op.inputs[1]]
+            clipped = np.clip(tensor.array() // 16, -8, 7)
+            tensor.buffer = Buffer(data=pack_int4(clipped))
+            tensor.dtype = schema.TensorType.INT4
+    data = write_model_bytes(graph=graph)
+    graph = read_model_bytes(data=data)
+    inputs = random_inputs(graph=graph, samples=2, seed=9)
+    ours = run_graph(graph=graph, inputs=inputs)
+    tflm = run_tflm(model_bytes=data, inputs=inputs, num_outputs=len(ours)).outputs
+    assert all(np.array_equal(a, b.reshape(a.shape)) for a, b in zip(ours, tflm))
+
+
+# ---- formulas ------------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=16),
+       st.integers(0, (1 << 31) - 1), st.integers(-31, 7))
+def test_fast_requantization_equals_reference(values, multiplier, shift):
+    x = np.array(values, dtype=np.int64)
+    assert np.array_equal(multiply_by_quantized_multiplier_fast(x, multiplier, shift),
+                          multiply_by_quantized_multiplier(x, multiplier, shift))
+
+
+def test_fast_requantization_per_channel_with_ties():
+    x = np.arange(-4096, 4096, dtype=np.int64)[:, None]
+    multipliers = np.array([1 << 30, (1 << 30) + 1, (1 << 31) - 1, 0])
+    shifts = np.array([-3, 0, 2, -1])
+    assert np.array_equal(multiply_by_quantized_multiplier_fast(x, multipliers, shifts),
+                          multiply_by_quantized_multiplier(x, multipliers, shifts))
+
+
+def test_mean_multiplier_by_hand():
+    # 9 elements: k = floor(log2 9) = 3; (2**30 << 3) // 9 = 954437176.
+    assert mean_multiplier(multiplier=1 << 30, shift=0, count=9) == (954437176, -3)
+    # 2**40 elements: k is capped at 32.
+    assert mean_multiplier(multiplier=1 << 30, shift=5, count=1 << 40) == ((1 << 62) >> 40, -27)
+    # k is capped at 31 + shift.
+    assert mean_multiplier(multiplier=1 << 30, shift=-30, count=16) == ((1 << 31) // 16, -31)
+
+
+def test_average_rounds_half_away_from_zero():
+    total = np.array([5, -5, 4, -4, 0, 5, -5, 4, -4])
+    count = np.array([2, 2, 2, 2, 2, 3, 3, 3, 3])
+    assert rounded_average(total=total, count=count).tolist() == [3, -3, 2, -2, 0, 2, -2, 1, -1]
+
+
+@pytest.mark.parametrize("begin, end, stride, masks, expected", [
+    (1, 8, 2, (False, False, False), [1, 3, 5, 7]),
+    (-9, 11, 1, (False, False, False), [2, 3, 4, 5, 6, 7, 8, 9, 10]),
+    (0, 0, 1, (True, True, False), list(range(11))),
+    (-1, 0, -3, (False, False, False), [10, 7, 4, 1]),
+    (3, 0, -1, (False, True, False), [3, 2, 1, 0]),
+    (-2, 99, 1, (False, False, True), [9]),
+    (50, 99, 1, (False, False, False), []),
+])
+def test_strided_slice_indices_by_hand(begin, end, stride, masks, expected):
+    begin_masked, end_masked, shrink = masks
+    got = strided_indices(dim=11, begin=begin, end=end, stride=stride, begin_masked=begin_masked,
+                          end_masked=end_masked, shrink=shrink)
+    assert got.tolist() == expected
