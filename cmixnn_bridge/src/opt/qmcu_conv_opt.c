@@ -132,9 +132,43 @@ static void gather_s8_direct(const qmcu_conv_params *p, const uint8_t *in, int32
   }
 }
 
+/* 4-bit input, 8-bit weights, C_in % 8 == 0: 8 nibbles -> (x0,x2) (x1,x3) (x4,x6) (x5,x7). */
+static void gather_u4_direct(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                             const qmcu_conv_tile *t, int32_t slot) {
+  const qmcu_geometry *g = &p->geometry;
+  const int32_t ox = q % p->output.w;
+  const int32_t oy = (q / p->output.w) % p->output.h;
+  const int32_t n = q / (p->output.w * p->output.h);
+  const uint32_t zp2 = qmcu_pack16(p->in_zero_point, p->in_zero_point);
+  uint32_t *dst = t->cols + slot * 2;
+  int32_t ky, kx, i;
+  for (ky = 0; ky < p->filter.h; ++ky) {
+    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
+    for (kx = 0; kx < p->filter.w; ++kx) {
+      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
+      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
+        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_OPT_PIX) dst[0] = dst[1] = 0;
+      } else {
+        const uint8_t *src = in + ((n * p->input.h + iy) * p->input.w + ix) * (p->input.c / 2);
+        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_OPT_PIX) {
+          const uint32_t v = qmcu_read_u32(src + i / 2);
+          const uint32_t ev = v & 0x0f0f0f0fu;        /* bytes x0 x2 x4 x6 */
+          const uint32_t od = (v >> 4) & 0x0f0f0f0fu; /* bytes x1 x3 x5 x7 */
+          dst[0] = qmcu_ssub16((ev & 0xffu) | ((ev & 0xff00u) << 8), zp2);
+          dst[1] = qmcu_ssub16((od & 0xffu) | ((od & 0xff00u) << 8), zp2);
+          dst[2 * QMCU_OPT_PIX] = qmcu_ssub16(((ev >> 16) & 0xffu) | ((ev >> 8) & 0xff0000u), zp2);
+          dst[2 * QMCU_OPT_PIX + 1] =
+              qmcu_ssub16(((od >> 16) & 0xffu) | ((od >> 8) & 0xff0000u), zp2);
+        }
+      }
+    }
+  }
+}
+
 static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0, int32_t valid,
                         const qmcu_conv_tile *t) {
   const int direct = p->in_bits == 8 && p->w_bits == 8 && p->input.c % 4 == 0;
+  const int direct_u4 = p->in_bits == 4 && p->w_bits == 8 && p->input.c % 8 == 0;
   int32_t s, g, j;
   for (s = 0; s < QMCU_OPT_PIX; ++s) {
     t->colsum[s] = 0;
@@ -145,6 +179,8 @@ static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0
       }
     } else if (direct) {
       gather_s8_direct(p, in, q0 + s, t, s);
+    } else if (direct_u4) {
+      gather_u4_direct(p, in, q0 + s, t, s);
     } else {
       gather_linear(p, in, q0 + s, t);
       t->colsum[s] = scatter_column(t, s);
@@ -153,44 +189,87 @@ static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0
 }
 
 /* acc[s] = sum over k of column s times an 8-bit weight row. */
+#if QMCU_HAVE_DSP
+/* Cortex-M: one group (4 weights x 4 pixels) = LDR, 2 LDM, 2 SXTB16, 8 SMLAD; two groups per
+ * iteration (SUBS, BNE), an odd first group in C. */
 static void dot_w8(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
   int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  int32_t g = groups;
-  for (; g >= 2; g -= 2, w += 8, x += 16) {
-    const uint32_t v0 = qmcu_read_u32(w);
-    const uint32_t v1 = qmcu_read_u32(w + 4);
-    const uint32_t e0 = qmcu_sxtb16(v0), o0 = qmcu_sxtb16_ror8(v0);
-    const uint32_t e1 = qmcu_sxtb16(v1), o1 = qmcu_sxtb16_ror8(v1);
-    a0 = qmcu_smlad(e0, x[0], a0);
-    a0 = qmcu_smlad(o0, x[1], a0);
-    a1 = qmcu_smlad(e0, x[2], a1);
-    a1 = qmcu_smlad(o0, x[3], a1);
-    a2 = qmcu_smlad(e0, x[4], a2);
-    a2 = qmcu_smlad(o0, x[5], a2);
-    a3 = qmcu_smlad(e0, x[6], a3);
-    a3 = qmcu_smlad(o0, x[7], a3);
-    a0 = qmcu_smlad(e1, x[8], a0);
-    a0 = qmcu_smlad(o1, x[9], a0);
-    a1 = qmcu_smlad(e1, x[10], a1);
-    a1 = qmcu_smlad(o1, x[11], a1);
-    a2 = qmcu_smlad(e1, x[12], a2);
-    a2 = qmcu_smlad(o1, x[13], a2);
-    a3 = qmcu_smlad(e1, x[14], a3);
-    a3 = qmcu_smlad(o1, x[15], a3);
+  uint32_t wv, wo;
+  if (groups & 1) {
+    const uint32_t v = qmcu_read_u32(w);
+    const uint32_t e = qmcu_sxtb16(v), o = qmcu_sxtb16_ror8(v);
+    a0 = qmcu_smlad(o, x[1], qmcu_smlad(e, x[0], a0));
+    a1 = qmcu_smlad(o, x[3], qmcu_smlad(e, x[2], a1));
+    a2 = qmcu_smlad(o, x[5], qmcu_smlad(e, x[4], a2));
+    a3 = qmcu_smlad(o, x[7], qmcu_smlad(e, x[6], a3));
+    w += 4;
+    x += 8;
   }
-  if (g) {
-    const uint32_t v0 = qmcu_read_u32(w);
-    const uint32_t e0 = qmcu_sxtb16(v0), o0 = qmcu_sxtb16_ror8(v0);
-    a0 = qmcu_smlad(o0, x[1], qmcu_smlad(e0, x[0], a0));
-    a1 = qmcu_smlad(o0, x[3], qmcu_smlad(e0, x[2], a1));
-    a2 = qmcu_smlad(o0, x[5], qmcu_smlad(e0, x[4], a2));
-    a3 = qmcu_smlad(o0, x[7], qmcu_smlad(e0, x[6], a3));
+  groups >>= 1;
+  if (groups == 0) {
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+    return;
+  }
+  __asm__ volatile(
+      "1:\n\t"
+      "ldr %[wv], [%[w]], #4\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "sxtb16 %[wo], %[wv], ror #8\n\t"
+      "sxtb16 %[wv], %[wv]\n\t"
+      "smlad %[a0], %[wv], r8, %[a0]\n\t"
+      "smlad %[a0], %[wo], r9, %[a0]\n\t"
+      "smlad %[a1], %[wv], r10, %[a1]\n\t"
+      "smlad %[a1], %[wo], r11, %[a1]\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "smlad %[a2], %[wv], r8, %[a2]\n\t"
+      "smlad %[a2], %[wo], r9, %[a2]\n\t"
+      "smlad %[a3], %[wv], r10, %[a3]\n\t"
+      "smlad %[a3], %[wo], r11, %[a3]\n\t"
+      "ldr %[wv], [%[w]], #4\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "sxtb16 %[wo], %[wv], ror #8\n\t"
+      "sxtb16 %[wv], %[wv]\n\t"
+      "smlad %[a0], %[wv], r8, %[a0]\n\t"
+      "smlad %[a0], %[wo], r9, %[a0]\n\t"
+      "smlad %[a1], %[wv], r10, %[a1]\n\t"
+      "smlad %[a1], %[wo], r11, %[a1]\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "smlad %[a2], %[wv], r8, %[a2]\n\t"
+      "smlad %[a2], %[wo], r9, %[a2]\n\t"
+      "smlad %[a3], %[wv], r10, %[a3]\n\t"
+      "smlad %[a3], %[wo], r11, %[a3]\n\t"
+      "subs %[n], %[n], #1\n\t"
+      "bne 1b\n\t"
+      : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
+        [n] "+r"(groups), [wv] "=&r"(wv), [wo] "=&r"(wo)
+      :
+      : "r8", "r9", "r10", "r11", "cc", "memory");
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+#else
+static void dot_w8(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int32_t g;
+  for (g = 0; g < groups; ++g, w += 4, x += 8) {
+    const uint32_t v = qmcu_read_u32(w);
+    const uint32_t e = qmcu_sxtb16(v), o = qmcu_sxtb16_ror8(v);
+    a0 = qmcu_smlad(o, x[1], qmcu_smlad(e, x[0], a0));
+    a1 = qmcu_smlad(o, x[3], qmcu_smlad(e, x[2], a1));
+    a2 = qmcu_smlad(o, x[5], qmcu_smlad(e, x[4], a2));
+    a3 = qmcu_smlad(o, x[7], qmcu_smlad(e, x[6], a3));
   }
   acc[0] = a0;
   acc[1] = a1;
   acc[2] = a2;
   acc[3] = a3;
 }
+#endif
 
 /* 4-bit weights: fields made unsigned (w + 8); the caller subtracts 8 * column sum. */
 static void dot_w4(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
@@ -237,22 +316,59 @@ static void dot_w2(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t 
   for (s = 0; s < QMCU_OPT_PIX; ++s) acc[s] = a[s];
 }
 
+/* MBQM split into per-channel constants (docs §1.3, same result for every int32 input). */
+typedef struct {
+  int32_t multiplier;
+  int32_t left;
+  int32_t right;
+  int32_t mask;
+  int32_t half;
+} qmcu_requant_fast;
+
+static qmcu_requant_fast requant_setup(int32_t multiplier, int32_t shift) {
+  qmcu_requant_fast r;
+  r.multiplier = multiplier;
+  r.left = shift > 0 ? shift : 0;
+  r.right = shift > 0 ? 0 : -shift;
+  r.mask = (int32_t)(((int64_t)1 << r.right) - 1);
+  r.half = r.mask >> 1;
+  return r;
+}
+
+static int32_t requant_apply(const qmcu_requant_fast *r, int32_t x) {
+  const int32_t xs = (int32_t)((uint32_t)x << r->left);
+  const int64_t prod = (int64_t)xs * (int64_t)r->multiplier;
+  const int32_t high = (int32_t)((prod + ((int64_t)1 << 30)) >> 31);
+  const int32_t threshold = r->half - (high >> 31); /* +1 for negative values */
+  return (high >> r->right) + ((high & r->mask) > threshold ? 1 : 0);
+}
+
+/* Requantize and store the outputs of channel co for the tile. Every parameter is copied to a
+ * local first: the byte stores may alias anything, locals are not reloaded after them. */
 static void store_outputs(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t q0,
                           int32_t valid, int32_t co, const int32_t *acc, const int32_t *colsum) {
   const int32_t bias = b->bias != NULL ? b->bias[co] : 0;
-  const int32_t mult = b->multiplier[co];
-  const int32_t shift = b->shift[co];
   const int32_t corr = p->w_bits == 8 ? 0 : 1 << (p->w_bits - 1);
+  const int32_t multiplier = b->multiplier[co];
+  const int32_t shift = b->shift[co];
+  const int32_t zp = p->out_zero_point, lo = p->act_min, hi = p->act_max;
+  const int32_t channels = p->output.c, out_bits = p->out_bits;
+  const qmcu_requant_fast r = requant_setup(multiplier, shift);
+  int32_t v[QMCU_OPT_PIX];
   int32_t s;
   for (s = 0; s < valid; ++s) {
     const int32_t a = acc[s] - corr * colsum[s] + bias;
-    const int32_t y = qmcu_clamp(qmcu_mbqm(a, mult, shift) + p->out_zero_point, p->act_min,
-                                 p->act_max);
-    const int32_t index = (q0 + s) * p->output.c + co;
-    if (p->out_bits == 8) {
-      ((int8_t *)b->output)[index] = (int8_t)y;
-    } else {
-      qmcu_store_act((uint8_t *)b->output, index, p->out_bits, y);
+    /* multiplier INT32_MIN is SRDHM's saturating case: keep the generic form for it */
+    const int32_t m = multiplier == INT32_MIN ? qmcu_mbqm(a, multiplier, shift)
+                                              : requant_apply(&r, a);
+    v[s] = qmcu_clamp(m + zp, lo, hi);
+  }
+  if (out_bits == 8) {
+    int8_t *out = (int8_t *)b->output + q0 * channels + co;
+    for (s = 0; s < valid; ++s) out[s * channels] = (int8_t)v[s];
+  } else {
+    for (s = 0; s < valid; ++s) {
+      qmcu_store_act((uint8_t *)b->output, (q0 + s) * channels + co, out_bits, v[s]);
     }
   }
 }
