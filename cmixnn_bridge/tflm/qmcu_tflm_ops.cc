@@ -1,0 +1,439 @@
+/* TFLM glue of the QMCU_* custom ops: Init parses the flexbuffer options (docs/qmcu_ops.md),
+ * Prepare validates tensors and requests scratch, Invoke only dispatches to qmcu_*(). */
+#include "qmcu_tflm_ops.h"
+
+#include <cstdint>
+
+#include "flatbuffers/flexbuffers.h"
+#include "qmcu/qmcu.h"
+#include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/micro_context.h"
+#include "tensorflow/lite/micro/micro_log.h"
+
+namespace tflite {
+namespace {
+
+constexpr int kFormatVersion = 1;
+constexpr int kNoScratch = -1;
+
+// ---------------------------------------------------------------- option parsing
+int32_t ReadInt(const flexbuffers::Map& map, const char* key) {
+  return static_cast<int32_t>(map[key].AsInt64());
+}
+
+template <typename Vector>
+qmcu_dims DimsFrom(const Vector& v) {
+  qmcu_dims d = {0, 0, 0, 0};
+  if (v.size() == 4) {
+    d.n = v[0].AsInt32();
+    d.h = v[1].AsInt32();
+    d.w = v[2].AsInt32();
+    d.c = v[3].AsInt32();
+  }
+  return d;
+}
+
+// Logical [N, H, W, C]; all zeros (rejected later) when missing or not 4 long.
+qmcu_dims ReadDims(const flexbuffers::Map& map, const char* key) {
+  const flexbuffers::Reference ref = map[key];
+  if (ref.IsTypedVector()) return DimsFrom(ref.AsTypedVector());
+  return DimsFrom(ref.AsVector());
+}
+
+qmcu_geometry ReadGeometry(const flexbuffers::Map& map) {
+  qmcu_geometry g;
+  g.stride_h = ReadInt(map, "stride_h");
+  g.stride_w = ReadInt(map, "stride_w");
+  g.dilation_h = ReadInt(map, "dilation_h");
+  g.dilation_w = ReadInt(map, "dilation_w");
+  g.pad_top = ReadInt(map, "pad_top");
+  g.pad_bottom = ReadInt(map, "pad_bottom");
+  g.pad_left = ReadInt(map, "pad_left");
+  g.pad_right = ReadInt(map, "pad_right");
+  return g;
+}
+
+bool VersionOk(const flexbuffers::Map& map) {
+  return ReadInt(map, "version") == kFormatVersion;
+}
+
+// ---------------------------------------------------------------- tensor checks
+int64_t ElementCount(const qmcu_dims& d) {
+  return static_cast<int64_t>(d.n) * d.h * d.w * d.c;
+}
+
+TfLiteType ActivationType(int32_t bits) { return bits == 8 ? kTfLiteInt8 : kTfLiteUInt8; }
+
+// The stored shape of a (possibly packed) NHWC tensor: innermost dim = C * bits / 8.
+bool HasStoredShape(const TfLiteTensor* t, const qmcu_dims& d, int32_t bits) {
+  if (t == nullptr || t->dims == nullptr || t->dims->size != 4) return false;
+  return t->dims->data[0] == d.n && t->dims->data[1] == d.h && t->dims->data[2] == d.w &&
+         t->dims->data[3] == d.c * bits / 8;
+}
+
+TfLiteStatus CheckActivation(TfLiteContext* context, const TfLiteTensor* t,
+                             const qmcu_dims& d, int32_t bits) {
+  TF_LITE_ENSURE(context, t != nullptr);
+  TF_LITE_ENSURE_TYPES_EQ(context, t->type, ActivationType(bits));
+  TF_LITE_ENSURE(context, HasStoredShape(t, d, bits));
+  return kTfLiteOk;
+}
+
+// ---------------------------------------------------------------- conv and depthwise
+enum { kConvInput = 0, kConvFilter = 1, kConvBias = 2, kConvRequant = 3 };
+
+struct ConvData {
+  bool parsed;
+  bool depthwise;
+  qmcu_conv_params params;
+  int scratch_index;
+};
+
+void* ConvInitCommon(TfLiteContext* context, const char* buffer, size_t length,
+                     bool depthwise) {
+  auto* data = static_cast<ConvData*>(
+      GetMicroContext(context)->AllocatePersistentBuffer(sizeof(ConvData)));
+  if (data == nullptr) return nullptr;
+  data->parsed = false;
+  data->depthwise = depthwise;
+  data->scratch_index = kNoScratch;
+  if (buffer == nullptr || length == 0) return data;
+  const flexbuffers::Map map =
+      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
+  if (!VersionOk(map)) return data;
+  qmcu_conv_params& p = data->params;
+  p.input = ReadDims(map, "in_shape");
+  p.filter = ReadDims(map, "filter_shape");
+  p.output = ReadDims(map, "out_shape");
+  p.in_bits = ReadInt(map, "in_bits");
+  p.w_bits = ReadInt(map, "w_bits");
+  p.out_bits = ReadInt(map, "out_bits");
+  p.in_zero_point = ReadInt(map, "in_zero_point");
+  p.out_zero_point = ReadInt(map, "out_zero_point");
+  p.act_min = ReadInt(map, "act_min");
+  p.act_max = ReadInt(map, "act_max");
+  p.depth_multiplier = depthwise ? ReadInt(map, "depth_multiplier") : 1;
+  p.geometry = ReadGeometry(map);
+  data->parsed = true;
+  return data;
+}
+
+void* ConvInit(TfLiteContext* context, const char* buffer, size_t length) {
+  return ConvInitCommon(context, buffer, length, /*depthwise=*/false);
+}
+
+void* DepthwiseInit(TfLiteContext* context, const char* buffer, size_t length) {
+  return ConvInitCommon(context, buffer, length, /*depthwise=*/true);
+}
+
+TfLiteStatus CheckConvTensors(TfLiteContext* context, const ConvData& data,
+                              const TfLiteTensor* input, const TfLiteTensor* filter,
+                              const TfLiteTensor* bias, const TfLiteTensor* requant,
+                              const TfLiteTensor* output) {
+  const qmcu_conv_params& p = data.params;
+  TF_LITE_ENSURE_OK(context, CheckActivation(context, input, p.input, p.in_bits));
+  TF_LITE_ENSURE_OK(context, CheckActivation(context, output, p.output, p.out_bits));
+  TF_LITE_ENSURE(context, filter != nullptr);
+  TF_LITE_ENSURE(context, filter->type == kTfLiteInt8 || filter->type == kTfLiteUInt8);
+  TF_LITE_ENSURE(context, HasStoredShape(filter, p.filter, p.w_bits));
+  TF_LITE_ENSURE(context, requant != nullptr);
+  TF_LITE_ENSURE_TYPES_EQ(context, requant->type, kTfLiteInt32);
+  TF_LITE_ENSURE_EQ(context, NumElements(requant), 2 * p.output.c);
+  if (bias != nullptr) {
+    TF_LITE_ENSURE_TYPES_EQ(context, bias->type, kTfLiteInt32);
+    TF_LITE_ENSURE_EQ(context, NumElements(bias), p.output.c);
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus ConvPrepare(TfLiteContext* context, TfLiteNode* node) {
+  TFLITE_DCHECK(node->user_data != nullptr);
+  auto* data = static_cast<ConvData*>(node->user_data);
+  if (!data->parsed) {
+    MicroPrintf("QMCU conv: custom options are not a version-%d QMCU map", kFormatVersion);
+    return kTfLiteError;
+  }
+  TF_LITE_ENSURE_EQ(context, NumInputs(node), 4);
+  TF_LITE_ENSURE_EQ(context, NumOutputs(node), 1);
+  const qmcu_status check = data->depthwise ? qmcu_depthwise_conv_2d_check(&data->params)
+                                            : qmcu_conv_2d_check(&data->params);
+  if (check != QMCU_STATUS_OK) {
+    MicroPrintf("QMCU conv: options break docs/qmcu_ops.md (status %d)", check);
+    return kTfLiteError;
+  }
+  MicroContext* micro_context = GetMicroContext(context);
+  TfLiteTensor* input = micro_context->AllocateTempInputTensor(node, kConvInput);
+  TfLiteTensor* filter = micro_context->AllocateTempInputTensor(node, kConvFilter);
+  TfLiteTensor* bias = micro_context->AllocateTempInputTensor(node, kConvBias);
+  TfLiteTensor* requant = micro_context->AllocateTempInputTensor(node, kConvRequant);
+  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
+  const TfLiteStatus status =
+      CheckConvTensors(context, *data, input, filter, bias, requant, output);
+  for (TfLiteTensor* t : {input, filter, bias, requant, output}) {
+    if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
+  }
+  TF_LITE_ENSURE_OK(context, status);
+  const size_t scratch = data->depthwise ? qmcu_depthwise_conv_2d_scratch_size(&data->params)
+                                         : qmcu_conv_2d_scratch_size(&data->params);
+  data->scratch_index = kNoScratch;
+  if (scratch > 0) {
+    TF_LITE_ENSURE_OK(context, micro_context->RequestScratchBufferInArena(
+                                   scratch, &data->scratch_index));
+  }
+  return kTfLiteOk;
+}
+
+TfLiteStatus ConvEval(TfLiteContext* context, TfLiteNode* node) {
+  const auto* data = static_cast<const ConvData*>(node->user_data);
+  const TfLiteEvalTensor* input = micro::GetEvalInput(context, node, kConvInput);
+  const TfLiteEvalTensor* filter = micro::GetEvalInput(context, node, kConvFilter);
+  const TfLiteEvalTensor* bias = micro::GetEvalInput(context, node, kConvBias);
+  const TfLiteEvalTensor* requant = micro::GetEvalInput(context, node, kConvRequant);
+  TfLiteEvalTensor* output = micro::GetEvalOutput(context, node, 0);
+  const int32_t* requant_data = micro::GetTensorData<int32_t>(requant);
+  qmcu_conv_buffers buffers;
+  buffers.input = input->data.raw_const;
+  buffers.filter = filter->data.raw_const;
+  buffers.bias = bias != nullptr ? micro::GetTensorData<int32_t>(bias) : nullptr;
+  buffers.multiplier = requant_data;
+  buffers.shift = requant_data + data->params.output.c;
+  buffers.output = output->data.raw;
+  buffers.scratch = data->scratch_index == kNoScratch
+                        ? nullptr
+                        : GetMicroContext(context)->GetScratchBuffer(data->scratch_index);
+  const qmcu_status status = data->depthwise
+                                 ? qmcu_depthwise_conv_2d(&data->params, &buffers)
+                                 : qmcu_conv_2d(&data->params, &buffers);
+  return status == QMCU_STATUS_OK ? kTfLiteOk : kTfLiteError;
+}
+
+// ---------------------------------------------------------------- add
+struct AddData {
+  bool parsed;
+  qmcu_add_params params;
+};
+
+void* AddInit(TfLiteContext* context, const char* buffer, size_t length) {
+  auto* data = static_cast<AddData*>(
+      GetMicroContext(context)->AllocatePersistentBuffer(sizeof(AddData)));
+  if (data == nullptr) return nullptr;
+  data->parsed = false;
+  if (buffer == nullptr || length == 0) return data;
+  const flexbuffers::Map map =
+      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
+  if (!VersionOk(map)) return data;
+  qmcu_add_params& p = data->params;
+  p.shape = ReadDims(map, "shape");
+  p.in1_bits = ReadInt(map, "in1_bits");
+  p.in2_bits = ReadInt(map, "in2_bits");
+  p.out_bits = ReadInt(map, "out_bits");
+  p.in1_zero_point = ReadInt(map, "in1_zero_point");
+  p.in2_zero_point = ReadInt(map, "in2_zero_point");
+  p.out_zero_point = ReadInt(map, "out_zero_point");
+  p.left_shift = ReadInt(map, "left_shift");
+  p.in1_multiplier = ReadInt(map, "in1_multiplier");
+  p.in1_shift = ReadInt(map, "in1_shift");
+  p.in2_multiplier = ReadInt(map, "in2_multiplier");
+  p.in2_shift = ReadInt(map, "in2_shift");
+  p.out_multiplier = ReadInt(map, "out_multiplier");
+  p.out_shift = ReadInt(map, "out_shift");
+  p.act_min = ReadInt(map, "act_min");
+  p.act_max = ReadInt(map, "act_max");
+  data->parsed = true;
+  return data;
+}
+
+TfLiteStatus AddPrepare(TfLiteContext* context, TfLiteNode* node) {
+  TFLITE_DCHECK(node->user_data != nullptr);
+  const auto* data = static_cast<const AddData*>(node->user_data);
+  TF_LITE_ENSURE(context, data->parsed);
+  TF_LITE_ENSURE_EQ(context, NumInputs(node), 2);
+  TF_LITE_ENSURE_EQ(context, NumOutputs(node), 1);
+  TF_LITE_ENSURE_EQ(context, qmcu_add_check(&data->params), QMCU_STATUS_OK);
+  MicroContext* micro_context = GetMicroContext(context);
+  TfLiteTensor* in1 = micro_context->AllocateTempInputTensor(node, 0);
+  TfLiteTensor* in2 = micro_context->AllocateTempInputTensor(node, 1);
+  TfLiteTensor* out = micro_context->AllocateTempOutputTensor(node, 0);
+  const qmcu_add_params& p = data->params;
+  TfLiteStatus status = CheckActivation(context, in1, p.shape, p.in1_bits);
+  if (status == kTfLiteOk) status = CheckActivation(context, in2, p.shape, p.in2_bits);
+  if (status == kTfLiteOk) status = CheckActivation(context, out, p.shape, p.out_bits);
+  for (TfLiteTensor* t : {in1, in2, out}) {
+    if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
+  }
+  return status;
+}
+
+TfLiteStatus AddEval(TfLiteContext* context, TfLiteNode* node) {
+  const auto* data = static_cast<const AddData*>(node->user_data);
+  qmcu_add_buffers buffers;
+  buffers.input1 = micro::GetEvalInput(context, node, 0)->data.raw_const;
+  buffers.input2 = micro::GetEvalInput(context, node, 1)->data.raw_const;
+  buffers.output = micro::GetEvalOutput(context, node, 0)->data.raw;
+  return qmcu_add(&data->params, &buffers) == QMCU_STATUS_OK ? kTfLiteOk : kTfLiteError;
+}
+
+// ---------------------------------------------------------------- average pool
+struct PoolData {
+  bool parsed;
+  qmcu_avg_pool_params params;
+};
+
+void* PoolInit(TfLiteContext* context, const char* buffer, size_t length) {
+  auto* data = static_cast<PoolData*>(
+      GetMicroContext(context)->AllocatePersistentBuffer(sizeof(PoolData)));
+  if (data == nullptr) return nullptr;
+  data->parsed = false;
+  if (buffer == nullptr || length == 0) return data;
+  const flexbuffers::Map map =
+      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
+  if (!VersionOk(map)) return data;
+  qmcu_avg_pool_params& p = data->params;
+  p.input = ReadDims(map, "in_shape");
+  p.output = ReadDims(map, "out_shape");
+  p.filter_h = ReadInt(map, "filter_h");
+  p.filter_w = ReadInt(map, "filter_w");
+  p.in_bits = ReadInt(map, "in_bits");
+  p.out_bits = ReadInt(map, "out_bits");
+  p.in_zero_point = ReadInt(map, "in_zero_point");
+  p.out_zero_point = ReadInt(map, "out_zero_point");
+  p.act_min = ReadInt(map, "act_min");
+  p.act_max = ReadInt(map, "act_max");
+  p.rescale = map["rescale"].AsBool() ? 1 : 0;
+  p.multiplier = ReadInt(map, "multiplier");
+  p.shift = ReadInt(map, "shift");
+  p.geometry = ReadGeometry(map);
+  data->parsed = true;
+  return data;
+}
+
+TfLiteStatus PoolPrepare(TfLiteContext* context, TfLiteNode* node) {
+  TFLITE_DCHECK(node->user_data != nullptr);
+  const auto* data = static_cast<const PoolData*>(node->user_data);
+  TF_LITE_ENSURE(context, data->parsed);
+  TF_LITE_ENSURE_EQ(context, NumInputs(node), 1);
+  TF_LITE_ENSURE_EQ(context, NumOutputs(node), 1);
+  TF_LITE_ENSURE_EQ(context, qmcu_average_pool_2d_check(&data->params), QMCU_STATUS_OK);
+  MicroContext* micro_context = GetMicroContext(context);
+  TfLiteTensor* in = micro_context->AllocateTempInputTensor(node, 0);
+  TfLiteTensor* out = micro_context->AllocateTempOutputTensor(node, 0);
+  const qmcu_avg_pool_params& p = data->params;
+  TfLiteStatus status = CheckActivation(context, in, p.input, p.in_bits);
+  if (status == kTfLiteOk) status = CheckActivation(context, out, p.output, p.out_bits);
+  for (TfLiteTensor* t : {in, out}) {
+    if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
+  }
+  return status;
+}
+
+TfLiteStatus PoolEval(TfLiteContext* context, TfLiteNode* node) {
+  const auto* data = static_cast<const PoolData*>(node->user_data);
+  qmcu_unary_buffers buffers;
+  buffers.input = micro::GetEvalInput(context, node, 0)->data.raw_const;
+  buffers.output = micro::GetEvalOutput(context, node, 0)->data.raw;
+  return qmcu_average_pool_2d(&data->params, &buffers) == QMCU_STATUS_OK ? kTfLiteOk
+                                                                          : kTfLiteError;
+}
+
+// ---------------------------------------------------------------- pack / unpack
+struct RequantData {
+  bool parsed;
+  bool pack;
+  qmcu_requant_params params;
+};
+
+void* RequantInitCommon(TfLiteContext* context, const char* buffer, size_t length, bool pack) {
+  auto* data = static_cast<RequantData*>(
+      GetMicroContext(context)->AllocatePersistentBuffer(sizeof(RequantData)));
+  if (data == nullptr) return nullptr;
+  data->parsed = false;
+  data->pack = pack;
+  if (buffer == nullptr || length == 0) return data;
+  const flexbuffers::Map map =
+      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
+  if (!VersionOk(map)) return data;
+  qmcu_requant_params& p = data->params;
+  p.shape = ReadDims(map, "shape");
+  p.in_bits = ReadInt(map, "in_bits");
+  p.out_bits = ReadInt(map, "out_bits");
+  p.in_zero_point = ReadInt(map, "in_zero_point");
+  p.out_zero_point = ReadInt(map, "out_zero_point");
+  p.multiplier = ReadInt(map, "multiplier");
+  p.shift = ReadInt(map, "shift");
+  data->parsed = true;
+  return data;
+}
+
+void* PackInit(TfLiteContext* context, const char* buffer, size_t length) {
+  return RequantInitCommon(context, buffer, length, /*pack=*/true);
+}
+
+void* UnpackInit(TfLiteContext* context, const char* buffer, size_t length) {
+  return RequantInitCommon(context, buffer, length, /*pack=*/false);
+}
+
+TfLiteStatus RequantPrepare(TfLiteContext* context, TfLiteNode* node) {
+  TFLITE_DCHECK(node->user_data != nullptr);
+  const auto* data = static_cast<const RequantData*>(node->user_data);
+  TF_LITE_ENSURE(context, data->parsed);
+  TF_LITE_ENSURE_EQ(context, NumInputs(node), 1);
+  TF_LITE_ENSURE_EQ(context, NumOutputs(node), 1);
+  const qmcu_requant_params& p = data->params;
+  TF_LITE_ENSURE_EQ(context, qmcu_requant_check(&p), QMCU_STATUS_OK);
+  TF_LITE_ENSURE(context, data->pack ? p.in_bits == 8 : p.out_bits == 8);
+  MicroContext* micro_context = GetMicroContext(context);
+  TfLiteTensor* in = micro_context->AllocateTempInputTensor(node, 0);
+  TfLiteTensor* out = micro_context->AllocateTempOutputTensor(node, 0);
+  TfLiteStatus status = CheckActivation(context, in, p.shape, p.in_bits);
+  if (status == kTfLiteOk) status = CheckActivation(context, out, p.shape, p.out_bits);
+  for (TfLiteTensor* t : {in, out}) {
+    if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
+  }
+  return status;
+}
+
+TfLiteStatus RequantEval(TfLiteContext* context, TfLiteNode* node) {
+  const auto* data = static_cast<const RequantData*>(node->user_data);
+  qmcu_unary_buffers buffers;
+  buffers.input = micro::GetEvalInput(context, node, 0)->data.raw_const;
+  buffers.output = micro::GetEvalOutput(context, node, 0)->data.raw;
+  const qmcu_status status = data->pack ? qmcu_pack(&data->params, &buffers)
+                                        : qmcu_unpack(&data->params, &buffers);
+  return status == QMCU_STATUS_OK ? kTfLiteOk : kTfLiteError;
+}
+
+}  // namespace
+
+TFLMRegistration* Register_QMCU_CONV_2D() {
+  static TFLMRegistration r = micro::RegisterOp(ConvInit, ConvPrepare, ConvEval);
+  return &r;
+}
+
+TFLMRegistration* Register_QMCU_DEPTHWISE_CONV_2D() {
+  static TFLMRegistration r = micro::RegisterOp(DepthwiseInit, ConvPrepare, ConvEval);
+  return &r;
+}
+
+TFLMRegistration* Register_QMCU_ADD() {
+  static TFLMRegistration r = micro::RegisterOp(AddInit, AddPrepare, AddEval);
+  return &r;
+}
+
+TFLMRegistration* Register_QMCU_AVERAGE_POOL_2D() {
+  static TFLMRegistration r = micro::RegisterOp(PoolInit, PoolPrepare, PoolEval);
+  return &r;
+}
+
+TFLMRegistration* Register_QMCU_PACK() {
+  static TFLMRegistration r = micro::RegisterOp(PackInit, RequantPrepare, RequantEval);
+  return &r;
+}
+
+TFLMRegistration* Register_QMCU_UNPACK() {
+  static TFLMRegistration r = micro::RegisterOp(UnpackInit, RequantPrepare, RequantEval);
+  return &r;
+}
+
+}  // namespace tflite
