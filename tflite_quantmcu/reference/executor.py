@@ -26,6 +26,7 @@ import numpy as np
 from tflite_quantmcu.errors import CalibrationDataError, UnsupportedOpError
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Graph, Operator, Subgraph, Tensor
+from tflite_quantmcu.reference.blas_threads import limited_blas_threads
 from tflite_quantmcu.reference.op_context import OpContext, constant_value
 from tflite_quantmcu.reference.registry import NO_CUSTOM_KERNELS, Kernel, kernel_for
 
@@ -34,8 +35,13 @@ Observer = Callable[[int, Operator, dict[str, np.ndarray]], None]
 
 def run_graph(*, graph: Graph, inputs: Sequence[np.ndarray], observer: Observer | None = None,
               batch_size: int | None = None,
-              custom_kernels: Mapping[str, Kernel] = NO_CUSTOM_KERNELS) -> list[np.ndarray]:
-    """Runs the main subgraph on a batch of samples; returns one array per model output."""
+              custom_kernels: Mapping[str, Kernel] = NO_CUSTOM_KERNELS,
+              blas_threads: int | None = 1) -> list[np.ndarray]:
+    """Runs the main subgraph on a batch of samples; returns one array per model output.
+
+    `blas_threads` limits BLAS threads during the run (needs threadpoolctl; None
+    leaves BLAS as configured); one thread is fastest for these small products.
+    """
     subgraph = graph.main
     kernels = [kernel_for(subgraph=subgraph, index=i, custom_kernels=custom_kernels)
                for i in range(len(subgraph.operators))]
@@ -44,9 +50,10 @@ def run_graph(*, graph: Graph, inputs: Sequence[np.ndarray], observer: Observer 
     step = total if batch_size is None else batch_size
     if step < 1:
         raise CalibrationDataError(f"batch_size must be at least 1, got {batch_size}")
-    chunks = [run_samples(subgraph=subgraph, kernels=kernels,
-                          arrays=[a[start:start + step] for a in arrays], observer=observer)
-              for start in range(0, total, step)]
+    with limited_blas_threads(threads=blas_threads):
+        chunks = [run_samples(subgraph=subgraph, kernels=kernels,
+                              arrays=[a[start:start + step] for a in arrays], observer=observer)
+                  for start in range(0, total, step)]
     if len(chunks) == 1:
         return chunks[0]
     return [np.concatenate(parts, axis=0) for parts in zip(*chunks)]
