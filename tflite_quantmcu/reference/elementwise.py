@@ -13,8 +13,9 @@ from tflite_quantmcu.ir import schema
 from tflite_quantmcu.reference.op_context import OpContext
 from tflite_quantmcu.reference.quant_params import (fused_activation_range, quantize_real,
                                                     scale_of, type_range, zero_point_of)
-from tflite_quantmcu.reference.requantize import (multiply_by_quantized_multiplier,
-                                                  quantize_multiplier)
+from tflite_quantmcu.reference.requantize import quantize_multiplier
+from tflite_quantmcu.reference.requantize_fast import (
+    multiply_by_quantized_multiplier_fast as multiply_by_quantized_multiplier)
 
 INT8 = schema.TensorType.INT8
 LEFT_SHIFT_INT8 = 20

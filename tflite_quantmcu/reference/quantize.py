@@ -13,8 +13,9 @@ from tflite_quantmcu.ir import schema
 from tflite_quantmcu.reference.op_context import OpContext
 from tflite_quantmcu.reference.quant_params import (numpy_dtype, round_half_away, scale_of,
                                                     type_range, zero_point_of)
-from tflite_quantmcu.reference.requantize import (multiply_by_quantized_multiplier,
-                                                  quantize_multiplier)
+from tflite_quantmcu.reference.requantize import quantize_multiplier
+from tflite_quantmcu.reference.requantize_fast import (
+    multiply_by_quantized_multiplier_fast as multiply_by_quantized_multiplier)
 
 T = schema.TensorType
 INTEGER_TYPES = (T.INT8, T.UINT8, T.INT16, T.INT32)

@@ -12,8 +12,9 @@ import numpy as np
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.reference.op_context import OpContext
 from tflite_quantmcu.reference.quant_params import scale_of, zero_point_of
-from tflite_quantmcu.reference.requantize import (multiply_by_quantized_multiplier,
-                                                  quantize_multiplier)
+from tflite_quantmcu.reference.requantize import quantize_multiplier
+from tflite_quantmcu.reference.requantize_fast import (
+    multiply_by_quantized_multiplier_fast as multiply_by_quantized_multiplier)
 
 INT8 = schema.TensorType.INT8
 
