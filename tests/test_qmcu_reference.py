@@ -311,3 +311,122 @@ def test_accumulator_overflow_is_an_error():
     with pytest.raises(ValueError, match="int32"):
         qk.conv_2d(input=np.full((1, 1, 1, 4), 127, np.int8), filter=np.full((1, 1, 1, 4), 127, np.int8),
                    bias=np.array([2**31 - 100]), requant=np.array([[1 << 30], [0]]), options=opts)
+
+
+# ---------------------------------------------------------------- LiteRT (TFLite reference kernels)
+def _tiny_int8_model() -> bytes:
+    tf = pytest.importorskip("tensorflow")
+    inp = tf.keras.Input((9, 9, 4), batch_size=1)
+    a = tf.keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    b = tf.keras.layers.DepthwiseConv2D(3, padding="same")(a)
+    c = tf.keras.layers.Add()([a, b])
+    d = tf.keras.layers.AveragePooling2D(2, strides=1, padding="same")(c)
+    model = tf.keras.Model(inp, d)
+    rng = np.random.default_rng(5)
+
+    def calibration():
+        for _ in range(8):
+            yield [rng.normal(size=(1, 9, 9, 4)).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = calibration
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _quant(details: dict) -> tuple[np.ndarray, np.ndarray]:
+    q = details["quantization_parameters"]
+    return q["scales"].astype(np.float32), q["zero_points"].astype(np.int64)
+
+
+def _same_geometry(*, in_shape, out_shape, kh, kw, stride) -> qo.Geometry:
+    _, top, bottom = qo.same_padding(size=in_shape[1], kernel=kh, stride=stride, dilation=1)
+    _, left, right = qo.same_padding(size=in_shape[2], kernel=kw, stride=stride, dilation=1)
+    return qo.Geometry(stride_h=stride, stride_w=stride, padding="SAME", pad_top=top,
+                       pad_bottom=bottom, pad_left=left, pad_right=right)
+
+
+def _conv_like(*, interp, op, tensors, depthwise: bool):
+    x_d, w_d, b_d = (tensors[i] for i in op["inputs"])
+    y_d = tensors[op["outputs"][0]]
+    (s_in,), (zp_in,) = _quant(x_d)
+    s_w, _ = _quant(w_d)
+    (s_out,), (zp_out,) = _quant(y_d)
+    w = interp.get_tensor(w_d["index"])
+    stride = 2 if y_d["shape"][1] < x_d["shape"][1] else 1
+    kh, kw = w.shape[1:3]
+    common = dict(in_bits=8, out_bits=8, w_bits=8, in_zero_point=int(zp_in),
+                  out_zero_point=int(zp_out), in_shape=tuple(x_d["shape"]),
+                  filter_shape=tuple(w.shape), out_shape=tuple(y_d["shape"]),
+                  act_min=-128, act_max=127,
+                  geometry=_same_geometry(in_shape=x_d["shape"], out_shape=y_d["shape"], kh=kh,
+                                          kw=kw, stride=stride))
+    if depthwise:
+        opts = qo.DepthwiseConv2DOptions(depth_multiplier=1, **common)
+    else:
+        opts = dataclasses.replace(qo.Conv2DOptions(**common), act_min=max(-128, int(zp_out)))
+    reals = [(float(s_in) * float(s)) / float(s_out) for s in s_w]
+    requant = np.array([quantize_multiplier(r) for r in reals]).T
+    fn = qk.depthwise_conv_2d if depthwise else qk.conv_2d
+    return fn(input=interp.get_tensor(x_d["index"]), filter=w,
+              bias=interp.get_tensor(b_d["index"]), requant=requant, options=opts)
+
+
+def _add(*, interp, op, tensors):
+    a_d, b_d = (tensors[i] for i in op["inputs"])
+    y_d = tensors[op["outputs"][0]]
+    (s1,), (z1,) = _quant(a_d)
+    (s2,), (z2,) = _quant(b_d)
+    (so,), (zo,) = _quant(y_d)
+    twice = 2 * max(float(s1), float(s2))
+    m1, m2 = quantize_multiplier(float(s1) / twice), quantize_multiplier(float(s2) / twice)
+    mo = quantize_multiplier(twice / ((1 << 20) * float(so)))
+    opts = qo.AddOptions(in1_bits=8, in2_bits=8, out_bits=8, in1_zero_point=int(z1),
+                         in2_zero_point=int(z2), out_zero_point=int(zo), in1_multiplier=m1[0],
+                         in1_shift=m1[1], in2_multiplier=m2[0], in2_shift=m2[1],
+                         out_multiplier=mo[0], out_shift=mo[1], act_min=-128, act_max=127,
+                         shape=tuple(y_d["shape"]))
+    return qk.add(input1=interp.get_tensor(a_d["index"]), input2=interp.get_tensor(b_d["index"]),
+                  options=opts)
+
+
+def _pool(*, interp, op, tensors):
+    x_d = tensors[op["inputs"][0]]
+    y_d = tensors[op["outputs"][0]]
+    (_,), (zp,) = _quant(x_d)
+    opts = qo.AveragePool2DOptions(in_bits=8, out_bits=8, in_zero_point=int(zp),
+                                   out_zero_point=int(zp), in_shape=tuple(x_d["shape"]),
+                                   out_shape=tuple(y_d["shape"]), filter_h=2, filter_w=2,
+                                   act_min=-128, act_max=127,
+                                   geometry=_same_geometry(in_shape=x_d["shape"],
+                                                           out_shape=y_d["shape"], kh=2, kw=2,
+                                                           stride=1))
+    return qk.average_pool_2d(input=interp.get_tensor(x_d["index"]), options=opts)
+
+
+def test_8bit_qmcu_ops_equal_litert_reference_kernels():
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    interp = litert.Interpreter(model_content=_tiny_int8_model(),
+                                experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
+                                experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    x = np.random.default_rng(9).integers(-128, 128, size=(1, 9, 9, 4), dtype=np.int8)
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ours = {"CONV_2D": lambda op: _conv_like(interp=interp, op=op, tensors=tensors,
+                                             depthwise=False),
+            "DEPTHWISE_CONV_2D": lambda op: _conv_like(interp=interp, op=op, tensors=tensors,
+                                                       depthwise=True),
+            "ADD": lambda op: _add(interp=interp, op=op, tensors=tensors),
+            "AVERAGE_POOL_2D": lambda op: _pool(interp=interp, op=op, tensors=tensors)}
+    checked = set()
+    for op in interp._get_ops_details():
+        if op["op_name"] in ours:
+            want = interp.get_tensor(op["outputs"][0])
+            np.testing.assert_array_equal(ours[op["op_name"]](op), want, err_msg=op["op_name"])
+            checked.add(op["op_name"])
+    assert checked == set(ours), f"model lacked ops: {set(ours) - checked}"
