@@ -141,14 +141,21 @@ def test_vdpc_finds_exactly_the_planted_patches():
         assert patch.samples_with_outlier == int(block.reshape(16, -1).any(axis=1).sum())
 
 
-def test_vdpc_literal_rule_flags_every_patch_of_gaussian_data():
+def test_vdpc_density_rule_and_literal_rule():
     regions = grid_regions(height=48, width=48, rows=2, cols=2)
     codes = planted_gaussian(planted={})
     _, stats = collect(batches=[codes], regions=regions, scale=0.05, zero_point=0)
-    assert classify_patches(statistics=stats).outlier_patches == ()
+    default = classify_patches(statistics=stats)
+    assert VdpcOptions().min_density_ratio == 1.0
+    for patch in default.patches:   # above-average outlier density <=> outlier-class
+        assert patch.density_ratio == pytest.approx(
+            patch.outlier_fraction / (default.map_outliers / default.map_values))
+        assert patch.outlier_class == (patch.density_ratio >= 1.0 and patch.outliers >= 1)
+    assert classify_patches(statistics=stats,
+                            options=VdpcOptions(min_density_ratio=2.0)).outlier_patches == ()
     literal = classify_patches(statistics=stats,
                                options=VdpcOptions(min_density_ratio=0.0, min_outliers=1))
-    assert len(literal.outlier_patches) == 4
+    assert len(literal.outlier_patches) == 4   # every patch of N(0, 1) data has outliers
 
 
 def test_vdpc_min_sample_fraction_uses_per_sample_counts():
@@ -204,19 +211,24 @@ def two_map_branch(*, limit=10_000, outlier_class=False):
                       outlier_class=outlier_class)
 
 
-def test_requantized_levels_equal_the_pack_kernel():
+def pack_kernel_levels(*, scale, zero_point, bits):
+    """The b-bit level of every int8 code as the QMCU_PACK reference kernel computes it."""
     codes = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 1, 256)
+    scale_b, zp_b = qo.subbyte_quant_params(scale8=scale, zero_point8=zero_point, bits=bits)
+    mult, shift = quantize_multiplier(float(np.float32(scale)) / scale_b)
+    opts = qo.RequantOptions(in_bits=8, out_bits=bits, in_zero_point=zero_point,
+                             out_zero_point=zp_b, multiplier=mult, shift=shift,
+                             shape=(1, 1, 1, 256))
+    packed = qk.pack(input=codes, options=opts)
+    return qo.unpack_bits(packed=packed, bits=bits, channels=256).reshape(-1)
+
+
+def test_requantized_levels_equal_the_pack_kernel():
     for scale, zp in ((1.0, -128), (0.0235, 5), (0.1, 127)):
         for bits in (4, 2):
-            scale_b, zp_b = qo.subbyte_quant_params(scale8=scale, zero_point8=zp, bits=bits)
-            mult, shift = quantize_multiplier(float(np.float32(scale)) / scale_b)
-            opts = qo.RequantOptions(in_bits=8, out_bits=bits, in_zero_point=zp,
-                                     out_zero_point=zp_b, multiplier=mult, shift=shift,
-                                     shape=(1, 1, 1, 256))
-            packed = qk.pack(input=codes, options=opts)
-            levels = qo.unpack_bits(packed=packed, bits=bits, channels=256).reshape(-1)
             np.testing.assert_array_equal(
-                requantized_levels(scale=scale, zero_point=zp, bits=bits), levels)
+                requantized_levels(scale=scale, zero_point=zp, bits=bits),
+                pack_kernel_levels(scale=scale, zero_point=zp, bits=bits))
 
 
 def test_scores_by_hand():
@@ -232,7 +244,10 @@ def test_scores_by_hand():
         ("B", 8): (2.0, 0.0, 0.0), ("B", 4): (2.0, 0.0, 400 * 4 / total),
         ("B", 2): (2.0, 0.0, 400 * 6 / total),
     }
+    # every level lands in its own bin for any k >= 4 here, so the default k = 16 and
+    # k = 256 give the same values
     scored = score_branch(branch=two_map_branch())
+    assert scored == score_branch(branch=two_map_branch(), options=VdqsOptions(bins=256))
     assert scored.last_entropy == pytest.approx(2.0)
     for key, row in zip("AB", scored.scores):
         assert [s.bits for s in row] == [8, 4, 2]
@@ -260,6 +275,18 @@ def test_entropy_bins():
     # 8 bits: levels 0, 17, 34, 51 over the range [0, 51]; 2 bins: (q * 2) // 52 -> 0,0,1,1
     assert feature_map_entropy(feature_map=a, bits=8, bins=2) == pytest.approx(1.0)
     assert feature_map_entropy(feature_map=a, bits=8, bins=256) == pytest.approx(2.0)
+    # all 256 codes once: 8 bits -> 16 bins of 16 codes (H = 4) or 256 bins (H = 8);
+    # 4 bits: 16 levels, each its own bin for k = 16 and 256 -> the entropy of the levels
+    flat = FeatureMapSpec(key="u", shape=(1, 1, 1, 256), histogram=(1,) * 256, scale=1.0,
+                          zero_point=-128)
+    p = np.bincount(pack_kernel_levels(scale=1.0, zero_point=-128, bits=4)) / 256
+    h4 = float(-(p * np.log2(p)).sum())
+    assert 3.97 < h4 < 4.0
+    assert feature_map_entropy(feature_map=flat, bits=8, bins=16) == pytest.approx(4.0)
+    assert feature_map_entropy(feature_map=flat, bits=8, bins=256) == pytest.approx(8.0)
+    for bins in (16, 256):
+        assert feature_map_entropy(feature_map=flat, bits=4, bins=bins) == pytest.approx(h4)
+    assert VdqsOptions().bins == 16
 
 
 def test_candidates_respect_packing():
