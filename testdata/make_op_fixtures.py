@@ -7,7 +7,7 @@ make_fixtures.py do not: SUB, MUL (two activations and a constant), broadcast
 ADD, standalone RELU/RELU6, dilated and strided convolution, depth multiplier 2,
 AVERAGE/MAX_POOL_2D with SAME padding, STRIDED_SLICE, SLICE, PAD/PADV2,
 CONCATENATION on inner axes, MEAN with keep_dims over one axis, FULLY_CONNECTED on
-rank-3 input, and float model I/O (QUANTIZE / DEQUANTIZE).
+rank-3 input, float model I/O (QUANTIZE / DEQUANTIZE) and SOFTMAX.
 
     python3 testdata/make_op_fixtures.py            # (re)builds every model
 
@@ -79,10 +79,21 @@ def build_float_io(*, keras, tf):
     return keras.Model(inp, keras.layers.Dense(3, name="fc")(x))
 
 
+def build_softmax(*, keras, tf):
+    """SOFTMAX on classifier logits (rank 2) and on a rank-3 tensor."""
+    inp = keras.Input((6, 6, 4), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="c1")(inp)
+    logits = keras.layers.Dense(10, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    rows = keras.layers.Dense(7, name="row_logits")(keras.layers.Reshape((4, 32))(x))
+    return keras.Model(inp, [keras.layers.Softmax(name="probs")(logits),
+                             keras.layers.Softmax(name="row_probs")(rows)])
+
+
 MODELS = {
     "ops_arith": (build_arith, True),
     "ops_shapes": (build_shapes, True),
     "ops_float_io": (build_float_io, False),
+    "ops_softmax": (build_softmax, True),
 }
 
 

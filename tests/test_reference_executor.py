@@ -175,10 +175,15 @@ def requantizing_relu6(subgraph, op) -> bool:
     return (q_in.scale, q_in.zero_point) != (q_out.scale, q_out.zero_point)
 
 
+def int8_softmax(subgraph, op) -> bool:
+    return op.type == "SOFTMAX"
+
+
 # LiteRT's reference kernels and TFLM disagree on these; we follow TFLM (checked above).
 # Per-channel FULLY_CONNECTED: LiteRT rounds the requantization once, TFLM twice.
 # RELU6 with different input/output quantization: TFLM clamps without requantizing.
-LITERT_DIVERGENCES = (per_channel_fully_connected, requantizing_relu6)
+# SOFTMAX: LiteRT uses an exp lookup table, TFLM gemmlowp fixed-point exp.
+LITERT_DIVERGENCES = (per_channel_fully_connected, requantizing_relu6, int8_softmax)
 
 
 @pytest.mark.parametrize("name", FIXTURES)

@@ -19,7 +19,7 @@ from tflite_quantmcu.errors import UnsupportedOpError
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Subgraph
 from tflite_quantmcu.reference import (conv, depthwise, elementwise, fully_connected, pooling,
-                                       quantize, reduce, shape_ops)
+                                       quantize, reduce, shape_ops, softmax)
 from tflite_quantmcu.reference.op_context import OpContext
 
 Kernel = Callable[..., list[np.ndarray]]
@@ -27,6 +27,7 @@ Kernel = Callable[..., list[np.ndarray]]
 BUILTIN_KERNELS: Mapping[str, Kernel] = MappingProxyType({
     **conv.KERNELS, **depthwise.KERNELS, **pooling.KERNELS, **elementwise.KERNELS,
     **fully_connected.KERNELS, **reduce.KERNELS, **shape_ops.KERNELS, **quantize.KERNELS,
+    **softmax.KERNELS,
 })
 
 NO_CUSTOM_KERNELS: Mapping[str, Kernel] = MappingProxyType({})
