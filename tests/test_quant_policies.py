@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tflite_quantmcu import qmcu_options as qo
 from tflite_quantmcu.errors import BudgetError, CalibrationDataError, ConfigError
@@ -356,6 +358,25 @@ def test_algorithm1_fallback_when_the_larger_map_cannot_shrink():
     assert [(s.pass_name, s.key) for s in log] == [("fallback", "m1")]
 
 
+@settings(max_examples=200, deadline=None)
+@given(sizes8=st.lists(st.integers(1, 64).map(lambda n: 8 * n), min_size=2, max_size=6),
+       orders=st.lists(st.permutations((8, 4, 2)), min_size=6, max_size=6),
+       limit=st.integers(1, 1024))
+def test_algorithm1_result_satisfies_eq7_or_is_infeasible(sizes8, orders, limit):
+    p = problem(sizes8=sizes8, limit=limit, orders=orders[:len(sizes8)])
+    narrow = [s * 2 // 8 for s in sizes8]
+    if any(a + b > limit for a, b in zip(narrow, narrow[1:])):
+        with pytest.raises(BudgetError):
+            resolve_pairs(problem=p)
+        return
+    bits, log = resolve_pairs(problem=p)
+    mem = [size[b] for size, b in zip(p.sizes, bits)]
+    assert all(a + b <= limit for a, b in zip(mem, mem[1:]))
+    for i, order in enumerate(p.orders):   # a map only ever moves down its order, to fewer bytes
+        assert order.index(bits[i]) >= 0 and mem[i] <= p.sizes[i][order[0]]
+    assert all(step.bytes_after < step.bytes_before for step in log)
+
+
 def test_infeasible_budget_names_the_pair_and_bytes():
     with pytest.raises(BudgetError, match=r"'m1' and 'm2' need 100 \+ 250 = 350 bytes.*M = 300"):
         resolve_pairs(problem=problem(sizes8=[100, 400, 1000], limit=300))
@@ -439,6 +460,8 @@ def test_rusci_activations_forward_cuts_the_wider_output():
     assert dict(plan.bits) == {"x": 8, "y": 2, "z": 8}
     assert [(s.pass_name, s.key, s.to_bits) for s in plan.branches[0].log] == [
         ("forward", "y", 4), ("forward", "y", 2)]
+    assert BitwidthPlan.from_json(plan.to_json()) == plan
+    assert plan.to_json() == rusci_bitwidths(branches=(branch,)).to_json()
 
 
 def test_rusci_activations_backward_cuts_the_wider_input():

@@ -50,13 +50,18 @@ class PairProblem:
 def check_pairs_feasible(*, problem: PairProblem) -> None:
     """Raise BudgetError naming the first pair that cannot fit even at its narrowest widths."""
     for i in range(len(problem.keys) - 1):
-        narrow = [min(problem.orders[j], key=lambda b, j=j: problem.sizes[j][b]) for j in (i, i + 1)]
+        narrow = [_narrowest(problem=problem, index=j) for j in (i, i + 1)]
         need = [problem.sizes[j][b] for j, b in zip((i, i + 1), narrow)]
         if sum(need) > problem.limit:
             raise BudgetError(
                 f"branch '{problem.name}': feature maps '{problem.keys[i]}' and "
                 f"'{problem.keys[i + 1]}' need {need[0]} + {need[1]} = {sum(need)} bytes even at "
                 f"{narrow[0]} and {narrow[1]} bits, over the limit M = {problem.limit} bytes")
+
+
+def _narrowest(*, problem: PairProblem, index: int) -> int:
+    """The candidate of map ``index`` with the fewest bytes."""
+    return min(problem.orders[index], key=lambda bits: problem.sizes[index][bits])
 
 
 class _Traversal:
