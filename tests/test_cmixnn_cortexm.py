@@ -38,8 +38,10 @@ def _conv_specs():
         yield gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=in_shape, c_out=c_out,
                             kernel=kernel, stride=stride, dilation=dil, pads=pads)
     for a, w, o in itertools.product(BITS, BITS, BITS):
-        yield gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=(1, 6, 7, 8), c_out=16,
-                            kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), depthwise=True)
+        yield gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=(1, 6, 7, 16), c_out=16,
+                            kernel=(3, 3), stride=(2, 1), pads=(1, 1, 1, 1), depthwise=True)
+        yield gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=(1, 5, 4, 8), c_out=16,
+                            kernel=(3, 3), stride=(1, 1), pads=(1, 1, 1, 1), depthwise=True)
 
 
 def _golden_header() -> str:

@@ -109,7 +109,7 @@ class Kernels:
         self.libc.free.argtypes = [ctypes.c_void_p]
         self._live: list[int] = []
         for name in ("conv_2d_scratch_size", "conv_2d_opt_scratch_size",
-                     "depthwise_conv_2d_scratch_size"):
+                     "depthwise_conv_2d_scratch_size", "depthwise_conv_2d_opt_scratch_size"):
             getattr(lib, f"qmcu_{name}").restype = ctypes.c_size_t
 
     def buffer(self, *, data=None, size: int = 0) -> int:
@@ -182,6 +182,8 @@ CONV_SHAPES = [
 ]
 DW_SHAPES = [
     ((1, 6, 5, 8), 8, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    ((1, 7, 6, 16), 16, (3, 3), (2, 1), (1, 1), (1, 1, 0, 2)),
+    ((2, 5, 4, 32), 32, (5, 5), (1, 1), (2, 1), (3, 2, 1, 0)),
     ((1, 9, 8, 8), 16, (3, 3), (2, 2), (1, 1), (0, 1, 0, 1)),
     ((2, 7, 6, 4), 4, (5, 3), (1, 2), (1, 2), (2, 2, 0, 3)),
 ]
@@ -229,14 +231,21 @@ def test_depthwise_paths_equal_reference(kernels, spec, seed):
     for fn in ("qmcu_depthwise_conv_2d_ref", "qmcu_depthwise_conv_2d"):
         assert _run_conv(k=kernels, case=case, fn=fn,
                          scratch_fn="qmcu_depthwise_conv_2d_scratch_size") == want
+    if kernels.lib.qmcu_depthwise_conv_2d_opt_supported(ctypes.byref(conv_params(case.options))):
+        assert _run_conv(k=kernels, case=case, fn="qmcu_depthwise_conv_2d_opt",
+                         scratch_fn="qmcu_depthwise_conv_2d_opt_scratch_size") == want
 
 
-def test_opt_conv_is_used_for_int8_and_subbyte(kernels):
+def test_fast_paths_take_int8_and_subbyte(kernels):
     for bits in ((8, 8, 8), (4, 8, 4), (2, 4, 8), (8, 4, 2)):
         spec = _conv_spec(bits=bits, shape=CONV_SHAPES[0], depthwise=False)
         params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
         assert kernels.lib.qmcu_conv_2d_opt_supported(ctypes.byref(params)) == 1
         assert kernels.lib.qmcu_conv_2d_scratch_size(ctypes.byref(params)) > 0
+    for bits in ((8, 8, 8), (4, 8, 4), (2, 4, 8)):
+        spec = _conv_spec(bits=bits, shape=DW_SHAPES[2], depthwise=True)
+        params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
+        assert kernels.lib.qmcu_depthwise_conv_2d_opt_supported(ctypes.byref(params)) == 1
 
 
 @pytest.mark.parametrize("bits", list(itertools.product(BITS, BITS, BITS)),

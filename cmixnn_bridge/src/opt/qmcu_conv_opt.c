@@ -13,6 +13,7 @@
  * Needs K = KH * KW * C_in to be a multiple of F; results equal qmcu_conv_2d_ref bit for bit.
  */
 #include "qmcu/qmcu_ops.h"
+#include "qmcu_opt_common.h"
 #include "qmcu_simd.h"
 
 #define QMCU_OPT_PIX 4
@@ -316,33 +317,6 @@ static void dot_w2(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t 
   for (s = 0; s < QMCU_OPT_PIX; ++s) acc[s] = a[s];
 }
 
-/* MBQM split into per-channel constants (docs §1.3, same result for every int32 input). */
-typedef struct {
-  int32_t multiplier;
-  int32_t left;
-  int32_t right;
-  int32_t mask;
-  int32_t half;
-} qmcu_requant_fast;
-
-static qmcu_requant_fast requant_setup(int32_t multiplier, int32_t shift) {
-  qmcu_requant_fast r;
-  r.multiplier = multiplier;
-  r.left = shift > 0 ? shift : 0;
-  r.right = shift > 0 ? 0 : -shift;
-  r.mask = (int32_t)(((int64_t)1 << r.right) - 1);
-  r.half = r.mask >> 1;
-  return r;
-}
-
-static int32_t requant_apply(const qmcu_requant_fast *r, int32_t x) {
-  const int32_t xs = (int32_t)((uint32_t)x << r->left);
-  const int64_t prod = (int64_t)xs * (int64_t)r->multiplier;
-  const int32_t high = (int32_t)((prod + ((int64_t)1 << 30)) >> 31);
-  const int32_t threshold = r->half - (high >> 31); /* +1 for negative values */
-  return (high >> r->right) + ((high & r->mask) > threshold ? 1 : 0);
-}
-
 /* Requantize and store the outputs of channel co for the tile. Every parameter is copied to a
  * local first: the byte stores may alias anything, locals are not reloaded after them. */
 static void store_outputs(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t q0,
@@ -353,14 +327,14 @@ static void store_outputs(const qmcu_conv_params *p, const qmcu_conv_buffers *b,
   const int32_t shift = b->shift[co];
   const int32_t zp = p->out_zero_point, lo = p->act_min, hi = p->act_max;
   const int32_t channels = p->output.c, out_bits = p->out_bits;
-  const qmcu_requant_fast r = requant_setup(multiplier, shift);
+  const qmcu_requant_fast r = qmcu_requant_setup(multiplier, shift);
   int32_t v[QMCU_OPT_PIX];
   int32_t s;
   for (s = 0; s < valid; ++s) {
     const int32_t a = acc[s] - corr * colsum[s] + bias;
     /* multiplier INT32_MIN is SRDHM's saturating case: keep the generic form for it */
     const int32_t m = multiplier == INT32_MIN ? qmcu_mbqm(a, multiplier, shift)
-                                              : requant_apply(&r, a);
+                                              : qmcu_requant_apply(&r, a);
     v[s] = qmcu_clamp(m + zp, lo, hi);
   }
   if (out_bits == 8) {

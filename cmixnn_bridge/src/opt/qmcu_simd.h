@@ -42,6 +42,18 @@ static inline int32_t qmcu_smlad(uint32_t a, uint32_t b, int32_t acc) {
 static inline uint32_t qmcu_ssub16(uint32_t a, uint32_t b) {
   return (uint32_t)__ssub16((int32_t)a, (int32_t)b);
 }
+
+/* bytes 0 and 2, zero-extended to two halfwords */
+static inline uint32_t qmcu_uxtb16(uint32_t x) { return (uint32_t)__uxtb16(x); }
+
+/* acc + bottom(a) * bottom(b), acc + top(a) * top(b) (16-bit signed halves) */
+static inline int32_t qmcu_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+  return __smlabb((int32_t)a, (int32_t)b, acc);
+}
+
+static inline int32_t qmcu_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+  return __smlatt((int32_t)a, (int32_t)b, acc);
+}
 #else
 static inline int32_t qmcu_lo16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x & 0xffffu); }
 
@@ -62,6 +74,16 @@ static inline int32_t qmcu_smlad(uint32_t a, uint32_t b, int32_t acc) {
 
 static inline uint32_t qmcu_ssub16(uint32_t a, uint32_t b) {
   return qmcu_pack16(qmcu_lo16(a) - qmcu_lo16(b), qmcu_hi16(a) - qmcu_hi16(b));
+}
+
+static inline uint32_t qmcu_uxtb16(uint32_t x) { return x & 0x00ff00ffu; }
+
+static inline int32_t qmcu_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(qmcu_lo16(a) * qmcu_lo16(b)));
+}
+
+static inline int32_t qmcu_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+  return (int32_t)((uint32_t)acc + (uint32_t)(qmcu_hi16(a) * qmcu_hi16(b)));
 }
 #endif
 

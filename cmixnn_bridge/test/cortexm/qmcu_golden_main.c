@@ -85,6 +85,10 @@ static int run_convs(void) {
       fails += run_conv(c, "ref", qmcu_depthwise_conv_2d_ref, 0);
       fails += run_conv(c, "switch", qmcu_depthwise_conv_2d,
                         qmcu_depthwise_conv_2d_scratch_size(&c->params));
+      if (qmcu_depthwise_conv_2d_opt_supported(&c->params)) {
+        fails += run_conv(c, "opt", qmcu_depthwise_conv_2d_opt,
+                          qmcu_depthwise_conv_2d_opt_scratch_size(&c->params));
+      }
     } else {
       fails += run_conv(c, "ref", qmcu_conv_2d_ref, 0);
       fails += run_conv(c, "switch", qmcu_conv_2d, qmcu_conv_2d_scratch_size(&c->params));
