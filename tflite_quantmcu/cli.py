@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model
-from tflite_quantmcu.errors import QuantMCUError, UnsupportedModelError
+from tflite_quantmcu.convert import POLICIES, Conversion, ConvertOptions, convert
+from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.output_files import write_json_atomically
 from tflite_quantmcu.runtimes.tflm import measure_arena
-from tflite_quantmcu.sizes import format_size
+from tflite_quantmcu.sizes import format_size, parse_size
 
 EXIT_USER_ERROR = 2
 
@@ -29,7 +30,26 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
     analyze.add_argument("--tflm", action="store_true",
                          help="also measure the arena head in TFLite Micro and compare")
+    _add_convert_parser(commands)
     return parser
+
+
+def _add_convert_parser(commands) -> None:
+    convert = commands.add_parser("convert", help="rewrite a model to fit an MCU budget")
+    convert.add_argument("model", help="int8 .tflite model")
+    convert.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    convert.add_argument("--sram", required=True, help="SRAM budget, e.g. 256KB")
+    convert.add_argument("--flash", help="flash budget, e.g. 1MB")
+    convert.add_argument("--policy", default="patch-int8", choices=POLICIES)
+    convert.add_argument("--patch-grid", metavar="RxC", help="force the patch grid, e.g. 4x4")
+    convert.add_argument("--split-after", metavar="OP",
+                         help="force the last op of the patch stage: its index or output tensor name")
+    convert.add_argument("--max-mac-overhead", type=float, metavar="FRACTION",
+                         help="cap on redundant MACs, e.g. 0.2 for +20 %%")
+    convert.add_argument("--no-verify", action="store_true",
+                         help="skip the LiteRT equivalence check of the rewrite")
+    convert.add_argument("--no-tflm", action="store_true",
+                         help="do not measure arena heads in TFLite Micro")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "analyze":
             return _analyze(args)
+        if args.command == "convert":
+            return _convert(args)
     except QuantMCUError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -54,6 +76,56 @@ def _analyze(args: argparse.Namespace) -> int:
         write_json_atomically(data=result.to_json(), path=args.json)
         print(f"wrote {args.json}")
     return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    options = ConvertOptions(
+        model_path=Path(args.model), out_dir=Path(args.out),
+        sram_budget=parse_size(text=args.sram, option="--sram"),
+        flash_budget=parse_size(text=args.flash, option="--flash") if args.flash else None,
+        policy=args.policy, patch_grid=_parse_grid(args.patch_grid),
+        split_after=_parse_split(args.split_after),
+        max_mac_overhead=args.max_mac_overhead, verify=not args.no_verify,
+        measure_tflm=not args.no_tflm)
+    result = convert(options=options)
+    print(format_conversion(conv=result))
+    return 0
+
+
+def _parse_grid(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--patch-grid: cannot read {text!r}; expected ROWSxCOLS such as 4x4")
+    return int(parts[0]), int(parts[1])
+
+
+def _parse_split(text: str | None) -> int | str | None:
+    if text is None:
+        return None
+    return int(text.lstrip("#")) if text.lstrip("#").isdigit() else text
+
+
+def format_conversion(*, conv: Conversion) -> str:
+    """The summary `convert` prints."""
+    plan = conv.patch_plan
+    lines = [f"model: {conv.options.model_path.name}  policy: {conv.options.policy}"]
+    if plan.is_patched:
+        lines.append(f"patch stage: ops #0..#{plan.split_op} (ends at {plan.split_tensor}), "
+                     f"grid {plan.grid[0]}x{plan.grid[1]}, redundant MACs "
+                     f"{plan.redundant_macs:,} (+{plan.mac_overhead * 100:.1f} %)")
+    lines.append(f"peak SRAM: layer-based {conv.layer_based.peak_sram_bytes:,} B -> "
+                 f"{conv.final.peak_sram_bytes:,} B (budget {conv.options.sram_budget:,} B)")
+    heads = conv.tflm_heads
+    if heads.get("patch_based") is not None:
+        lines.append(f"TFLite Micro arena head: {heads.get('layer_based')} B -> "
+                     f"{heads['patch_based']} B")
+    lines.append(f"MACs: {conv.layer_based.macs:,} -> {conv.final.macs:,}")
+    lines += [f"note: {note}" for note in conv.notes]
+    lines.append(f"wrote {conv.options.out_dir}/{conv.stem}.quantmcu.tflite, "
+                 f"{conv.stem}_op_resolver.h, report.json")
+    return "\n".join(lines)
 
 
 def _print_tflm_comparison(*, model_path: str, analysis: ModelAnalysis) -> None:
