@@ -349,3 +349,125 @@ def test_strided_slice_indices_by_hand(begin, end, stride, masks, expected):
     got = strided_indices(dim=11, begin=begin, end=end, stride=stride, begin_masked=begin_masked,
                           end_masked=end_masked, shrink=shrink)
     assert got.tolist() == expected
+
+
+# ---- QMCU_* custom ops through the executor (8-bit: must equal the builtin ops) ------
+
+def act_range_by_hand(*, activation: int, scale: float, zero_point: int) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for NONE and RELU (conv_chain's cases)."""
+    assert activation in (0, 1)
+    return (max(-128, zero_point) if activation == 1 else -128), 127
+
+
+def qmcu_geometry(*, options, in_shape, kernel: tuple[int, int], dilation=(1, 1)):
+    from tflite_quantmcu.qmcu_options import Geometry, same_padding
+    pads = []
+    for size, k, stride, d in zip(in_shape[1:3], kernel, (options.strideH, options.strideW),
+                                  dilation):
+        pads += (list(same_padding(size=size, kernel=k, stride=stride, dilation=d)[1:])
+                 if options.padding == schema.Padding.SAME else [0, 0])
+    return Geometry(stride_h=options.strideH, stride_w=options.strideW, dilation_h=dilation[0],
+                    dilation_w=dilation[1],
+                    padding="SAME" if options.padding == schema.Padding.SAME else "VALID",
+                    pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2], pad_right=pads[3])
+
+
+def qmcu_conv_like(*, subgraph, op):
+    """An 8-bit QMCU_CONV_2D / QMCU_DEPTHWISE_CONV_2D doing what `op` does."""
+    from tflite_quantmcu.ir.graph import Quantization, Tensor
+    from tflite_quantmcu.qmcu_options import Conv2DOptions, DepthwiseConv2DOptions, encode_options
+    from tflite_quantmcu.reference.requantize import quantize_multiplier
+    x, w, out = (subgraph.tensors[k] for k in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    s_in, s_out = x.quantization.scale[0], out.quantization.scale[0]
+    pairs = [quantize_multiplier(s_in * s_w / s_out) for s_w in w.quantization.scale]
+    requant = np.array([[m for m, _ in pairs], [s for _, s in pairs]], dtype=np.int32)
+    key = subgraph.add_tensor(tensor=Tensor(name=f"{out.name}/requant", shape=requant.shape,
+                                            dtype=schema.TensorType.INT32,
+                                            buffer=Buffer(data=requant.tobytes()),
+                                            quantization=Quantization()))
+    o = op.options
+    lo, hi = act_range_by_hand(activation=o.fusedActivationFunction, scale=s_out,
+                               zero_point=out.quantization.zero_point[0])
+    common = dict(in_bits=8, out_bits=8, w_bits=8, in_zero_point=x.quantization.zero_point[0],
+                  out_zero_point=out.quantization.zero_point[0], in_shape=tuple(x.shape),
+                  filter_shape=tuple(w.shape), out_shape=tuple(out.shape), act_min=lo,
+                  act_max=hi, geometry=qmcu_geometry(options=o, in_shape=x.shape,
+                                                     kernel=tuple(w.shape[1:3]),
+                                                     dilation=(o.dilationHFactor,
+                                                               o.dilationWFactor)))
+    if op.type == "CONV_2D":
+        name, options = "QMCU_CONV_2D", Conv2DOptions(**common)
+    else:
+        name = "QMCU_DEPTHWISE_CONV_2D"
+        options = DepthwiseConv2DOptions(**common, depth_multiplier=o.depthMultiplier or 1)
+    op.opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM, custom=name)
+    op.inputs = list(op.inputs[:3]) + [key]
+    op.options_type, op.options = 0, None
+    op.custom_options = encode_options(options=options)
+
+
+def qmcu_add(*, subgraph, op):
+    """An 8-bit QMCU_ADD with TFLM's ADD multipliers (double arithmetic, left shift 20)."""
+    from tflite_quantmcu.qmcu_options import AddOptions, encode_options
+    from tflite_quantmcu.reference.requantize import quantize_multiplier
+    a, b, out = (subgraph.tensors[k] for k in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    sa, sb, so = a.quantization.scale[0], b.quantization.scale[0], out.quantization.scale[0]
+    twice = 2 * max(sa, sb)
+    (m1, s1), (m2, s2), (mo, so_) = (quantize_multiplier(r) for r in
+                                     (sa / twice, sb / twice, twice / ((1 << 20) * so)))
+    lo, hi = act_range_by_hand(activation=op.options.fusedActivationFunction, scale=so,
+                               zero_point=out.quantization.zero_point[0])
+    options = AddOptions(in1_bits=8, in2_bits=8, out_bits=8,
+                         in1_zero_point=a.quantization.zero_point[0],
+                         in2_zero_point=b.quantization.zero_point[0],
+                         out_zero_point=out.quantization.zero_point[0], in1_multiplier=m1,
+                         in1_shift=s1, in2_multiplier=m2, in2_shift=s2, out_multiplier=mo,
+                         out_shift=so_, act_min=lo, act_max=hi, shape=tuple(out.shape))
+    op.opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM, custom="QMCU_ADD")
+    op.options_type, op.options = 0, None
+    op.custom_options = encode_options(options=options)
+
+
+def qmcu_average_pool(*, subgraph, op):
+    """An 8-bit QMCU_AVERAGE_POOL_2D without rescaling."""
+    from tflite_quantmcu.qmcu_options import AveragePool2DOptions, encode_options
+    x, out = subgraph.tensors[op.inputs[0]], subgraph.tensors[op.outputs[0]]
+    o = op.options
+    lo, hi = act_range_by_hand(activation=o.fusedActivationFunction,
+                               scale=out.quantization.scale[0],
+                               zero_point=out.quantization.zero_point[0])
+    options = AveragePool2DOptions(
+        in_bits=8, out_bits=8, in_zero_point=x.quantization.zero_point[0],
+        out_zero_point=out.quantization.zero_point[0], in_shape=tuple(x.shape),
+        out_shape=tuple(out.shape), filter_h=o.filterHeight, filter_w=o.filterWidth,
+        act_min=lo, act_max=hi,
+        geometry=qmcu_geometry(options=o, in_shape=x.shape, kernel=(o.filterHeight,
+                                                                     o.filterWidth)))
+    op.opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM, custom="QMCU_AVERAGE_POOL_2D")
+    op.options_type, op.options = 0, None
+    op.custom_options = encode_options(options=options)
+
+
+def test_8bit_qmcu_ops_in_the_executor_equal_the_builtin_ops():
+    data = fixture_bytes("conv_chain.tflite")
+    graph = read_model_bytes(data=data)
+    inputs = random_inputs(graph=graph, samples=3, seed=10)
+    builtin: dict[str, np.ndarray] = {}
+    run_graph(graph=graph, inputs=inputs, observer=lambda i, op, values: builtin.update(values))
+    replace = {"CONV_2D": qmcu_conv_like, "DEPTHWISE_CONV_2D": qmcu_conv_like,
+               "ADD": qmcu_add, "AVERAGE_POOL_2D": qmcu_average_pool}
+    subgraph = graph.main
+    replaced = 0
+    for op in subgraph.operators:
+        if op.type in replace:
+            replace[op.type](subgraph=subgraph, op=op)
+            replaced += 1
+    assert replaced == 9
+    custom: dict[str, np.ndarray] = {}
+    outputs = run_graph(graph=graph, inputs=inputs,
+                        observer=lambda i, op, values: custom.update(values))
+    for index, op in enumerate(subgraph.operators):
+        key = op.outputs[0]
+        assert np.array_equal(custom[key], builtin[key]), subgraph.op_label(index)
+    tflm = run_tflm(model_bytes=data, inputs=inputs, num_outputs=1).outputs[0]
+    assert np.array_equal(outputs[0], tflm.reshape(outputs[0].shape))

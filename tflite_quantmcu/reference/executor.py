@@ -15,7 +15,8 @@ must not modify them. Calibration collects per-tensor statistics this way.
 
 Ops of the main subgraph run in order; a tensor's value is dropped after its
 last reader. Builtin kernels are listed in `registry.BUILTIN_KERNELS`; custom
-ops run through `custom_kernels` (custom code -> kernel).
+ops run through `custom_kernels` (custom code -> kernel), by default the QMCU_*
+ops of docs/qmcu_ops.md.
 """
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Graph, Operator, Subgraph, Tensor
 from tflite_quantmcu.reference.blas_threads import limited_blas_threads
 from tflite_quantmcu.reference.op_context import OpContext, constant_value
-from tflite_quantmcu.reference.registry import NO_CUSTOM_KERNELS, Kernel, kernel_for
+from tflite_quantmcu.reference.registry import DEFAULT_CUSTOM_KERNELS, Kernel, kernel_for
 
 Observer = Callable[[int, Operator, dict[str, np.ndarray]], None]
 
 
 def run_graph(*, graph: Graph, inputs: Sequence[np.ndarray], observer: Observer | None = None,
               batch_size: int | None = None,
-              custom_kernels: Mapping[str, Kernel] = NO_CUSTOM_KERNELS,
+              custom_kernels: Mapping[str, Kernel] = DEFAULT_CUSTOM_KERNELS,
               blas_threads: int | None = 1) -> list[np.ndarray]:
     """Runs the main subgraph on a batch of samples; returns one array per model output.
 

@@ -1,9 +1,8 @@
 """Which reference kernel runs which op.
 
 Builtin ops are looked up by their type name ('CONV_2D'); custom ops by their
-custom code ('QMCU_CONV_2D'). Custom kernels are passed in by the caller
-(`custom_kernels`), so the QMCU_* kernels of `qmcu_kernels.py` plug in without
-any module-level registration.
+custom code ('QMCU_CONV_2D') in the `custom_kernels` mapping the caller passes;
+the default, `DEFAULT_CUSTOM_KERNELS`, holds the QMCU_* ops (qmcu_adapters.py).
 
 A kernel is a callable `kernel(*, ctx: OpContext) -> list[np.ndarray]`: one array
 per op output, each with the leading sample axis.
@@ -21,6 +20,7 @@ from tflite_quantmcu.ir.graph import Subgraph
 from tflite_quantmcu.reference import (conv, depthwise, elementwise, fully_connected, pooling,
                                        quantize, reduce, shape_ops, softmax)
 from tflite_quantmcu.reference.op_context import OpContext
+from tflite_quantmcu.reference.qmcu_adapters import QMCU_KERNELS
 
 Kernel = Callable[..., list[np.ndarray]]
 
@@ -30,11 +30,11 @@ BUILTIN_KERNELS: Mapping[str, Kernel] = MappingProxyType({
     **softmax.KERNELS,
 })
 
-NO_CUSTOM_KERNELS: Mapping[str, Kernel] = MappingProxyType({})
+DEFAULT_CUSTOM_KERNELS: Mapping[str, Kernel] = QMCU_KERNELS
 
 
 def kernel_for(*, subgraph: Subgraph, index: int,
-               custom_kernels: Mapping[str, Kernel] = NO_CUSTOM_KERNELS) -> Kernel:
+               custom_kernels: Mapping[str, Kernel] = DEFAULT_CUSTOM_KERNELS) -> Kernel:
     """The kernel of op `index`; `UnsupportedOpError` naming the op if there is none."""
     op = subgraph.operators[index]
     if op.opcode.builtin == schema.BuiltinOperator.CUSTOM:
@@ -57,4 +57,5 @@ def supported_builtin_ops() -> tuple[str, ...]:
     return tuple(sorted(BUILTIN_KERNELS))
 
 
-__all__ = ["BUILTIN_KERNELS", "Kernel", "OpContext", "kernel_for", "supported_builtin_ops"]
+__all__ = ["BUILTIN_KERNELS", "DEFAULT_CUSTOM_KERNELS", "Kernel", "OpContext", "kernel_for",
+           "supported_builtin_ops"]
