@@ -35,7 +35,7 @@ from tflite_quantmcu.patches.plan import (PatchBudgetError, PatchCandidate, Patc
 from tflite_quantmcu.patches.receptive_field import Interval, Region
 from tflite_quantmcu.patches.rewrite import MAX_CONCAT_INPUTS, build_patched_graph
 from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_intervals,
-                                           make_stage, split_bounds, stage_problem,
+                                           empty_part, make_stage, split_bounds, stage_problem,
                                            supported_prefix)
 
 EXACT_EVALUATIONS = 8
@@ -139,7 +139,17 @@ def _layouts(*, subgraph: Subgraph, stage: Stage, options: PatchOptions) -> list
     col_parts = sorted({c for _, c in grids})
     rows = {n: _axis(subgraph=subgraph, stage=stage, axis=ROWS_AXIS, parts=n) for n in row_parts}
     cols = {n: _axis(subgraph=subgraph, stage=stage, axis=COLS_AXIS, parts=n) for n in col_parts}
-    return [_Layout(stage, (r, c), rows[r], cols[c]) for r, c in grids]
+    layouts = [_Layout(stage, (r, c), rows[r], cols[c]) for r, c in grids
+               if rows[r] is not None and cols[c] is not None]
+    if options.grid is not None and not layouts:
+        axis = rows[grids[0][0]] is None and ROWS_AXIS or COLS_AXIS
+        problem = empty_part(subgraph=subgraph, parts=list(axis_intervals(
+            subgraph=subgraph, stage=stage, axis=axis,
+            bounds=split_bounds(size=subgraph.tensors[stage.output_key].shape[axis],
+                                parts=options.grid[axis - 1]))))
+        raise ConfigError(f"grid {options.grid[0]}x{options.grid[1]} cannot cut the stage "
+                          f"ending at {subgraph.op_label(stage.split)}: {problem}")
+    return layouts
 
 
 def _grids(*, options: PatchOptions, rows: int, cols: int) -> list[tuple[int, int]]:
@@ -155,10 +165,13 @@ def _grids(*, options: PatchOptions, rows: int, cols: int) -> list[tuple[int, in
             for c in range(1, min(limit, cols) + 1) if (r, c) != (1, 1)]
 
 
-def _axis(*, subgraph: Subgraph, stage: Stage, axis: int, parts: int) -> _Axis:
+def _axis(*, subgraph: Subgraph, stage: Stage, axis: int, parts: int) -> _Axis | None:
+    """The axis cut into `parts`; None when a part would read no pixel of some tensor."""
     size = subgraph.tensors[stage.output_key].shape[axis]
     bounds = split_bounds(size=size, parts=parts)
     intervals = tuple(axis_intervals(subgraph=subgraph, stage=stage, axis=axis, bounds=bounds))
+    if empty_part(subgraph=subgraph, parts=list(intervals)) is not None:
+        return None
     keys = intervals[0].keys()
     largest = {k: max(part[k].size for part in intervals) for k in keys}
     total = {k: sum(part[k].size for part in intervals) for k in keys}

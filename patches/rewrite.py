@@ -30,7 +30,7 @@ import dataclasses
 import numpy as np
 
 from tflite_quantmcu.analysis.memory import OFFLINE_PLAN_METADATA, offline_offsets, tensor_bytes
-from tflite_quantmcu.errors import UnsupportedOpError
+from tflite_quantmcu.errors import ConfigError, UnsupportedOpError
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import (Buffer, Graph, Metadata, OpCode, Operator, Subgraph,
                                       Tensor)
@@ -40,7 +40,7 @@ from tflite_quantmcu.patches.receptive_field import (BORDER_LOWEST, BORDER_NONE,
                                                      Interval,
                                                      OpSpatialMap, Region, pad_amounts)
 from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_intervals,
-                                           make_stage, patch_regions)
+                                           empty_part, make_stage, patch_regions)
 
 fb = schema.fb
 Op = schema.BuiltinOperator
@@ -137,6 +137,11 @@ class _PatchBuilder:
                               bounds=row_bounds)
         cols = axis_intervals(subgraph=self.original, stage=self.stage, axis=COLS_AXIS,
                               bounds=col_bounds)
+        for parts in (rows, cols):
+            problem = empty_part(subgraph=self.original, parts=parts)
+            if problem is not None:
+                raise ConfigError(f"cannot cut the stage ending at "
+                                  f"{self.original.op_label(self.stage.split)}: {problem}")
         patches = patch_regions(rows=rows, cols=cols)
         strips = []
         for i in range(len(rows)):

@@ -114,6 +114,16 @@ def _walk_axis(*, subgraph: Subgraph, stage: Stage, axis: int,
     return intervals
 
 
+def empty_part(*, subgraph: Subgraph, parts: list[dict[str, Interval]]) -> str | None:
+    """Why a part reads no pixel of some stage tensor (a PAD wider than the part), or None."""
+    for index, part in enumerate(parts):
+        for key, interval in part.items():
+            if interval.size == 0:
+                return (f"part {index} ({part[next(iter(part))]}) of the stage output reads "
+                        f"no pixel of {subgraph.tensors[key].name!r}")
+    return None
+
+
 def patch_regions(*, rows: list[dict[str, Interval]],
                   cols: list[dict[str, Interval]]) -> list[dict[str, Region]]:
     """Row-major list of patches: tensor key -> region."""
