@@ -471,3 +471,21 @@ def test_8bit_qmcu_ops_in_the_executor_equal_the_builtin_ops():
         assert np.array_equal(custom[key], builtin[key]), subgraph.op_label(index)
     tflm = run_tflm(model_bytes=data, inputs=inputs, num_outputs=1).outputs[0]
     assert np.array_equal(outputs[0], tflm.reshape(outputs[0].shape))
+
+
+def test_quantize_inputs_equals_litert_quantize_op():
+    """Quantizing floats for an int8 input equals LiteRT's QUANTIZE op on the same floats."""
+    from tflite_quantmcu.reference.model_inputs import quantize_input
+    runs = runs_for("ops/ops_float_io.tflite")
+    subgraph = runs.graph.main
+    op = subgraph.operators[0]
+    assert op.type == "QUANTIZE"
+    got = quantize_input(tensor=subgraph.tensors[op.outputs[0]], values=runs.inputs[0])
+    assert np.array_equal(got, runs.litert[op.outputs[0]])
+
+
+def test_quantize_inputs_rejects_non_float_data():
+    from tflite_quantmcu.reference.model_inputs import quantize_inputs
+    graph = small_graph()
+    with pytest.raises(CalibrationDataError, match="finite float"):
+        quantize_inputs(graph=graph, values=[np.full((1, 40, 48, 3), np.nan, np.float32)])

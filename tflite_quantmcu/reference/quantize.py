@@ -21,6 +21,14 @@ T = schema.TensorType
 INTEGER_TYPES = (T.INT8, T.UINT8, T.INT16, T.INT32)
 
 
+def affine_quantize(*, values: np.ndarray, scale: float, zero_point: int, lo: int,
+                    hi: int) -> np.ndarray:
+    """reference_ops::AffineQuantize: clamp(zp + round(x / float(scale))), int64 result."""
+    ratio = np.asarray(values, dtype=np.float32) / np.float32(scale)
+    ratio = np.clip(ratio, np.float32(-2.0 ** 31), np.float32(2.0 ** 31 - 256))
+    return np.clip(round_half_away(ratio).astype(np.int64) + zero_point, lo, hi)
+
+
 def quantize(*, ctx: OpContext) -> list[np.ndarray]:
     x_t, out_t = ctx.input_tensor(0), ctx.output_tensor()
     ctx.require_dtype(out_t, T.INT8, T.UINT8, T.INT16)
@@ -30,9 +38,7 @@ def quantize(*, ctx: OpContext) -> list[np.ndarray]:
     out_zp = zero_point_of(tensor=out_t)
     x = ctx.input(0)
     if x_t.dtype == T.FLOAT32:
-        ratio = x.astype(np.float32) / np.float32(out_scale)
-        ratio = np.clip(ratio, np.float32(-2.0 ** 31), np.float32(2.0 ** 31 - 256))
-        values = round_half_away(ratio).astype(np.int64) + out_zp
+        values = affine_quantize(values=x, scale=out_scale, zero_point=out_zp, lo=lo, hi=hi)
     else:
         multiplier, shift = quantize_multiplier(scale_of(ctx=ctx, tensor=x_t) / out_scale)
         shifted = x.astype(np.int64) - zero_point_of(tensor=x_t)
