@@ -9,10 +9,12 @@ Search (automatic plan):
    (i, j) are rows_i x cols_j x MACs per output pixel) and an analytic peak
    estimate: max(stage input + finished outputs + one patch's working set,
    the final reassembly, the live bytes of the ops after the split);
-3. candidates over the MAC cap are dropped; the best few by estimate are
-   rewritten and planned exactly with `plan_memory(..., scratch=scratch_requests)`
-   (the figure TFLM reports as its arena head), with and without the in-place
-   offline plan for row strips;
+3. candidates over the MAC cap or (estimated) file-growth cap are dropped; the
+   best few by estimate are rewritten and planned exactly with
+   `plan_memory(..., scratch=scratch_requests)` (the figure TFLM reports as its
+   arena head), with and without the in-place offline plan for row strips; then
+   a few cheaper ones (fewer MACs) estimated within 15 % of the best exact peak;
+   the written file of the winner is checked against the growth cap;
 4. the lowest exact peak wins (ties: fewer MACs). If it is not below the
    layer-based peak, the plan keeps layer-based and says why.
 If an SRAM budget is given and even the best plan exceeds it, a
@@ -39,6 +41,7 @@ from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_int
                                            supported_prefix)
 
 EXACT_EVALUATIONS = 8
+ESTIMATE_SLACK = 0.15  # cheaper candidates re-checked when estimated within 15 % of the best
 BYTES_PER_ADDED_OP = 165  # an added op and its output tensor in the flatbuffer (measured 164-197)
 
 
@@ -55,6 +58,14 @@ class _Axis:
 
 
 @dataclass(frozen=True)
+class _StageFacts:
+    """Per stage: bytes per pixel of its tensors and, per op, what dies after it."""
+
+    per_pixel: dict[str, int]
+    steps: tuple[tuple[str, tuple[str, ...]], ...]  # (output key, keys last read by the op)
+
+
+@dataclass(frozen=True)
 class _Layout:
     """A stage with a grid."""
 
@@ -62,6 +73,7 @@ class _Layout:
     grid: tuple[int, int]
     rows: _Axis
     cols: _Axis
+    facts: _StageFacts
 
 
 @dataclass(frozen=True)
@@ -139,7 +151,8 @@ def _layouts(*, subgraph: Subgraph, stage: Stage, options: PatchOptions) -> list
     col_parts = sorted({c for _, c in grids})
     rows = {n: _axis(subgraph=subgraph, stage=stage, axis=ROWS_AXIS, parts=n) for n in row_parts}
     cols = {n: _axis(subgraph=subgraph, stage=stage, axis=COLS_AXIS, parts=n) for n in col_parts}
-    layouts = [_Layout(stage, (r, c), rows[r], cols[c]) for r, c in grids
+    facts = _stage_facts(subgraph=subgraph, stage=stage)
+    layouts = [_Layout(stage, (r, c), rows[r], cols[c], facts) for r, c in grids
                if rows[r] is not None and cols[c] is not None]
     if options.grid is not None and not layouts:
         axis = rows[grids[0][0]] is None and ROWS_AXIS or COLS_AXIS
@@ -150,6 +163,25 @@ def _layouts(*, subgraph: Subgraph, stage: Stage, options: PatchOptions) -> list
         raise ConfigError(f"grid {options.grid[0]}x{options.grid[1]} cannot cut the stage "
                           f"ending at {subgraph.op_label(stage.split)}: {problem}")
     return layouts
+
+
+def _stage_facts(*, subgraph: Subgraph, stage: Stage) -> _StageFacts:
+    last_use: dict[str, int] = {}
+    for index in stage.op_indices:
+        for key in subgraph.operators[index].inputs:
+            if key is not None:
+                last_use[key] = index
+    per_pixel = {}
+    steps = []
+    for index in stage.op_indices:
+        op = subgraph.operators[index]
+        for key in [k for k in op.inputs if k is not None] + op.outputs:
+            tensor = subgraph.tensors[key]
+            if not tensor.is_constant:
+                per_pixel[key] = tensor_bytes(tensor=tensor) // (tensor.shape[1] * tensor.shape[2])
+        dying = tuple(k for k in op.inputs if k is not None and last_use[k] == index)
+        steps.append((op.outputs[0], dying))
+    return _StageFacts(per_pixel=per_pixel, steps=tuple(steps))
 
 
 def _grids(*, options: PatchOptions, rows: int, cols: int) -> list[tuple[int, int]]:
@@ -252,32 +284,24 @@ def _estimate_peak(*, subgraph: Subgraph, layout: _Layout, tail: list[int]) -> i
     out_bytes = align(tensor_bytes(tensor=subgraph.tensors[stage.output_key]))
     in_bytes = align(tensor_bytes(tensor=subgraph.tensors[stage.input_key]))
     patches = layout.grid[0] * layout.grid[1]
-    working = _patch_working_set(subgraph=subgraph, layout=layout)
+    working = _patch_working_set(layout=layout)
     during = in_bytes + out_bytes * (patches - 1) // patches + working
     reassembly = out_bytes if layout.grid[0] > 1 else 2 * out_bytes
     return max(during, reassembly, tail[stage.split + 1])
 
 
-def _patch_working_set(*, subgraph: Subgraph, layout: _Layout) -> int:
+def _patch_working_set(*, layout: _Layout) -> int:
     """Largest live bytes inside one patch (largest part on each axis)."""
-    def patch_bytes(key: str) -> int:
-        tensor = subgraph.tensors[key]
-        per_pixel = tensor_bytes(tensor=tensor) // (tensor.shape[1] * tensor.shape[2])
-        return align(per_pixel * layout.rows.largest[key] * layout.cols.largest[key])
-
-    last_use: dict[str, int] = {}
-    for index in layout.stage.op_indices:
-        for key in subgraph.operators[index].inputs:
-            if key is not None:
-                last_use[key] = index
+    facts = layout.facts
+    rows, cols = layout.rows.largest, layout.cols.largest
     live: dict[str, int] = {}
     worst = 0
-    for index in layout.stage.op_indices:
-        op = subgraph.operators[index]
-        produced = patch_bytes(op.outputs[0])
+    for output, dying in facts.steps:
+        produced = align(facts.per_pixel[output] * rows[output] * cols[output])
         worst = max(worst, sum(live.values()) + 2 * produced)
-        live[op.outputs[0]] = produced
-        live = {k: v for k, v in live.items() if last_use.get(k, -1) > index}
+        live[output] = produced
+        for key in dying:
+            live.pop(key, None)
     return worst
 
 
@@ -289,17 +313,30 @@ def _within_cap(macs: int, macs_layer: int, options: PatchOptions) -> bool:
 
 # -- exact evaluation -----------------------------------------------------------------------
 def _evaluate_best(*, graph: Graph, scored: list[_Scored], options: PatchOptions) -> list[_Exact]:
-    """Exact peaks (the rewritten graph, planned like TFLM) of the best candidates by estimate."""
+    """Exact peaks (the rewritten graph, planned like TFLM) of the best candidates by estimate,
+    then of cheaper candidates (fewer MACs) whose estimate is near the best exact peak."""
     ranked = sorted(scored, key=lambda s: (s.estimate, s.macs))[:EXACT_EVALUATIONS]
-    results = []
-    for item in ranked:
-        for in_place in _in_place_choices(layout=item.layout, options=options):
-            patched = build_patched_graph(graph=graph, stage=item.layout.stage,
-                                          row_bounds=item.layout.rows.bounds,
-                                          col_bounds=item.layout.cols.bounds, in_place=in_place)
-            memory = plan_memory(graph=patched, scratch=scratch_requests)
-            results.append(_Exact(item.layout, item.macs, in_place, memory, patched))
+    results = [_evaluate(graph=graph, item=item, in_place=in_place)
+               for item in ranked
+               for in_place in _in_place_choices(layout=item.layout, options=options)]
+    if not results:
+        return results
+    best = min(results, key=lambda e: (e.memory.peak_bytes, e.macs))
+    near = best.memory.peak_bytes * (1 + ESTIMATE_SLACK)
+    cheaper = sorted((s for s in scored if s.macs < best.macs and s.estimate <= near
+                      and s not in ranked), key=lambda s: (s.macs, s.estimate))
+    results += [_evaluate(graph=graph, item=item, in_place=in_place)
+                for item in cheaper[:EXACT_EVALUATIONS]
+                for in_place in _in_place_choices(layout=item.layout, options=options)]
     return results
+
+
+def _evaluate(*, graph: Graph, item: _Scored, in_place: bool) -> _Exact:
+    patched = build_patched_graph(graph=graph, stage=item.layout.stage,
+                                  row_bounds=item.layout.rows.bounds,
+                                  col_bounds=item.layout.cols.bounds, in_place=in_place)
+    memory = plan_memory(graph=patched, scratch=scratch_requests)
+    return _Exact(item.layout, item.macs, in_place, memory, patched)
 
 
 def _smallest_within_growth(*, exact: list[_Exact], original_size: int,

@@ -21,6 +21,14 @@ rewrite adds TFLM's `OfflineMemoryAllocation` metadata that puts each strip
 at its final place inside the stage output (the H concatenation then copies
 every byte onto itself) and plans every other tensor online.
 The input graph is never mutated; untouched tensors are copied, sharing buffers.
+
+Tensor keys (and names) of the patched graph, relied on by `branches.py`:
+`p{i}_{j}/{k}` is the output of original stage op k for patch (row i, col j);
+helpers carry a suffix: `p{i}_{j}/{k}s{n}` the STRIDED_SLICE of input n of op k,
+`p{i}_{j}/{k}p{n}` its border PAD/PADV2; `r{i}` the row strip of row i (when
+cols > 1); `c{n}` shared int32 constants (slice bounds, paddings). A model PAD
+that pads nothing for a patch is skipped: that patch has no `p{i}_{j}/{k}` for it
+and its consumers read the PAD's input tensor.
 """
 from __future__ import annotations
 
