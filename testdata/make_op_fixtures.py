@@ -7,7 +7,8 @@ make_fixtures.py do not: SUB, MUL (two activations and a constant), broadcast
 ADD, standalone RELU/RELU6, dilated and strided convolution, depth multiplier 2,
 AVERAGE/MAX_POOL_2D with SAME padding, STRIDED_SLICE, SLICE, PAD/PADV2,
 CONCATENATION on inner axes, MEAN with keep_dims over one axis, FULLY_CONNECTED on
-rank-3 input, float model I/O (QUANTIZE / DEQUANTIZE) and SOFTMAX.
+rank-3 input, float model I/O (QUANTIZE / DEQUANTIZE), SOFTMAX, SUM and MEAN
+over the channel axis.
 
     python3 testdata/make_op_fixtures.py            # (re)builds every model
 
@@ -89,11 +90,22 @@ def build_softmax(*, keras, tf):
                              keras.layers.Softmax(name="row_probs")(rows)])
 
 
+def build_reduce(*, keras, tf):
+    """SUM and MEAN over the channel axis (negative axis), with and without keep_dims."""
+    inp = keras.Input((5, 7, 6), batch_size=1)
+    x = keras.layers.Conv2D(6, 3, padding="same", name="c1")(inp)
+    total = keras.layers.Lambda(lambda t: tf.reduce_sum(t, axis=-1, keepdims=True),
+                                name="sum_c")(x)
+    mean = keras.layers.Lambda(lambda t: tf.reduce_mean(t, axis=[2, -1]), name="mean_wc")(x)
+    return keras.Model(inp, [total, mean])
+
+
 MODELS = {
     "ops_arith": (build_arith, True),
     "ops_shapes": (build_shapes, True),
     "ops_float_io": (build_float_io, False),
     "ops_softmax": (build_softmax, True),
+    "ops_reduce": (build_reduce, True),
 }
 
 

@@ -179,11 +179,16 @@ def int8_softmax(subgraph, op) -> bool:
     return op.type == "SOFTMAX"
 
 
+def int8_sum(subgraph, op) -> bool:
+    return op.type == "SUM"
+
+
 # LiteRT's reference kernels and TFLM disagree on these; we follow TFLM (checked above).
 # Per-channel FULLY_CONNECTED: LiteRT rounds the requantization once, TFLM twice.
 # RELU6 with different input/output quantization: TFLM clamps without requantizing.
 # SOFTMAX: LiteRT uses an exp lookup table, TFLM gemmlowp fixed-point exp.
-LITERT_DIVERGENCES = (per_channel_fully_connected, requantizing_relu6, int8_softmax)
+# SUM: LiteRT's int8 SUM differs from TFLM's QuantizedMeanOrSum on every value here.
+LITERT_DIVERGENCES = (per_channel_fully_connected, requantizing_relu6, int8_softmax, int8_sum)
 
 
 @pytest.mark.parametrize("name", FIXTURES)
