@@ -164,3 +164,18 @@ def test_layer_based_is_kept_with_a_reason_when_nothing_can_be_patched():
     assert plan.peak_bytes == plan.layer_based_peak
     assert write_model_bytes(graph=apply_patch_plan(graph=graph, plan=plan)) == \
         write_model_bytes(graph=graph)
+
+
+def test_float_input_quantize_moves_into_the_patches():
+    spec = ModelSpec(input_shape=(48, 40, 3), float_input=True, seed=5, layers=(
+        Conv(filters=16, kernel=(3, 3), stride=(2, 2)), Conv(filters=8, kernel=(1, 1)), Mean()))
+    graph = build_int8_graph(spec=spec)
+    plan = plan_patches(graph=graph, options=PatchOptions(max_file_growth=None))
+    assert plan.is_patched and plan.patch_based_peak < plan.layer_based_peak
+    patched = apply_patch_plan(graph=graph, plan=plan)
+    quantize_ops = [op for op in patched.main.operators if op.type == "QUANTIZE"]
+    assert len(quantize_ops) == plan.grid[0] * plan.grid[1]
+    inputs = [np.random.default_rng(3).uniform(-2, 2, size=(2, 1, 48, 40, 3)).astype(np.float32)]
+    head = _assert_same_outputs(write_model_bytes(graph=graph), write_model_bytes(graph=patched),
+                                inputs, 1)
+    assert head == plan.patch_based_peak
