@@ -330,19 +330,40 @@ static void store_outputs(const qmcu_conv_params *p, const qmcu_conv_buffers *b,
   const qmcu_requant_fast r = qmcu_requant_setup(multiplier, shift);
   int32_t v[QMCU_OPT_PIX];
   int32_t s;
-  for (s = 0; s < valid; ++s) {
-    const int32_t a = acc[s] - corr * colsum[s] + bias;
-    /* multiplier INT32_MIN is SRDHM's saturating case: keep the generic form for it */
-    const int32_t m = multiplier == INT32_MIN ? qmcu_mbqm(a, multiplier, shift)
-                                              : qmcu_requant_apply(&r, a);
-    v[s] = qmcu_clamp(m + zp, lo, hi);
+  if (shift <= 0 && multiplier != INT32_MIN) {
+    /* the common case, kept short: no left shift, no saturation */
+    const int32_t right = r.right, mask = r.mask, half = r.half;
+    int32_t a0 = acc[0] + bias, a1 = acc[1] + bias, a2 = acc[2] + bias, a3 = acc[3] + bias;
+    if (corr != 0) { /* sub-byte weights: remove the 2^(b-1) * sum(x) of the unsigned fields */
+      a0 -= corr * colsum[0];
+      a1 -= corr * colsum[1];
+      a2 -= corr * colsum[2];
+      a3 -= corr * colsum[3];
+    }
+    v[0] = qmcu_clamp(qmcu_requant_right(a0, multiplier, right, mask, half) + zp, lo, hi);
+    v[1] = qmcu_clamp(qmcu_requant_right(a1, multiplier, right, mask, half) + zp, lo, hi);
+    v[2] = qmcu_clamp(qmcu_requant_right(a2, multiplier, right, mask, half) + zp, lo, hi);
+    v[3] = qmcu_clamp(qmcu_requant_right(a3, multiplier, right, mask, half) + zp, lo, hi);
+  } else {
+    for (s = 0; s < valid; ++s) {
+      const int32_t a = acc[s] - corr * colsum[s] + bias;
+      /* multiplier INT32_MIN is SRDHM's saturating case: keep the generic form for it */
+      v[s] = qmcu_clamp((multiplier == INT32_MIN ? qmcu_mbqm(a, multiplier, shift)
+                                                 : qmcu_requant_apply(&r, a)) + zp,
+                        lo, hi);
+    }
   }
   if (out_bits == 8) {
     int8_t *out = (int8_t *)b->output + q0 * channels + co;
     for (s = 0; s < valid; ++s) out[s * channels] = (int8_t)v[s];
   } else {
-    for (s = 0; s < valid; ++s) {
-      qmcu_store_act((uint8_t *)b->output, (q0 + s) * channels + co, out_bits, v[s]);
+    /* C is a multiple of 8 / out_bits: channel co sits at the same bit position in every pixel */
+    const int32_t per = 8 / out_bits, stride = channels / per;
+    const uint32_t pos = (uint32_t)((co % per) * out_bits);
+    const uint32_t field = ((1u << out_bits) - 1u) << pos;
+    uint8_t *out = (uint8_t *)b->output + q0 * stride + co / per;
+    for (s = 0; s < valid; ++s, out += stride) {
+      *out = (uint8_t)((*out & ~field) | (((uint32_t)v[s] << pos) & field));
     }
   }
 }

@@ -5,7 +5,7 @@
  * shift of j*b, then UXTB16 gives (j, j+2p) and (j+p, j+3p) with p = 8 / in_bits) and multiplied
  * with SMLABB / SMLATT by the weights, which are widened once per call into scratch in the same
  * order. The input zero point is folded into the bias (bias - zp * sum of the channel's weights);
- * a padded tap reads a word whose fields all equal the zero point, so it adds zp * w, which the
+ * a padded tap reads a scratch pixel whose fields all equal the zero point, so it adds zp * w, which the
  * folded bias cancels: padding stays a real zero, as the reference does it.
  * Needs C % F == 0. Results equal qmcu_depthwise_conv_2d_ref bit for bit.
  */
@@ -25,12 +25,13 @@ int qmcu_depthwise_conv_2d_opt_supported(const qmcu_conv_params *p) {
 size_t qmcu_depthwise_conv_2d_opt_scratch_size(const qmcu_conv_params *p) {
   if (!qmcu_depthwise_conv_2d_opt_supported(p)) return 0;
   return qmcu_align4((size_t)p->filter.h * p->filter.w * p->output.c * 2u) +
-         (size_t)p->output.c * sizeof(int32_t);
+         (size_t)p->output.c * sizeof(int32_t) + (size_t)p->input.c * p->in_bits / 8u;
 }
 
 typedef struct {
   const uint32_t *wexp; /* taps * groups * F/2 words */
   int32_t *bias;        /* C folded biases */
+  const uint8_t *zp_pixel; /* one input pixel whose every value is the zero point */
   int32_t f;            /* channels per input word */
   int32_t groups;       /* C / f */
   uint32_t zp_word;     /* a word whose every field is the input zero point */
@@ -58,6 +59,11 @@ static qmcu_dw_setup prepare(const qmcu_conv_params *p, const qmcu_conv_buffers 
   s.zp_word = p->in_bits == 8 ? 0x01010101u * (uint8_t)p->in_zero_point
                               : (p->in_bits == 4 ? 0x11111111u : 0x55555555u) *
                                     (uint32_t)p->in_zero_point;
+  {
+    uint8_t *zp_pixel = (uint8_t *)(s.bias + c);
+    for (k = 0; k < p->input.c * p->in_bits / 8; ++k) zp_pixel[k] = (uint8_t)s.zp_word;
+    s.zp_pixel = zp_pixel;
+  }
   for (ch = 0; ch < c; ++ch) {
     int32_t sum = 0;
     for (t = 0; t < taps; ++t) sum += qmcu_load_weight(w, t * c + ch, p->w_bits);
@@ -77,12 +83,12 @@ static qmcu_dw_setup prepare(const qmcu_conv_params *p, const qmcu_conv_buffers 
 }
 
 /* acc[k] for the F channels of one group, summed over the valid-or-padded taps. */
-static void group_s8(const uint32_t *x, const uint32_t *w, int32_t taps, int32_t stride,
-                     int32_t *acc) {
+static void group_s8(const uint8_t *const *x, int32_t off, const uint32_t *w, int32_t taps,
+                     int32_t stride, int32_t *acc) {
   int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
   int32_t t;
   for (t = 0; t < taps; ++t, w += stride) {
-    const uint32_t v = x[t];
+    const uint32_t v = qmcu_read_u32(x[t] + off);
     const uint32_t e = qmcu_sxtb16(v), o = qmcu_sxtb16_ror8(v);
     a0 = qmcu_smlabb(e, w[0], a0);
     a2 = qmcu_smlatt(e, w[0], a2);
@@ -95,13 +101,14 @@ static void group_s8(const uint32_t *x, const uint32_t *w, int32_t taps, int32_t
   acc[3] = a3;
 }
 
-static void group_u4(const uint32_t *x, const uint32_t *w, int32_t taps, int32_t stride,
-                     int32_t *acc) {
+static void group_u4(const uint8_t *const *x, int32_t off, const uint32_t *w, int32_t taps,
+                     int32_t stride, int32_t *acc) {
   int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
   int32_t t;
   for (t = 0; t < taps; ++t, w += stride) {
-    const uint32_t v0 = x[t] & 0x0f0f0f0fu;        /* bytes: ch 0 2 4 6 */
-    const uint32_t v1 = (x[t] >> 4) & 0x0f0f0f0fu; /* bytes: ch 1 3 5 7 */
+    const uint32_t v = qmcu_read_u32(x[t] + off);
+    const uint32_t v0 = v & 0x0f0f0f0fu;        /* bytes: ch 0 2 4 6 */
+    const uint32_t v1 = (v >> 4) & 0x0f0f0f0fu; /* bytes: ch 1 3 5 7 */
     const uint32_t e0 = qmcu_uxtb16(v0), o0 = qmcu_uxtb16(v0 >> 8);
     const uint32_t e1 = qmcu_uxtb16(v1), o1 = qmcu_uxtb16(v1 >> 8);
     a0 = qmcu_smlabb(e0, w[0], a0); /* (0, 4) */
@@ -123,13 +130,14 @@ static void group_u4(const uint32_t *x, const uint32_t *w, int32_t taps, int32_t
   acc[7] = a7;
 }
 
-static void group_u2(const uint32_t *x, const uint32_t *w, int32_t taps, int32_t stride,
-                     int32_t *acc) {
+static void group_u2(const uint8_t *const *x, int32_t off, const uint32_t *w, int32_t taps,
+                     int32_t stride, int32_t *acc) {
   int32_t t, j;
   for (j = 0; j < 16; ++j) acc[j] = 0;
   for (t = 0; t < taps; ++t, w += stride) {
+    const uint32_t word = qmcu_read_u32(x[t] + off);
     for (j = 0; j < 4; ++j) {
-      const uint32_t v = (x[t] >> (2 * j)) & 0x03030303u; /* bytes: ch j, j+4, j+8, j+12 */
+      const uint32_t v = (word >> (2 * j)) & 0x03030303u; /* bytes: ch j, j+4, j+8, j+12 */
       const uint32_t e = qmcu_uxtb16(v), o = qmcu_uxtb16(v >> 8);
       acc[j] = qmcu_smlabb(e, w[2 * j], acc[j]);
       acc[j + 8] = qmcu_smlatt(e, w[2 * j], acc[j + 8]);
@@ -147,6 +155,23 @@ static void store_group(const qmcu_conv_params *p, const qmcu_conv_buffers *b,
   const int32_t out_bits = p->out_bits, f = s->f;
   int32_t v[QMCU_DW_MAX_F];
   int32_t k;
+  if (out_bits == 8) {
+    int8_t *out = (int8_t *)b->output + out_base + c0;
+    for (k = 0; k < f; ++k) {
+      const int32_t ch = c0 + k;
+      const int32_t a = acc[k] + s->bias[ch];
+      const int32_t mult = b->multiplier[ch], shift = b->shift[ch];
+      int32_t y;
+      if (shift <= 0 && mult != INT32_MIN) {
+        const int32_t right = -shift, mask = (int32_t)(((int64_t)1 << right) - 1);
+        y = qmcu_requant_right(a, mult, right, mask, mask >> 1) + zp;
+      } else {
+        y = qmcu_mbqm(a, mult, shift) + zp;
+      }
+      out[k] = (int8_t)(y < lo ? lo : (y > hi ? hi : y));
+    }
+    return;
+  }
   for (k = 0; k < f; ++k) {
     const int32_t ch = c0 + k;
     const int32_t a = acc[k] + s->bias[ch];
@@ -168,9 +193,9 @@ static void store_group(const qmcu_conv_params *p, const qmcu_conv_buffers *b,
   }
 }
 
-/* Byte offsets of the taps of output pixel (n, oy, ox) in the input, -1 for padding. */
-static void tap_offsets(const qmcu_conv_params *p, int32_t n, int32_t oy, int32_t ox,
-                        int32_t *offsets) {
+/* Input pixel of every tap of output pixel (n, oy, ox); padding reads the zero-point pixel. */
+static void tap_pointers(const qmcu_conv_params *p, const uint8_t *in, const uint8_t *zp_pixel,
+                         int32_t n, int32_t oy, int32_t ox, const uint8_t **taps) {
   const qmcu_geometry *g = &p->geometry;
   const int32_t row_bytes = p->input.c * p->in_bits / 8;
   int32_t ky, kx;
@@ -179,7 +204,7 @@ static void tap_offsets(const qmcu_conv_params *p, int32_t n, int32_t oy, int32_
     for (kx = 0; kx < p->filter.w; ++kx) {
       const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
       const int inside = iy >= 0 && iy < p->input.h && ix >= 0 && ix < p->input.w;
-      *offsets++ = inside ? ((n * p->input.h + iy) * p->input.w + ix) * row_bytes : -1;
+      *taps++ = inside ? in + ((n * p->input.h + iy) * p->input.w + ix) * row_bytes : zp_pixel;
     }
   }
 }
@@ -188,13 +213,10 @@ qmcu_status qmcu_depthwise_conv_2d_opt(const qmcu_conv_params *p, const qmcu_con
   const int32_t taps = p->filter.h * p->filter.w;
   const uint8_t *in;
   qmcu_dw_setup s;
-  int32_t offsets[QMCU_DW_MAX_TAPS];
-  uint32_t words[QMCU_DW_MAX_TAPS];
+  const uint8_t *tap_ptr[QMCU_DW_MAX_TAPS];
   int32_t acc[QMCU_DW_MAX_F];
-  int32_t n, oy, ox, g, t;
-  if (!qmcu_depthwise_conv_2d_opt_supported(p) || taps > QMCU_DW_MAX_TAPS) {
-    return QMCU_STATUS_UNSUPPORTED;
-  }
+  int32_t n, oy, ox, g;
+  if (!qmcu_depthwise_conv_2d_opt_supported(p)) return QMCU_STATUS_UNSUPPORTED;
   if (b == NULL || b->scratch == NULL) return QMCU_STATUS_BAD_PARAMS;
   s = prepare(p, b);
   in = (const uint8_t *)b->input;
@@ -202,18 +224,15 @@ qmcu_status qmcu_depthwise_conv_2d_opt(const qmcu_conv_params *p, const qmcu_con
     for (oy = 0; oy < p->output.h; ++oy) {
       for (ox = 0; ox < p->output.w; ++ox) {
         const int32_t out_base = ((n * p->output.h + oy) * p->output.w + ox) * p->output.c;
-        tap_offsets(p, n, oy, ox, offsets);
+        tap_pointers(p, in, s.zp_pixel, n, oy, ox, tap_ptr);
         for (g = 0; g < s.groups; ++g) {
           const uint32_t *w = s.wexp + g * (s.f / 2);
-          for (t = 0; t < taps; ++t) {
-            words[t] = offsets[t] < 0 ? s.zp_word : qmcu_read_u32(in + offsets[t] + 4 * g);
-          }
           if (p->in_bits == 8) {
-            group_s8(words, w, taps, s.groups * 2, acc);
+            group_s8(tap_ptr, 4 * g, w, taps, s.groups * 2, acc);
           } else if (p->in_bits == 4) {
-            group_u4(words, w, taps, s.groups * 4, acc);
+            group_u4(tap_ptr, 4 * g, w, taps, s.groups * 4, acc);
           } else {
-            group_u2(words, w, taps, s.groups * 8, acc);
+            group_u2(tap_ptr, 4 * g, w, taps, s.groups * 8, acc);
           }
           store_group(p, b, &s, out_base, g * s.f, acc);
         }

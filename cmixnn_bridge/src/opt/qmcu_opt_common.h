@@ -32,6 +32,14 @@ static inline int32_t qmcu_requant_apply(const qmcu_requant_fast *r, int32_t x) 
   return (high >> r->right) + ((high & r->mask) > threshold ? 1 : 0);
 }
 
+/* The common case of MBQM: shift <= 0 and multiplier != INT32_MIN (no left shift, no
+ * saturation); exactly TFLite's SRDHM then RDBPOT. */
+static inline int32_t qmcu_requant_right(int32_t x, int32_t multiplier, int32_t right,
+                                         int32_t mask, int32_t half) {
+  const int32_t high = (int32_t)(((int64_t)x * multiplier + ((int64_t)1 << 30)) >> 31);
+  return (high >> right) + ((high & mask) > half - (high >> 31) ? 1 : 0);
+}
+
 static inline size_t qmcu_align4(size_t n) { return (n + 3u) & ~(size_t)3u; }
 
 #endif /* QMCU_OPT_COMMON_H */
