@@ -494,3 +494,47 @@ def test_quantize_inputs_rejects_non_float_data():
     graph = small_graph()
     with pytest.raises(CalibrationDataError, match="finite float"):
         quantize_inputs(graph=graph, values=[np.full((1, 40, 48, 3), np.nan, np.float32)])
+
+
+def test_packed_4bit_tensors_fold_samples_like_single_calls():
+    """QMCU_PACK -> 4-bit packed tensor -> QMCU_UNPACK over 3 samples equals per-sample calls."""
+    from tflite_quantmcu.ir.graph import Operator, Quantization, Tensor
+    from tflite_quantmcu.qmcu_options import RequantOptions, encode_options, subbyte_quant_params
+    from tflite_quantmcu.reference import qmcu_kernels
+    from tflite_quantmcu.reference.requantize import quantize_multiplier
+    graph = small_graph()
+    subgraph = graph.main
+    source = subgraph.tensors[subgraph.operators[0].outputs[0]]
+    shape = tuple(source.shape)
+    s8, zp8 = source.quantization.scale[0], source.quantization.zero_point[0]
+    s4, zp4 = subbyte_quant_params(scale8=s8, zero_point8=zp8, bits=4)
+    pack = RequantOptions(in_bits=8, out_bits=4, in_zero_point=zp8, out_zero_point=zp4,
+                          multiplier=quantize_multiplier(s8 / s4)[0],
+                          shift=quantize_multiplier(s8 / s4)[1], shape=shape)
+    unpack = RequantOptions(in_bits=4, out_bits=8, in_zero_point=zp4, out_zero_point=zp8,
+                            multiplier=quantize_multiplier(s4 / s8)[0],
+                            shift=quantize_multiplier(s4 / s8)[1], shape=shape)
+    packed = subgraph.add_tensor(tensor=Tensor(name="packed4", shape=shape[:3] + (shape[3] // 2,),
+                                               dtype=schema.TensorType.UINT8,
+                                               quantization=Quantization()))
+    restored = subgraph.add_tensor(tensor=Tensor(name="restored8", shape=shape,
+                                                 dtype=schema.TensorType.INT8,
+                                                 quantization=source.quantization))
+    custom = schema.BuiltinOperator.CUSTOM
+    subgraph.operators[1:1] = [
+        Operator(opcode=OpCode(builtin=custom, custom="QMCU_PACK"),
+                 inputs=[subgraph.operators[0].outputs[0]], outputs=[packed],
+                 custom_options=encode_options(options=pack)),
+        Operator(opcode=OpCode(builtin=custom, custom="QMCU_UNPACK"), inputs=[packed],
+                 outputs=[restored], custom_options=encode_options(options=unpack))]
+    subgraph.outputs = subgraph.outputs + [packed, restored]
+    inputs = random_inputs(graph=graph, samples=3, seed=11)
+    seen: dict[str, np.ndarray] = {}
+    _, got_packed, got_restored = run_graph(graph=graph, inputs=inputs,
+                                            observer=lambda i, op, v: seen.update(v))
+    for sample in range(3):
+        x = seen[subgraph.operators[0].outputs[0]][sample]
+        one_packed = qmcu_kernels.pack(input=x, options=pack)
+        assert np.array_equal(got_packed[sample], one_packed)
+        assert np.array_equal(got_restored[sample],
+                              qmcu_kernels.unpack(input=one_packed, options=unpack))
