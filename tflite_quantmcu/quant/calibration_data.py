@@ -1,0 +1,354 @@
+"""Calibration and evaluation data: every accepted form, streamed in model-ready batches.
+
+    for batch in data_batches(source="calib.npz", graph=graph):
+        batch.x   # int8 [n, *input shape], the model's input codes
+        batch.y   # int labels [n] or None
+
+Accepted ``source`` forms (single-input models):
+
+* ``.npy`` file: an array ``[N, *input shape]`` (memory-mapped, read batch by batch);
+* ``.npz`` file: key ``x`` (samples) and optional ``y`` (integer labels), both read
+  from the archive batch by batch, compressed or not;
+* a directory: its ``.npy`` files (one sample or a batch each) and 8-bit PNG images
+  (decoded by :mod:`png_reader`; pixels p become real values p / 255), in sorted file
+  name order, no labels. No image library is a dependency, so JPEG is not read:
+  convert such folders to ``.npy``/``.npz``;
+* any Python iterable (a list, a generator, a ``tf.data.Dataset`` -- duck-typed, no
+  TensorFlow import) yielding arrays or ``(x, y)`` pairs; each item is one sample or a
+  batch (anything ``numpy.asarray`` accepts, e.g. eager tensors).
+
+Values: int8 arrays are taken as the model's input codes; float arrays as real
+values, quantized with the input tensor's scale and zero point exactly as TFLite's
+QUANTIZE op (``reference.model_inputs.quantize_input``).
+Any other dtype, a NaN/inf, a shape that is neither ``input shape`` nor
+``[n, *input shape]``, labels that are not integers or do not match the samples, or no
+sample at all raise :class:`CalibrationDataError` saying what was expected and got.
+
+Memory does not grow with the number of samples: sources are read chunk by chunk
+and re-cut into batches of ``batch_size``. A progress bar (tqdm, a dependency of
+ai-edge-litert) goes to stderr unless ``progress=False``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from tflite_quantmcu.errors import CalibrationDataError, ConfigError
+from tflite_quantmcu.ir import schema
+from tflite_quantmcu.ir.graph import Graph, Tensor
+from tflite_quantmcu.quant.png_reader import read_png
+from tflite_quantmcu.reference.model_inputs import quantize_input
+
+NPY_READ_ROWS = 256
+PIXEL_SCALE = 255.0
+SAMPLE_SUFFIXES = (".npy", ".png")
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What a sample must look like: the model input's per-sample shape, dtype, quantization."""
+
+    name: str
+    sample_shape: tuple[int, ...]
+    dtype: str
+    scale: float | None
+    zero_point: int
+    tensor: Tensor
+
+    @property
+    def tensor_shape_note(self) -> str:
+        return f"{self.sample_shape} or [n, *{self.sample_shape}]"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model-ready samples (input dtype, leading sample axis) and their labels, if any."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+
+
+def model_input(*, graph: Graph) -> ModelInput:
+    """The single input of the graph's main subgraph as the loaders need it."""
+    sub = graph.main
+    if len(sub.inputs) != 1:
+        raise ConfigError(f"calibration data: the model has {len(sub.inputs)} inputs; only "
+                          "single-input models are supported")
+    tensor = sub.tensors[sub.inputs[0]]
+    shape = tuple(int(d) for d in tensor.shape)
+    sample_shape = shape[1:] if shape and shape[0] == 1 else shape
+    quant = tensor.quantization
+    scale = float(quant.scale[0]) if quant is not None and quant.scale else None
+    zero_point = int(quant.zero_point[0]) if quant is not None and quant.zero_point else 0
+    dtype = np.dtype(schema.TENSOR_TYPE_NUMPY[tensor.dtype]).name
+    return ModelInput(name=tensor.name, sample_shape=sample_shape, dtype=dtype, scale=scale,
+                      zero_point=zero_point, tensor=tensor)
+
+
+def data_batches(*, source, graph: Graph, batch_size: int = 64, require_labels: bool = False,
+                 limit: int | None = None, progress: bool = True,
+                 description: str = "calibration") -> Iterator[Batch]:
+    """Model-ready batches of ``source`` (module doc); at most ``limit`` samples."""
+    if batch_size < 1 or (limit is not None and limit < 1):
+        raise ConfigError(f"batch_size must be >= 1 and limit None or >= 1, got {batch_size}, "
+                          f"{limit}")
+    spec = model_input(graph=graph)
+    chunks = (_model_ready(spec=spec, x=x, y=y, where=where, require_labels=require_labels)
+              for x, y, where in source_chunks(source=source))
+    batches = _rebatch(chunks=chunks, batch_size=batch_size, limit=limit)
+    yield from _with_progress(batches=batches, enabled=progress, description=description,
+                              total=_known_total(source=source, limit=limit))
+
+
+def calibration_batches(*, source, graph: Graph, batch_size: int = 64,
+                        limit: int | None = None, progress: bool = True) -> Iterator[np.ndarray]:
+    """Only the inputs of :func:`data_batches` (labels, if any, are dropped)."""
+    for batch in data_batches(source=source, graph=graph, batch_size=batch_size, limit=limit,
+                              progress=progress):
+        yield batch.x
+
+
+# -- sources -> raw chunks ------------------------------------------------------------------
+def source_chunks(*, source) -> Iterator[tuple[np.ndarray, np.ndarray | None, str]]:
+    """(x, y or None, where) chunks of any accepted source, before any checking."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isdir(path):
+            return _directory_chunks(path=path)
+        if not os.path.isfile(path):
+            raise CalibrationDataError(f"calibration data {path!r}: no such file or directory")
+        if path.endswith(".npy"):
+            return _npy_chunks(path=path)
+        if path.endswith(".npz"):
+            return _npz_chunks(path=path)
+        raise CalibrationDataError(f"calibration data {path!r}: expected a .npy or .npz file "
+                                   "or a directory of .npy/.png files")
+    if isinstance(source, np.ndarray):
+        return iter([(source, None, "array")])
+    if isinstance(source, Iterable):
+        return _iterable_chunks(items=source)
+    raise CalibrationDataError(f"calibration data: expected a path, an array or an iterable, "
+                               f"got {type(source).__name__}")
+
+
+def _npy_chunks(*, path: str) -> Iterator[tuple[np.ndarray, None, str]]:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:
+        raise CalibrationDataError(f"{path}: not a readable .npy array ({err})") from err
+    for start in range(0, max(array.shape[0], 1) if array.ndim else 1, NPY_READ_ROWS):
+        yield (array[start:start + NPY_READ_ROWS] if array.ndim else array), None, path
+
+
+def _npz_chunks(*, path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None, str]]:
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if "x.npy" not in names:
+            raise CalibrationDataError(f"{path}: expected key 'x' (and optional 'y'), got keys "
+                                       f"{sorted(n[:-4] for n in names if n.endswith('.npy'))}")
+        labels = _npz_member_rows(archive=archive, member="y.npy", where=f"{path}['y']") \
+            if "y.npy" in names else None
+        for x in _npz_member_rows(archive=archive, member="x.npy", where=f"{path}['x']"):
+            y = None if labels is None else next(labels, np.zeros(0, dtype=np.int64))
+            yield x, y, path
+        if labels is not None and next(labels, None) is not None:
+            raise CalibrationDataError(f"{path}: 'y' has more labels than 'x' has samples")
+
+
+def _npz_member_rows(*, archive: zipfile.ZipFile, member: str,
+                     where: str) -> Iterator[np.ndarray]:
+    """Rows of one .npy member, NPY_READ_ROWS at a time, without reading it whole."""
+    with archive.open(member) as handle:
+        shape, dtype = _npy_header(handle=handle, where=where)
+        if not shape:
+            yield np.frombuffer(handle.read(dtype.itemsize), dtype=dtype).reshape(())
+            return
+        row_items = int(np.prod(shape[1:], dtype=np.int64))
+        for start in range(0, shape[0], NPY_READ_ROWS):
+            rows = min(NPY_READ_ROWS, shape[0] - start)
+            raw = handle.read(rows * row_items * dtype.itemsize)
+            if len(raw) != rows * row_items * dtype.itemsize:
+                raise CalibrationDataError(f"{where}: truncated array data")
+            yield np.frombuffer(raw, dtype=dtype).reshape((rows,) + tuple(shape[1:]))
+
+
+def _npy_header(*, handle, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(handle)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if reader is None:
+            raise CalibrationDataError(f"{where}: .npy format version {version} not supported")
+        shape, fortran, dtype = reader(handle)
+    except ValueError as err:
+        raise CalibrationDataError(f"{where}: not a readable .npy array ({err})") from err
+    if fortran and len(shape) > 1:
+        raise CalibrationDataError(f"{where}: Fortran-ordered arrays are not supported; save it "
+                                   "with numpy.ascontiguousarray")
+    if dtype.hasobject:
+        raise CalibrationDataError(f"{where}: dtype {dtype} holds Python objects; expected "
+                                   "int8 codes or float values")
+    return tuple(shape), dtype
+
+
+def _directory_chunks(*, path: str) -> Iterator[tuple[np.ndarray, None, str]]:
+    names = sorted(n for n in os.listdir(path) if n.lower().endswith(SAMPLE_SUFFIXES))
+    for name in names:
+        file = os.path.join(path, name)
+        if name.lower().endswith(".png"):
+            yield read_png(path=file).astype(np.float32) / np.float32(PIXEL_SCALE), None, file
+        else:
+            yield from _npy_chunks(path=file)
+
+
+def _iterable_chunks(*, items: Iterable) -> Iterator[tuple[np.ndarray, np.ndarray | None, str]]:
+    for index, item in enumerate(items):
+        where = f"item {index} of the calibration iterable"
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            yield _as_array(value=item[0], where=where), _as_array(value=item[1],
+                                                                    where=where), where
+        elif isinstance(item, (tuple, list)):
+            raise CalibrationDataError(f"{where}: expected an array or an (x, y) pair, got a "
+                                       f"{type(item).__name__} of {len(item)} items")
+        else:
+            yield _as_array(value=item, where=where), None, where
+
+
+def _as_array(*, value, where: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise CalibrationDataError(f"{where}: cannot be read as an array ({err})") from err
+
+
+# -- checking and conversion ----------------------------------------------------------------
+def _model_ready(*, spec: ModelInput, x: np.ndarray, y: np.ndarray | None, where: str,
+                 require_labels: bool) -> Batch:
+    x = _batched(spec=spec, x=x, where=where)
+    values = _converted(spec=spec, x=x, where=where)
+    labels = _checked_labels(y=y, count=x.shape[0], where=where)
+    if require_labels and labels is None:
+        raise CalibrationDataError(f"{where}: evaluation needs labels ('y' in a .npz, or (x, y) "
+                                   "pairs from an iterable), got samples only")
+    return Batch(x=values, y=labels)
+
+
+def _batched(*, spec: ModelInput, x: np.ndarray, where: str) -> np.ndarray:
+    shape = tuple(x.shape)
+    if shape == spec.sample_shape:
+        return x[None]
+    if shape[1:] == spec.sample_shape:
+        return x
+    raise CalibrationDataError(f"{where}: samples for input {spec.name!r} must have shape "
+                               f"{spec.tensor_shape_note}, got {shape}")
+
+
+def _converted(*, spec: ModelInput, x: np.ndarray, where: str) -> np.ndarray:
+    if x.dtype == np.dtype(spec.dtype) and x.dtype.kind in "iu":
+        return np.ascontiguousarray(x)
+    if x.dtype.kind != "f":
+        raise CalibrationDataError(
+            f"{where}: dtype {x.dtype}; expected {spec.dtype} codes or float real values "
+            "(e.g. images scaled as in training)")
+    if not np.isfinite(x).all():
+        bad = int(np.size(x) - np.isfinite(x).sum())
+        raise CalibrationDataError(f"{where}: {bad} NaN/inf values")
+    if spec.dtype == "float32" or spec.scale is None:
+        if spec.dtype != "float32":
+            raise CalibrationDataError(f"input {spec.name!r} ({spec.dtype}) has no scale to "
+                                       "quantize float data with")
+        return x.astype(np.float32)
+    return quantize_input(tensor=spec.tensor, values=x)
+
+
+def _checked_labels(*, y: np.ndarray | None, count: int, where: str) -> np.ndarray | None:
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 0 and count == 1:
+        y = y[None]
+    if y.dtype.kind not in "iu":
+        raise CalibrationDataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if y.shape != (count,):
+        raise CalibrationDataError(f"{where}: expected {count} labels (shape ({count},)) for "
+                                   f"{count} samples, got shape {y.shape}")
+    return y.astype(np.int64)
+
+
+# -- batching and progress ------------------------------------------------------------------
+def _rebatch(*, chunks: Iterator[Batch], batch_size: int, limit: int | None) -> Iterator[Batch]:
+    """Re-cuts chunks into batches of ``batch_size`` (the last may be smaller)."""
+    pending: list[Batch] = []
+    held, emitted = 0, 0
+    for chunk in chunks:
+        if limit is not None and emitted + held + chunk.x.shape[0] > limit:
+            chunk = _head(batch=chunk, count=limit - emitted - held)
+        pending.append(chunk)
+        held += chunk.x.shape[0]
+        while held >= batch_size:
+            batch, pending = _take(parts=pending, count=batch_size)
+            held -= batch_size
+            emitted += batch_size
+            yield batch
+        if limit is not None and emitted + held >= limit:
+            break
+    if held:
+        emitted += held
+        yield _take(parts=pending, count=held)[0]
+    if emitted == 0:
+        raise CalibrationDataError("calibration data holds no samples")
+
+
+def _head(*, batch: Batch, count: int) -> Batch:
+    return Batch(x=batch.x[:count], y=None if batch.y is None else batch.y[:count])
+
+
+def _take(*, parts: list[Batch], count: int) -> tuple[Batch, list[Batch]]:
+    """The first ``count`` samples of ``parts`` as one batch, and what is left."""
+    labelled = {p.y is not None for p in parts}
+    if len(labelled) > 1:
+        raise CalibrationDataError("calibration data mixes labelled and unlabelled samples")
+    xs = np.concatenate([p.x for p in parts], axis=0)
+    ys = np.concatenate([p.y for p in parts], axis=0) if labelled == {True} else None
+    rest = [] if xs.shape[0] == count else \
+        [Batch(x=xs[count:], y=None if ys is None else ys[count:])]
+    return Batch(x=xs[:count], y=None if ys is None else ys[:count]), rest
+
+
+def _known_total(*, source, limit: int | None) -> int | None:
+    """Sample count when cheap to know (arrays, .npy), else None."""
+    total = None
+    if isinstance(source, np.ndarray) and source.ndim > 0:
+        total = int(source.shape[0])
+    elif isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".npy") \
+            and os.path.isfile(source):
+        total = _npy_rows(path=os.fspath(source))
+    if limit is not None:
+        return limit if total is None else min(limit, total)
+    return total
+
+
+def _npy_rows(*, path: str) -> int | None:
+    try:
+        shape = np.load(path, mmap_mode="r").shape
+    except ValueError:
+        return None   # reported with its reason when the data is read
+    return int(shape[0]) if shape else None
+
+
+def _with_progress(*, batches: Iterator[Batch], enabled: bool, description: str,
+                   total: int | None) -> Iterator[Batch]:
+    if not enabled:
+        yield from batches
+        return
+    with tqdm(total=total, desc=description, unit="sample", file=sys.stderr,
+              leave=False) as bar:
+        for batch in batches:
+            bar.update(batch.x.shape[0])
+            yield batch
