@@ -34,12 +34,14 @@ fixtures: deps
 	$(PY) testdata/make_fixtures.py
 
 demo: deps fixtures
+	mkdir -p $(DEMO_OUT)
 	$(CLI) analyze $(DEMO_MODEL) --json $(DEMO_OUT)/analysis.json
+	$(CLI) convert $(DEMO_MODEL) --out $(DEMO_OUT) --sram 256KB --flash 1MB --policy patch-int8
 
 test: deps apt-deps fixtures
 	$(PY) -m pytest -q tests
 
-bench: deps fixtures
+bench: deps apt-deps fixtures
 	$(PY) bench/memory_vs_tflm.py
 
 clean:
