@@ -1,0 +1,198 @@
+"""QuantMCU policy: patch branches of a real rewrite, the search, VDPC, M, uniform plans.
+
+References: branch mapping is checked against the values the patched graph
+computes (each per-patch tensor must equal its region of the original tensor,
+bit for bit); M against the sizes of the tensors it must include; the plan only
+against properties (determinism, keys, allowed widths, outlier branches at 8).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from testdata.synthetic_models import Conv, DepthwiseConv, Mean, ModelSpec, Residual, \
+    build_int8_graph
+from tflite_quantmcu.analysis.memory import tensor_bytes
+from tflite_quantmcu.errors import BudgetError, ConfigError
+from tflite_quantmcu.patches.branches import patch_branches
+from tflite_quantmcu.patches.plan import PatchOptions
+from tflite_quantmcu.patches.planner import plan_patches
+from tflite_quantmcu.patches.rewrite import apply_patch_plan
+from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions, collect_patch_statistics,
+                                                   search_quantmcu, uniform_plan)
+from tflite_quantmcu.reference.executor import run_graph
+
+SPEC = ModelSpec(input_shape=(24, 20, 3), seed=11, layers=(
+    Conv(filters=8, stride=(2, 2)),
+    Conv(filters=16, kernel=(1, 1)),
+    DepthwiseConv(),
+    Conv(filters=8, kernel=(1, 1), activation="NONE"),
+    Residual(source=0),
+    Conv(filters=16, kernel=(1, 1)),
+    DepthwiseConv(stride=(2, 2)),
+    Conv(filters=16, kernel=(1, 1)),
+    Mean(),
+))
+SPLIT = 6
+ALLOWED = (8, 4, 2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    graph = build_int8_graph(spec=SPEC)
+    plan = plan_patches(graph=graph, options=PatchOptions(split=SPLIT, grid=(2, 2),
+                                                          max_file_growth=None))
+    patched = apply_patch_plan(graph=graph, plan=plan)
+    return graph, plan, patched
+
+
+def all_allowed(patched) -> dict:
+    return {key: ALLOWED for key in patched.main.tensors}
+
+
+def calibration(*, samples: int = 24, seed: int = 0, planted: bool = False) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-20, 20, size=(samples, 24, 20, 3)).astype(np.int8)
+    if planted:
+        x[:, :4, :4, :] = 127    # a bright corner: outliers in patch (0, 0) only
+    return [x[:12], x[12:]]
+
+
+def test_branches_map_every_patch_tensor_to_its_region(model):
+    graph, plan, patched = model
+    branches = patch_branches(graph=graph, patched_graph=patched, plan=plan)
+    assert [b.name for b in branches] == ["p0_0", "p0_1", "p1_0", "p1_1"]
+    stage_keys = [graph.main.operators[i].outputs[0] for i in range(SPLIT + 1)]
+    x = calibration()[0]
+    original, per_patch = {}, {}
+    run_graph(graph=graph, inputs=[x],
+              observer=lambda i, op, out: original.update(out))
+    run_graph(graph=patched, inputs=[x],
+              observer=lambda i, op, out: per_patch.update(out))
+    for branch in branches:
+        assert [m.original_key for m in branch.feature_maps] == stage_keys
+        assert [m.op_index for m in branch.feature_maps] == list(range(SPLIT + 1))
+        for m in branch.feature_maps:
+            assert m.patched_key == f"{branch.name}/{m.op_index}"
+            op = patched.main.operators[m.producer]
+            assert op.outputs == [m.patched_key]
+            assert op.type == graph.main.operators[m.op_index].type
+            assert all(m.patched_key in patched.main.operators[c].inputs for c in m.consumers)
+            r = m.region
+            full = original[m.original_key].reshape((x.shape[0],) +
+                                                    graph.main.tensors[m.original_key].shape[1:])
+            got = per_patch[m.patched_key].reshape(x.shape[0], r.rows.size, r.cols.size, -1)
+            np.testing.assert_array_equal(got, full[:, r.rows.start:r.rows.stop,
+                                                    r.cols.start:r.cols.stop])
+
+
+def test_compute_consumers_look_through_pads(model):
+    graph, plan, patched = model
+    sub = patched.main
+    for branch in patch_branches(graph=graph, patched_graph=patched, plan=plan):
+        for m in branch.feature_maps:
+            types = {sub.operators[c].type for c in m.compute_consumers}
+            assert not types & {"PAD", "PADV2", "STRIDED_SLICE"}
+            assert types <= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "CONCATENATION"}
+
+
+def test_unpatched_plan_has_no_branches(model):
+    graph, _, _ = model
+    plan = plan_patches(graph=graph, options=PatchOptions(split=SPLIT, grid=(1, 1),
+                                                          max_file_growth=None))
+    patched = apply_patch_plan(graph=graph, plan=plan)
+    assert patch_branches(graph=graph, patched_graph=patched, plan=plan) == ()
+
+
+def search(model, *, options=QuantMCUOptions(), budget=None, planted=False, allowed=None):
+    graph, plan, patched = model
+    return search_quantmcu(graph=graph, patch_plan=plan, patched_graph=patched,
+                           calibration=calibration(planted=planted), sram_budget=budget,
+                           options=options, allowed=allowed or all_allowed(patched))
+
+
+def test_search_is_deterministic_with_existing_keys_and_allowed_widths(model):
+    _, _, patched = model
+    allowed = {k: ((8, 4) if k.endswith("/2") else ALLOWED) for k in patched.main.tensors}
+    first = search(model, budget=64 * 1024, allowed=allowed)
+    second = search(model, budget=64 * 1024, allowed=allowed)
+    assert first.plan.to_json() == second.plan.to_json()
+    assert first.outlier_branches == second.outlier_branches
+    bits = first.plan.bits
+    assert len(bits) == 4 * (SPLIT + 1)
+    for key, b in bits.items():
+        assert key in patched.main.tensors
+        assert b in allowed[key]
+    json.dumps(first.to_dict())
+    assert first.num_samples == 24
+
+
+def test_planted_outlier_patch_stays_8_bit(model):
+    result = search(model, planted=True, options=QuantMCUOptions(lam=0.0))
+    assert "p0_0" in result.outlier_branches
+    assert all(b == 8 for k, b in result.plan.bits.items() if k.startswith("p0_0/"))
+    first = result.patch_classes[0]
+    flagged = {p.name: p for p in first.patches}["p0_0"]
+    assert flagged.outlier_class and flagged.density_ratio > 1.0
+    no_vdpc = search(model, planted=True, options=QuantMCUOptions(lam=0.0, use_vdpc=False))
+    assert no_vdpc.outlier_branches == ()
+    assert any(b < 8 for k, b in no_vdpc.plan.bits.items() if k.startswith("p0_0/"))
+
+
+def test_lambda_zero_cuts_every_map_read_by_a_weighted_op(model):
+    """lam = 0: S = Phi only, so every map with MACs downstream takes its narrowest width."""
+    graph, plan, patched = model
+    result = search(model, options=QuantMCUOptions(lam=0.0, use_vdpc=False))
+    for branch in patch_branches(graph=graph, patched_graph=patched, plan=plan):
+        for m in branch.feature_maps:
+            weighted = any(patched.main.operators[c].type in ("CONV_2D", "DEPTHWISE_CONV_2D")
+                           for c in m.compute_consumers)
+            channels = patched.main.tensors[m.patched_key].shape[-1]
+            expected = 2 if weighted and channels % 4 == 0 else 8
+            assert result.plan.bits[m.patched_key] == expected, m.patched_key
+
+
+def test_memory_limit_is_budget_minus_resident_bytes(model):
+    graph, plan, _ = model
+    budget = 64 * 1024
+    result = search(model, budget=budget)
+    image = tensor_bytes(tensor=graph.main.tensors[graph.main.inputs[0]])
+    output = graph.main.tensors[plan.split_tensor].shape
+    first_strip = plan.row_bounds[1] * output[2] * output[3]
+    limits = {limit.branch: limit for limit in result.branch_limits}
+    assert limits["p0_0"].resident_bytes >= image          # the image is read by every patch
+    assert limits["p1_1"].resident_bytes >= first_strip    # row 0 is finished and kept
+    for limit in result.branch_limits:
+        assert limit.memory_limit == budget - limit.resident_bytes
+    with pytest.raises(BudgetError):
+        search(model, budget=image)
+
+
+def test_uniform4_plan(model):
+    graph, plan, patched = model
+    allowed = {k: ((8,) if k.endswith("/3") else ALLOWED) for k in patched.main.tensors}
+    result = uniform_plan(graph=graph, patch_plan=plan, patched_graph=patched, bits=4,
+                          allowed=allowed)
+    assert result.policy == "uniform4"
+    assert {k: b for k, b in result.bits.items()} == \
+        {f"p{i}_{j}/{k}": (8 if k == 3 else 4) for i in range(2) for j in range(2)
+         for k in range(SPLIT + 1)}
+
+
+def test_statistics_need_a_patched_plan(model):
+    graph, _, _ = model
+    plan = plan_patches(graph=graph, options=PatchOptions(split=SPLIT, grid=(1, 1),
+                                                          max_file_growth=None))
+    with pytest.raises(ConfigError, match="patched plan"):
+        collect_patch_statistics(graph=graph, patch_plan=plan, calibration=calibration())
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError):
+        QuantMCUOptions(phi=1.5)
+    with pytest.raises(ConfigError):
+        QuantMCUOptions(classify_on="middle")
+    with pytest.raises(ConfigError):
+        QuantMCUOptions(candidates=(8, 3))

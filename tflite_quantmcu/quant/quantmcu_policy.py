@@ -1,0 +1,327 @@
+"""QuantMCU end to end: statistics -> VDPC per patch -> VDQS per branch -> one BitwidthPlan.
+
+    result = search_quantmcu(graph=g, patch_plan=p, patched_graph=pg,
+                             calibration=batches, sram_budget=256 * 1024)
+    result.plan.bits        # patched tensor key ("p0_1/3") -> 8 / 4 / 2
+
+Steps (each a function below):
+
+1. **Statistics** (:func:`collect_patch_statistics`): the *original* graph's patch stage
+   (ops 0..split) runs on the calibration batches in the reference executor; every
+   stage feature map gets a :class:`StatisticsCollector` entry with the plan's
+   per-patch regions (``plan.regions``) named like the branches (``p{row}_{col}``).
+   The patched graph computes bit-identical values in those regions, so this is the
+   same data at a fraction of the cost.
+2. **VDPC** (:func:`classify_branches`): ``classify_patches`` on each stage map; a
+   branch is outlier-class per ``QuantMCUOptions.classify_on``: ``"first"`` (default)
+   -- its patch of the stage's first feature map is outlier-class (the paper's Fig. 2-3
+   classify the patches of the first layer's output and apply the class to the
+   dataflow branch that follows); ``"any"`` -- its patch is outlier-class in any stage
+   map (stricter, keeps more branches at 8 bits).
+3. **M** (:func:`branch_memory_limits`): for each branch, the SRAM budget minus the
+   bytes resident while the branch runs: the largest sum, over the branch's ops, of
+   the live arena buffers of the patched graph (TFLM's planner, ``plan_memory`` with
+   kernel scratch) that are not the branch's own feature maps -- the stage input,
+   finished patch outputs / row strips, PAD / slice helpers, scratch. Sums of sizes,
+   not arena offsets: fragmentation is not modelled. No budget -> no limit.
+4. **VDQS** (:func:`search_branch`): per non-outlier branch, ``search_bitwidths`` with
+   each map's candidates = ``options.candidates`` restricted to what
+   ``apply_bitwidths.subbyte_candidates`` allows for that patched tensor, and BitOPs
+   from the patched ops that read the map's values (``analysis.costs``: MACs x weight
+   bits; PAD/slice helpers looked through). Outlier branches stay at 8 bits (their
+   Eq. 7 is still checked). ``use_vdpc=False``: every branch is searched.
+
+``uniform_plan`` gives the baseline "every eligible stage feature map at b bits".
+Everything is deterministic for the same inputs; timings are reported, not used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tflite_quantmcu.analysis.costs import op_macs, weight_bits
+from tflite_quantmcu.analysis.memory import MemoryPlan, plan_memory
+from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
+from tflite_quantmcu.errors import CalibrationDataError, ConfigError
+from tflite_quantmcu.ir.graph import Graph, Subgraph
+from tflite_quantmcu.patches.branches import PatchBranch, PatchFeatureMap, patch_branches
+from tflite_quantmcu.patches.plan import PatchPlan
+from tflite_quantmcu.quant.plan import BitwidthPlan, merge_plans
+from tflite_quantmcu.quant.statistics import StatisticsCollector, TensorStatistics
+from tflite_quantmcu.quant.vdpc import PatchClasses, VdpcOptions, classify_patches
+from tflite_quantmcu.quant.vdqs import (BIT_CHOICES, BranchSpec, ConsumerCost, VdqsOptions,
+                                        branch_memory_limit, feature_map_from_statistics,
+                                        search_bitwidths)
+from tflite_quantmcu.reference.executor import run_graph
+
+CLASSIFY_ON = ("first", "any")
+
+
+@dataclass(frozen=True)
+class QuantMCUOptions:
+    """phi: VDPC central mass; lam: VDQS accuracy weight; bins: VDQS k; the VDPC rule's
+    parameters (``vdpc.VdpcOptions``); candidates; use_vdpc; classify_on (module doc)."""
+
+    phi: float = 0.96
+    lam: float = 0.6
+    bins: int = 16
+    min_density_ratio: float = 1.0
+    min_outliers: int = 1
+    min_sample_fraction: float = 0.0
+    candidates: tuple[int, ...] = BIT_CHOICES
+    use_vdpc: bool = True
+    classify_on: str = "first"
+
+    def __post_init__(self) -> None:
+        if self.classify_on not in CLASSIFY_ON:
+            raise ConfigError(f"QuantMCU classify_on must be one of {CLASSIFY_ON}, "
+                              f"got {self.classify_on!r}")
+        self.vdpc_options()
+        self.vdqs_options()
+
+    def vdpc_options(self) -> VdpcOptions:
+        return VdpcOptions(phi=self.phi, min_density_ratio=self.min_density_ratio,
+                           min_outliers=self.min_outliers,
+                           min_sample_fraction=self.min_sample_fraction)
+
+    def vdqs_options(self) -> VdqsOptions:
+        return VdqsOptions(lam=self.lam, bins=self.bins, candidates=tuple(self.candidates))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["candidates"] = list(self.candidates)
+        return data
+
+
+@dataclass(frozen=True)
+class BranchLimit:
+    """M of one branch and the resident bytes it was derived from (None: no budget)."""
+
+    branch: str
+    resident_bytes: int
+    memory_limit: int | None
+
+
+@dataclass(frozen=True)
+class QuantMCUResult:
+    """The plan (keys = patched tensor keys) and how it was found."""
+
+    plan: BitwidthPlan
+    patch_classes: tuple[PatchClasses, ...]
+    outlier_branches: tuple[str, ...]
+    branch_limits: tuple[BranchLimit, ...]
+    num_samples: int
+    statistics_time_s: float
+    search_time_s: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready figures for a report (the plan itself: ``plan.to_dict()``)."""
+        names = [b.branch for b in self.branch_limits]
+        return {
+            "patch_classes": [c.to_dict() for c in self.patch_classes],
+            "branch_classes": {n: ("outlier" if n in self.outlier_branches else "non_outlier")
+                               for n in names},
+            "class_counts": {"outlier": len(self.outlier_branches),
+                             "non_outlier": len(names) - len(self.outlier_branches)},
+            "branch_limits": [dataclasses.asdict(b) for b in self.branch_limits],
+            "num_samples": self.num_samples,
+            "statistics_time_s": self.statistics_time_s,
+            "search_time_s": self.search_time_s,
+        }
+
+
+# -- 1. statistics ---------------------------------------------------------------------------
+def stage_graph(*, graph: Graph, patch_plan: PatchPlan) -> Graph:
+    """The original graph cut after the split op: ops 0..split, output = stage output."""
+    sub = graph.main
+    split = int(patch_plan.split_op)
+    stage = Subgraph(name=sub.name, tensors=dict(sub.tensors), inputs=list(sub.inputs),
+                     outputs=[sub.operators[split].outputs[0]],
+                     operators=list(sub.operators[:split + 1]), extra=dict(sub.extra))
+    return dataclasses.replace(graph, subgraphs=[stage] + list(graph.subgraphs[1:]))
+
+
+def stage_map_regions(*, graph: Graph,
+                      patch_plan: PatchPlan) -> dict[str, dict[str, tuple[int, int, int, int]]]:
+    """Stage op outputs -> {branch name: (y0, y1, x0, x1)}, in op order."""
+    cols = len(patch_plan.col_bounds) - 1
+    regions = dict(patch_plan.regions)
+    result = {}
+    for op in graph.main.operators[:int(patch_plan.split_op) + 1]:
+        key = op.outputs[0]
+        if key in regions:
+            result[key] = {f"p{i // cols}_{i % cols}": tuple(r.to_json())
+                           for i, r in enumerate(regions[key])}
+    return result
+
+
+def collect_patch_statistics(*, graph: Graph, patch_plan: PatchPlan,
+                             calibration: Iterable[np.ndarray]) -> dict[str, TensorStatistics]:
+    """Statistics of every stage feature map and its patch regions over ``calibration``
+    (an iterable of model-input batches, leading axis = samples)."""
+    if not patch_plan.is_patched:
+        raise ConfigError("QuantMCU needs a patched plan (grid larger than 1x1)")
+    regions = stage_map_regions(graph=graph, patch_plan=patch_plan)
+    stage = stage_graph(graph=graph, patch_plan=patch_plan)
+    collector = StatisticsCollector()
+
+    def observe(_index, _op, produced):
+        for key, values in produced.items():
+            if key in regions:
+                tensor = stage.main.tensors[key]
+                quant = tensor.quantization
+                values = values.reshape((values.shape[0],) + tuple(tensor.shape[-3:]))
+                collector.update(key=key, values=values, scale=quant.scale[0],
+                                 zero_point=quant.zero_point[0], regions=regions[key])
+
+    batches = 0
+    for batch in calibration:
+        run_graph(graph=stage, inputs=[batch], observer=observe)
+        batches += 1
+    if batches == 0:
+        raise CalibrationDataError("calibration data holds no batches")
+    return collector.finish()
+
+
+# -- 2. VDPC -----------------------------------------------------------------------------------
+def classify_stage(*, statistics: Mapping[str, TensorStatistics],
+                   options: QuantMCUOptions) -> tuple[PatchClasses, ...]:
+    """VDPC on every stage feature map (statistics order = op order)."""
+    return tuple(classify_patches(statistics=s, options=options.vdpc_options())
+                 for s in statistics.values())
+
+
+def classify_branches(*, classes: tuple[PatchClasses, ...],
+                      options: QuantMCUOptions) -> tuple[str, ...]:
+    """Names of the outlier-class branches (sorted); none when VDPC is off."""
+    if not options.use_vdpc:
+        return ()
+    deciding = classes[:1] if options.classify_on == "first" else classes
+    return tuple(sorted({name for c in deciding for name in c.outlier_patches}))
+
+
+# -- 3. M --------------------------------------------------------------------------------------
+def branch_memory_limits(*, patched_graph: Graph, branches: tuple[PatchBranch, ...],
+                         sram_budget: int | None) -> tuple[BranchLimit, ...]:
+    """M of every branch (module doc, step 3)."""
+    memory = plan_memory(graph=patched_graph, scratch=scratch_requests)
+    return tuple(_branch_limit(memory=memory, branch=b, sram_budget=sram_budget)
+                 for b in branches)
+
+
+def _branch_limit(*, memory: MemoryPlan, branch: PatchBranch,
+                  sram_budget: int | None) -> BranchLimit:
+    own = set(branch.patched_keys)
+    steps = range(min(m.producer for m in branch.feature_maps),
+                  max(m.producer for m in branch.feature_maps) + 1)
+    resident = max(sum(b.size for b in memory.live_during_op(i) if b.key not in own)
+                   for i in steps)
+    limit = None if sram_budget is None else \
+        branch_memory_limit(sram_bytes=int(sram_budget), resident_bytes=resident)
+    return BranchLimit(branch=branch.name, resident_bytes=resident, memory_limit=limit)
+
+
+# -- 4. VDQS -----------------------------------------------------------------------------------
+def consumer_costs(*, subgraph: Subgraph, feature_map: PatchFeatureMap) -> tuple[ConsumerCost,
+                                                                                   ...]:
+    """MACs and weight bits of the patched ops that read the map's values."""
+    return tuple(ConsumerCost(macs=op_macs(subgraph=subgraph, op=subgraph.operators[i]),
+                              weight_bits=weight_bits(subgraph=subgraph,
+                                                      op=subgraph.operators[i]))
+                 for i in feature_map.compute_consumers)
+
+
+def map_candidates(*, key: str, allowed: Mapping[str, Iterable[int]],
+                   options: QuantMCUOptions) -> tuple[int, ...]:
+    """``options.candidates`` that the graph pass allows for ``key`` (8 always)."""
+    permitted = set(allowed.get(key, (8,))) | {8}
+    return tuple(b for b in options.candidates if b in permitted) or (8,)
+
+
+def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
+                statistics: Mapping[str, TensorStatistics], limit: BranchLimit,
+                allowed: Mapping[str, Iterable[int]], outlier_class: bool,
+                options: QuantMCUOptions) -> BranchSpec:
+    """The VDQS input of one branch."""
+    sub = patched_graph.main
+    maps = tuple(feature_map_from_statistics(
+        key=m.patched_key, shape=sub.tensors[m.patched_key].shape,
+        statistics=statistics[m.original_key], region=branch.name,
+        consumers=consumer_costs(subgraph=sub, feature_map=m),
+        candidates=map_candidates(key=m.patched_key, allowed=allowed, options=options))
+        for m in branch.feature_maps)
+    memory_limit = limit.memory_limit
+    if memory_limit is None:
+        memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
+    return BranchSpec(name=branch.name, feature_maps=maps, memory_limit=memory_limit,
+                      outlier_class=outlier_class)
+
+
+def search_branch(*, spec: BranchSpec, options: QuantMCUOptions) -> BitwidthPlan:
+    """VDQS of one branch (8 bits everywhere for an outlier-class one)."""
+    return search_bitwidths(branch=spec, options=options.vdqs_options())
+
+
+def allowed_subbyte_bits(*, patched_graph: Graph) -> dict[str, tuple[int, ...]]:
+    """Bit widths the graph pass can give each patched tensor."""
+    from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
+    return {key: tuple(int(b) for b in bits)
+            for key, bits in subbyte_candidates(graph=patched_graph).items()}
+
+
+def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph,
+                    calibration: Iterable[np.ndarray] | None, sram_budget: int | None,
+                    options: QuantMCUOptions = QuantMCUOptions(),
+                    statistics: Mapping[str, TensorStatistics] | None = None,
+                    allowed: Mapping[str, Iterable[int]] | None = None) -> QuantMCUResult:
+    """QuantMCU's bit widths for the per-patch feature maps (module doc).
+
+    ``statistics`` (from :func:`collect_patch_statistics`) skips step 1, e.g. for
+    parameter sweeps; ``allowed`` overrides ``subbyte_candidates`` of the patched graph.
+    """
+    if not patch_plan.is_patched:
+        raise ConfigError("QuantMCU needs a patched plan (grid larger than 1x1); the patch "
+                          f"planner kept the model layer-based: {patch_plan.reason}")
+    start = time.perf_counter()
+    if statistics is None:
+        if calibration is None:
+            raise ConfigError("search_quantmcu: give calibration batches or statistics")
+        statistics = collect_patch_statistics(graph=graph, patch_plan=patch_plan,
+                                              calibration=calibration)
+    collected = time.perf_counter()
+    branches = patch_branches(graph=graph, patched_graph=patched_graph, plan=patch_plan)
+    if allowed is None:
+        allowed = allowed_subbyte_bits(patched_graph=patched_graph)
+    classes = classify_stage(statistics=statistics, options=options)
+    outliers = classify_branches(classes=classes, options=options)
+    limits = branch_memory_limits(patched_graph=patched_graph, branches=branches,
+                                  sram_budget=sram_budget)
+    plans = [search_branch(spec=branch_spec(
+        patched_graph=patched_graph, branch=b, statistics=statistics, limit=lim,
+        allowed=allowed, outlier_class=b.name in outliers, options=options), options=options)
+        for b, lim in zip(branches, limits)]
+    merged = merge_plans(plans=plans)
+    plan = dataclasses.replace(merged, policy="quantmcu" if options.use_vdpc else
+                               "quantmcu-no-vdpc", options=options.to_dict())
+    done = time.perf_counter()
+    return QuantMCUResult(plan=plan, patch_classes=classes, outlier_branches=outliers,
+                          branch_limits=limits,
+                          num_samples=next(iter(statistics.values())).num_samples,
+                          statistics_time_s=collected - start, search_time_s=done - collected)
+
+
+def uniform_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, bits: int = 4,
+                 allowed: Mapping[str, Iterable[int]] | None = None) -> BitwidthPlan:
+    """Every per-patch feature map at ``bits`` where the graph pass allows it, else 8."""
+    if bits not in BIT_CHOICES:
+        raise ConfigError(f"uniform plan: bits must be one of {BIT_CHOICES}, got {bits}")
+    if allowed is None:
+        allowed = allowed_subbyte_bits(patched_graph=patched_graph)
+    branches = patch_branches(graph=graph, patched_graph=patched_graph, plan=patch_plan)
+    chosen = {m.patched_key: (bits if bits in set(allowed.get(m.patched_key, ())) else 8)
+              for b in branches for m in b.feature_maps}
+    return BitwidthPlan(policy=f"uniform{bits}", options={"bits": bits}, bits=chosen)
