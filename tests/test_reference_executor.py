@@ -538,3 +538,73 @@ def test_packed_4bit_tensors_fold_samples_like_single_calls():
         assert np.array_equal(got_packed[sample], one_packed)
         assert np.array_equal(got_restored[sample],
                               qmcu_kernels.unpack(input=one_packed, options=unpack))
+
+
+def _stored_activations(*, rng, shape, bits):
+    from tflite_quantmcu.qmcu_options import act_range, pack_bits
+    lo, hi = act_range(bits=bits)
+    return pack_bits(values=rng.integers(lo, hi + 1, size=shape), bits=bits)
+
+
+def _stored_weights(*, rng, shape, bits):
+    from tflite_quantmcu.qmcu_options import pack_bits, qrange
+    lo, hi = qrange(bits=bits, signed=True)
+    values = rng.integers(max(lo, -127), hi + 1, size=shape)
+    return pack_bits(values=values, bits=bits).view(np.int8) if bits < 8 else values.astype(np.int8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_fast_qmcu_conv_like_equals_qmcu_kernels(data):
+    """The executor's QMCU conv/depthwise path == reference qmcu_kernels, any widths/geometry."""
+    from tflite_quantmcu.qmcu_options import (Conv2DOptions, DepthwiseConv2DOptions, Geometry,
+                                              act_range, conv_out_size, same_padding)
+    from tflite_quantmcu.reference import qmcu_kernels
+    from tflite_quantmcu.reference.qmcu_adapters import fast_conv_like
+    draw = data.draw
+    depthwise = draw(st.booleans())
+    in_bits, out_bits, w_bits = (draw(st.sampled_from((8, 4, 2))) for _ in range(3))
+    n, height, width = draw(st.integers(1, 2)), draw(st.integers(3, 9)), draw(st.integers(3, 9))
+    c_in = 4 * draw(st.integers(1, 3))
+    multiplier = draw(st.integers(1, 2)) if depthwise else 1
+    c_out = c_in * multiplier if depthwise else 4 * draw(st.integers(1, 3))
+    kh, kw, sh, sw, dh, dw = (draw(st.integers(1, hi)) for hi in (3, 3, 2, 2, 2, 2))
+    padding = draw(st.sampled_from(("SAME", "VALID", "EXPLICIT")))
+    pads = []
+    for size, k, s, d in ((height, kh, sh, dh), (width, kw, sw, dw)):
+        if padding == "SAME":
+            pads += list(same_padding(size=size, kernel=k, stride=s, dilation=d)[1:])
+        elif padding == "EXPLICIT":
+            pads += [draw(st.integers(0, 2)), draw(st.integers(0, 2))]
+        else:
+            pads += [0, 0]
+    outs = [conv_out_size(size=size, kernel=k, stride=s, dilation=d, pad_before=b, pad_after=a)
+            for size, k, s, d, b, a in ((height, kh, sh, dh, pads[0], pads[1]),
+                                        (width, kw, sw, dw, pads[2], pads[3]))]
+    if min(outs) < 1:
+        return
+    in_lo, in_hi = act_range(bits=in_bits)
+    out_lo, out_hi = act_range(bits=out_bits)
+    act_min = draw(st.integers(out_lo, out_hi))
+    geometry = Geometry(stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw, padding=padding,
+                        pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2], pad_right=pads[3])
+    filter_shape = (1, kh, kw, c_out) if depthwise else (c_out, kh, kw, c_in)
+    common = dict(in_bits=in_bits, out_bits=out_bits, w_bits=w_bits,
+                  in_zero_point=draw(st.integers(in_lo, in_hi)),
+                  out_zero_point=draw(st.integers(out_lo, out_hi)),
+                  in_shape=(n, height, width, c_in), filter_shape=filter_shape,
+                  out_shape=(n, outs[0], outs[1], c_out), act_min=act_min,
+                  act_max=draw(st.integers(act_min, out_hi)), geometry=geometry)
+    options = (DepthwiseConv2DOptions(**common, depth_multiplier=multiplier) if depthwise
+               else Conv2DOptions(**common))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    x = _stored_activations(rng=rng, shape=(n, height, width, c_in), bits=in_bits)
+    weights = _stored_weights(rng=rng, shape=filter_shape, bits=w_bits)
+    bias = rng.integers(-5000, 5000, size=c_out).astype(np.int32) if draw(st.booleans()) else None
+    requant = np.stack([rng.integers(1 << 30, 1 << 31, size=c_out),
+                        rng.integers(-14, 1, size=c_out)]).astype(np.int32)
+    reference = qmcu_kernels.depthwise_conv_2d if depthwise else qmcu_kernels.conv_2d
+    expected = reference(input=x, filter=weights, bias=bias, requant=requant, options=options)
+    got = fast_conv_like(input=x, filter=weights, bias=bias, requant=requant, options=options,
+                         depthwise=depthwise)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)

@@ -14,8 +14,8 @@ import numpy as np
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.reference.integer_matmul import exact_matmul
 from tflite_quantmcu.reference.op_context import OpContext
-from tflite_quantmcu.reference.output_stage import (bias_values, per_channel_multipliers,
-                                                    requantize_to_output)
+from tflite_quantmcu.reference.output_stage import (OutputRequant, bias_values,
+                                                    per_channel_multipliers)
 from tflite_quantmcu.reference.quant_params import fused_activation_range, zero_point_of
 from tflite_quantmcu.reference.windows import (AxisWindow, axis_window, output_blocks, pad_spatial,
                                                window_view)
@@ -68,6 +68,22 @@ def conv_block_accumulators(*, padded: np.ndarray, groups: list[ConvGroup], rows
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
 
+def conv_values(*, x: np.ndarray, weights: np.ndarray, bias: np.ndarray, rows: AxisWindow,
+                cols: AxisWindow, input_zero_point: int, requant: OutputRequant) -> np.ndarray:
+    """Grouped convolution of integer x (N, H, W, C), |x| <= 128, to int8 (N, OH, OW, OC)."""
+    out_channels, _, _, group_in = weights.shape
+    groups = conv_groups(weights=weights, groups=x.shape[-1] // group_in,
+                         input_zero_point=input_zero_point, bias=bias)
+    padded = pad_spatial(x=x.astype(np.float32), rows=rows, cols=cols, fill=input_zero_point)
+    out = np.empty((x.shape[0], rows.out, cols.out, out_channels), dtype=np.int8)
+    for block in output_blocks(images=x.shape[0], rows=rows, row_elements=cols.out * out_channels):
+        acc = conv_block_accumulators(padded=padded[block.images, block.input_rows()],
+                                      groups=groups, rows=block.rows, cols=cols)
+        target = out[block.images, block.out_rows]
+        target[...] = requant.apply(acc).reshape(target.shape)
+    return out
+
+
 def conv_2d(*, ctx: OpContext) -> list[np.ndarray]:
     x_t, w_t, out_t = ctx.input_tensor(0), ctx.input_tensor(1), ctx.output_tensor()
     for tensor, allowed in ((x_t, (INT8,)), (w_t, (INT8, INT4)), (out_t, (INT8,))):
@@ -84,21 +100,16 @@ def conv_2d(*, ctx: OpContext) -> list[np.ndarray]:
                        dilation=opts.dilationHFactor)
     cols = axis_window(padding=opts.padding, size=x.shape[2], kernel=kw, stride=opts.strideW,
                        dilation=opts.dilationWFactor)
-    zp = zero_point_of(tensor=x_t)
-    groups = conv_groups(weights=weights, groups=x.shape[-1] // group_in, input_zero_point=zp,
-                         bias=bias_values(ctx=ctx, index=2, channels=out_channels))
     multiplier, shift = per_channel_multipliers(ctx=ctx, input_t=x_t, filter_t=w_t,
                                                 output_t=out_t, channels=out_channels)
     lo, hi = fused_activation_range(ctx=ctx, activation=opts.fusedActivationFunction,
                                     tensor=out_t)
-    padded = pad_spatial(x=x.astype(np.float32), rows=rows, cols=cols, fill=zp)
-    out = np.empty((x.shape[0], rows.out, cols.out, out_channels), dtype=np.int8)
-    for block in output_blocks(images=x.shape[0], rows=rows, row_elements=cols.out * out_channels):
-        acc = conv_block_accumulators(padded=padded[block.images, block.input_rows()],
-                                      groups=groups, rows=block.rows, cols=cols)
-        out[block.images, block.out_rows] = requantize_to_output(
-            acc=acc, multiplier=multiplier, shift=shift, zero_point=zero_point_of(tensor=out_t),
-            lo=lo, hi=hi).reshape(out[block.images, block.out_rows].shape)
+    requant = OutputRequant(multiplier=multiplier, shift=shift,
+                            zero_point=zero_point_of(tensor=out_t), lo=lo, hi=hi)
+    out = conv_values(x=x, weights=weights, bias=bias_values(ctx=ctx, index=2,
+                                                             channels=out_channels),
+                      rows=rows, cols=cols, input_zero_point=zero_point_of(tensor=x_t),
+                      requant=requant)
     return [out.reshape(ctx.output_shape())]
 
 

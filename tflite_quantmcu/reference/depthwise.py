@@ -10,8 +10,8 @@ import numpy as np
 
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.reference.op_context import OpContext
-from tflite_quantmcu.reference.output_stage import (bias_values, per_channel_multipliers,
-                                                    requantize_to_output)
+from tflite_quantmcu.reference.output_stage import (OutputRequant, bias_values,
+                                                    per_channel_multipliers)
 from tflite_quantmcu.reference.quant_params import fused_activation_range, zero_point_of
 from tflite_quantmcu.reference.windows import (AxisWindow, axis_window, output_blocks,
                                                pad_spatial, tap)
@@ -30,6 +30,25 @@ def depthwise_accumulators(*, padded: np.ndarray, weights: np.ndarray, rows: Axi
     return acc
 
 
+def depthwise_values(*, x: np.ndarray, weights: np.ndarray, bias: np.ndarray,
+                     rows: AxisWindow, cols: AxisWindow, input_zero_point: int,
+                     requant: OutputRequant) -> np.ndarray:
+    """Depthwise convolution of integer x (N, H, W, C); weights (KH, KW, C*M); int8 out."""
+    out_channels = weights.shape[-1]
+    shifted = x.astype(np.int32) - np.int32(input_zero_point)
+    if out_channels > x.shape[-1]:
+        shifted = np.repeat(shifted, out_channels // x.shape[-1], axis=-1)
+    padded = pad_spatial(x=shifted, rows=rows, cols=cols, fill=0)
+    taps = weights.astype(np.int32)
+    out = np.empty((x.shape[0], rows.out, cols.out, out_channels), dtype=np.int8)
+    for block in output_blocks(images=x.shape[0], rows=rows, row_elements=cols.out * out_channels):
+        acc = depthwise_accumulators(padded=padded[block.images, block.input_rows()],
+                                     weights=taps, rows=block.rows, cols=cols).astype(np.int64)
+        acc += bias
+        out[block.images, block.out_rows] = requant.apply(acc)
+    return out
+
+
 def depthwise_conv_2d(*, ctx: OpContext) -> list[np.ndarray]:
     x_t, w_t, out_t = ctx.input_tensor(0), ctx.input_tensor(1), ctx.output_tensor()
     for tensor, allowed in ((x_t, (INT8,)), (w_t, (INT8, INT4)), (out_t, (INT8,))):
@@ -46,24 +65,16 @@ def depthwise_conv_2d(*, ctx: OpContext) -> list[np.ndarray]:
                        dilation=opts.dilationHFactor)
     cols = axis_window(padding=opts.padding, size=x.shape[2], kernel=kw, stride=opts.strideW,
                        dilation=opts.dilationWFactor)
-    bias = bias_values(ctx=ctx, index=2, channels=out_channels)
     multiplier, shift = per_channel_multipliers(ctx=ctx, input_t=x_t, filter_t=w_t,
                                                 output_t=out_t, channels=out_channels)
     lo, hi = fused_activation_range(ctx=ctx, activation=opts.fusedActivationFunction,
                                     tensor=out_t)
-    shifted = x.astype(np.int32) - np.int32(zero_point_of(tensor=x_t))
-    if out_channels > x.shape[-1]:
-        shifted = np.repeat(shifted, out_channels // x.shape[-1], axis=-1)
-    padded = pad_spatial(x=shifted, rows=rows, cols=cols, fill=0)
-    taps = weights[0].astype(np.int32)
-    out = np.empty((x.shape[0], rows.out, cols.out, out_channels), dtype=np.int8)
-    for block in output_blocks(images=x.shape[0], rows=rows, row_elements=cols.out * out_channels):
-        acc = depthwise_accumulators(padded=padded[block.images, block.input_rows()],
-                                     weights=taps, rows=block.rows, cols=cols).astype(np.int64)
-        acc += bias
-        out[block.images, block.out_rows] = requantize_to_output(
-            acc=acc, multiplier=multiplier, shift=shift, zero_point=zero_point_of(tensor=out_t),
-            lo=lo, hi=hi)
+    requant = OutputRequant(multiplier=multiplier, shift=shift,
+                            zero_point=zero_point_of(tensor=out_t), lo=lo, hi=hi)
+    out = depthwise_values(x=x, weights=weights[0],
+                           bias=bias_values(ctx=ctx, index=2, channels=out_channels),
+                           rows=rows, cols=cols, input_zero_point=zero_point_of(tensor=x_t),
+                           requant=requant)
     return [out.reshape(ctx.output_shape())]
 
 

@@ -1,6 +1,8 @@
 """The output stage of conv-like kernels: multipliers, bias, requantization, clamping."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from tflite_quantmcu.ir.graph import Tensor
@@ -8,6 +10,21 @@ from tflite_quantmcu.reference.op_context import OpContext
 from tflite_quantmcu.reference.quant_params import scale_of, scales_of
 from tflite_quantmcu.reference.requantize import quantize_multiplier, wrap_int32
 from tflite_quantmcu.reference.requantize_fast import multiply_by_quantized_multiplier_fast
+
+
+@dataclass(frozen=True)
+class OutputRequant:
+    """How accumulators become stored values: per-channel (multiplier, shift), zero point, clamp."""
+
+    multiplier: np.ndarray
+    shift: np.ndarray
+    zero_point: int
+    lo: int
+    hi: int
+
+    def apply(self, acc: np.ndarray) -> np.ndarray:
+        return requantize_to_output(acc=acc, multiplier=self.multiplier, shift=self.shift,
+                                    zero_point=self.zero_point, lo=self.lo, hi=self.hi)
 
 
 def per_channel_multipliers(*, ctx: OpContext, input_t: Tensor, filter_t: Tensor,
