@@ -28,6 +28,8 @@ setup(
         "absl-py",
         "ai-edge-litert==2.3.0",
         "tflite-micro",
+        "threadpoolctl",
+        "tqdm",
     ],
     extras_require={
         "tf": ["tensorflow-cpu==2.21.0"],
