@@ -17,10 +17,13 @@ Supported ops and how their border padding is reproduced per patch:
   point, i.e. a PAD op (it pads with its output's zero point = the input's);
 - MAX_POOL_2D: padding with the lowest value of the type (PADV2) leaves every
   max unchanged, since a SAME window always holds at least one real pixel;
-- AVERAGE_POOL_2D: VALID, or SAME whose total padding is 0 on both axes. SAME
-  divides border windows by the count of real pixels, so explicit padding is
-  not equivalent, and running SAME on a border patch pads its other axis
-  differently; an average pool that pads ends the patch stage before it;
+- AVERAGE_POOL_2D: SAME divides border windows by the count of real pixels,
+  so explicit padding is not equivalent. A patch that touches the border runs
+  the pool with SAME on its own input, fitted per axis by `same_axis_fit`:
+  dummy rows/cols (never read by a kept output) are appended where the patch
+  does not touch the border, so that SAME pads exactly where the image ends and
+  the windows line up; surplus outputs are sliced off. Patches that touch no
+  border run it VALID;
 - PAD / PADV2 (spatial paddings only): each patch pads only where its region
   touches the image border;
 - element-wise ops (ADD, SUB, MUL, MAXIMUM, MINIMUM, activations, QUANTIZE,
@@ -51,6 +54,7 @@ BORDER_ZERO_POINT = "zero_point"   # explicit PAD with the input zero point
 BORDER_LOWEST = "lowest"           # explicit PADV2 with the type's lowest value
 BORDER_NONE = "none"               # the op never reads outside the image
 BORDER_PAD_OP = "pad_op"           # the op is itself a PAD: pad per patch
+BORDER_SAME_FIT = "same_fit"       # SAME average pool: keep SAME, fitted per patch
 
 
 @dataclass(frozen=True, order=True)
@@ -189,19 +193,7 @@ def _window_reason(*, subgraph: Subgraph, op: Operator) -> str | None:
     src = subgraph.tensors[op.inputs[0]]
     if src.is_constant or not _is_feature_map(src.shape):
         return f"input must be a NHWC feature map with batch 1, got {src.shape}"
-    if op.type == "AVERAGE_POOL_2D":
-        geometry = _window_geometry(subgraph=subgraph, op=op)
-        if any(_total_padding(subgraph=subgraph, op=op, axis=axis, window=window) > 0
-               for axis, window in zip((1, 2), geometry)):
-            return ("AVERAGE_POOL_2D with SAME padding divides border windows by the count "
-                    "of real pixels; per-patch padding cannot reproduce it")
     return None
-
-
-def _total_padding(*, subgraph: Subgraph, op: Operator, axis: int, window: AxisWindow) -> int:
-    in_size = subgraph.tensors[op.inputs[0]].shape[axis]
-    out_size = subgraph.tensors[op.outputs[0]].shape[axis]
-    return max((out_size - 1) * window.stride + window.extent - in_size, 0)
 
 
 def _pad_reason(*, subgraph: Subgraph, op: Operator) -> str | None:
@@ -281,7 +273,9 @@ def _window_geometry(*, subgraph: Subgraph, op: Operator) -> tuple[AxisWindow, A
 def _window_map(*, subgraph: Subgraph, index: int) -> OpSpatialMap:
     op = subgraph.operators[index]
     rows, cols = _window_geometry(subgraph=subgraph, op=op)
-    border = {"MAX_POOL_2D": BORDER_LOWEST, "AVERAGE_POOL_2D": BORDER_NONE}.get(
+    same = op.options.padding == schema.Padding.SAME
+    border = {"MAX_POOL_2D": BORDER_LOWEST,
+              "AVERAGE_POOL_2D": BORDER_SAME_FIT if same else BORDER_NONE}.get(
         op.type, BORDER_ZERO_POINT)
     return OpSpatialMap(index, border, (InputMap(0, rows, cols),))
 
@@ -289,6 +283,47 @@ def _window_map(*, subgraph: Subgraph, index: int) -> OpSpatialMap:
 def _spatial_paddings(*, subgraph: Subgraph, op: Operator) -> tuple[int, int]:
     values = np.asarray(subgraph.tensors[op.inputs[1]].array())
     return int(values[1][0]), int(values[2][0])
+
+
+@dataclass(frozen=True)
+class SameFit:
+    """How one axis of a patch runs a SAME window op on its own input.
+
+    The input is `before` dummy pixels, the real pixels the outputs need, `after`
+    dummies; SAME on it gives `outputs` values, of which `skip`.. are the wanted ones.
+    """
+
+    before: int
+    after: int
+    skip: int
+    outputs: int
+
+
+def same_axis_fit(*, window: AxisWindow, out: Interval, size: int) -> SameFit:
+    """The smallest dummy padding that makes SAME on a patch equal SAME on the image.
+
+    Original output o reads [o*s - pad_before, +extent) clipped to [0, size). On a
+    patch input of L pixels starting at image pixel c0 - before, SAME pads
+    floor(total/2) first; output q reads patch pixels [q*s - pad', +extent) clipped
+    to [0, L). Dummies go only on sides where the patch is inside the image (the
+    wanted windows never reach them there), so clipping matches the image's.
+    """
+    need = window.needed(out)
+    real = need.clip(size=size)
+    limit = 2 * (window.extent + window.stride)
+    befores = [0] if need.start < 0 else range(limit)
+    afters = [0] if need.stop > size else range(limit)
+    for before, after in sorted(((b, a) for b in befores for a in afters), key=sum):
+        length = before + real.size + after
+        outputs = -(-length // window.stride)
+        pad = max((outputs - 1) * window.stride + window.extent - length, 0) // 2
+        shift = need.start - real.start + before + pad
+        if shift >= 0 and shift % window.stride == 0:
+            skip = shift // window.stride
+            if skip + out.size <= outputs:
+                return SameFit(before, after, skip, outputs)
+    raise UnsupportedOpError(f"no SAME geometry reproduces outputs {out} of a {size}-pixel axis "
+                             f"for window {window}")
 
 
 def pad_amounts(*, needed: Interval, size: int) -> tuple[int, int]:

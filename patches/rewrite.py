@@ -44,8 +44,8 @@ from tflite_quantmcu.ir.graph import (Buffer, Graph, Metadata, OpCode, Operator,
                                       Tensor)
 from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.patches.receptive_field import (BORDER_LOWEST, BORDER_NONE,
-                                                     BORDER_PAD_OP, BORDER_ZERO_POINT,
-                                                     Interval,
+                                                     BORDER_PAD_OP, BORDER_SAME_FIT,
+                                                     BORDER_ZERO_POINT, Interval, same_axis_fit,
                                                      OpSpatialMap, Region, pad_amounts)
 from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_intervals,
                                            empty_part, make_stage, patch_regions)
@@ -201,6 +201,8 @@ class _PatchBuilder:
                     pad_amounts(needed=need.cols, size=shape[2]))
             if smap.border == BORDER_PAD_OP:
                 return self._emit_pad_op(op=op, key=key, pads=pads, out=out, tag=tag, last=last)
+            if smap.border == BORDER_SAME_FIT and any(sum(pads, ())):
+                return self._emit_same_fit(op=op, smap=smap, key=key, out=out, tag=tag)
             inputs[m.position] = self._border_pad(smap=smap, key=key, pads=pads,
                                                   tag=f"{tag}p{m.position}")
         return self._emit_copy(op=op, inputs=inputs, out=out, tag=tag)
@@ -216,6 +218,34 @@ class _PatchBuilder:
                                             intermediates=list(op.intermediates),
                                             extra=dict(op.extra)))
         return result
+
+    def _emit_same_fit(self, *, op: Operator, smap: OpSpatialMap, key: str, out: Region,
+                       tag: str) -> str:
+        """A border patch of a SAME average pool: dummies, SAME pool, slice off surplus."""
+        window = smap.inputs[0]
+        src_shape = self.original.tensors[op.inputs[0]].shape
+        rows = same_axis_fit(window=window.rows, out=out.rows, size=src_shape[1])
+        cols = same_axis_fit(window=window.cols, out=out.cols, size=src_shape[2])
+        dummies = ((rows.before, rows.after), (cols.before, cols.after))
+        if any(sum(dummies, ())):
+            src = self.target.tensors[key]
+            shape = (1, src.shape[1] + sum(dummies[0]), src.shape[2] + sum(dummies[1]),
+                     src.shape[3])
+            padded = self._new_tensor(like=src, shape=shape, tag=f"{tag}d0")
+            self.ops.append(self._op("PAD", [key, self._paddings(dummies)], padded,
+                                     fb.BuiltinOptions.PadOptions, fb.PadOptionsT(), src.dtype))
+            key = padded
+        full = Region(Interval(0, rows.outputs), Interval(0, cols.outputs))
+        wanted = Region(Interval(rows.skip, rows.skip + out.rows.size),
+                        Interval(cols.skip, cols.skip + out.cols.size))
+        tensor_tag = tag if full == wanted else f"{tag}f"
+        result = self._feature_tensor(like=op.outputs[0], region=full, tag=tensor_tag)
+        self.ops.append(dataclasses.replace(op, inputs=[key], outputs=[result],
+                                            options=copy.copy(op.options),
+                                            intermediates=[], extra=dict(op.extra)))
+        if full == wanted:
+            return result
+        return self._slice(key=result, have=full, want=wanted, tag=tag)
 
     def _emit_pad_op(self, *, op: Operator, key: str, pads: tuple, out: Region, tag: str,
                      last: bool) -> str:

@@ -50,7 +50,7 @@ def layers(draw):
                      stride=draw(strides), padding=draw(paddings))]
     if kind == "avgpool":
         return [Pool(kind="AVG", size=draw(pool_sizes),
-                     stride=draw(strides), padding="VALID")]
+                     stride=draw(strides), padding=draw(paddings))]
     if kind == "pad":
         return [Pad(*draw(st.tuples(*[st.integers(0, 2)] * 4)))]
     kernel = draw(kernels)

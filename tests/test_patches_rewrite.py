@@ -109,9 +109,9 @@ def test_mobilenetv2_w100_peak_is_4x_below_layer_based():
 
 def test_forced_plan_through_an_unsupported_op_names_it():
     graph = _load("conv_chain.tflite")
-    # op 6 is an AVERAGE_POOL_2D with SAME padding that pads, op 12 is MEAN
-    with pytest.raises(UnsupportedOpError, match="#6 AVERAGE_POOL_2D"):
-        plan_patches(graph=graph, options=PatchOptions(split=12, grid=(2, 2)))
+    # op 12 is MEAN, op 13 the conv after it
+    with pytest.raises(UnsupportedOpError, match="#12 MEAN"):
+        plan_patches(graph=graph, options=PatchOptions(split=13, grid=(2, 2)))
     graph = _load("mobilenetv2_w035_r144.tflite")
     last = len(graph.main.operators) - 1
     with pytest.raises(UnsupportedOpError, match=r"#\d+ MEAN"):
@@ -122,7 +122,25 @@ def test_automatic_plan_ends_the_stage_before_an_unsupported_op():
     graph = _load("conv_chain.tflite")
     plan = plan_patches(graph=graph, options=PatchOptions(max_file_growth=None))
     assert plan.is_patched
-    assert plan.split_op < 6
+    assert plan.split_op < 12     # op 12 is MEAN
+
+
+def test_conv_chain_whole_local_prefix_with_same_average_pool_is_exact():
+    graph = _load("conv_chain.tflite")
+    # ops 0..11: PAD, SAME/VALID convs, depthwise, ADD, AVERAGE_POOL_2D SAME (pads after),
+    # MAX_POOL_2D, channel CONCATENATION, conv: everything before MEAN
+    plan = plan_patches(graph=graph, options=PatchOptions(split=11, grid=(3, 4),
+                                                          max_file_growth=None))
+    patched = apply_patch_plan(graph=graph, plan=plan)
+    inputs = random_inputs(graph=graph, samples=2, seed=11)
+    original, rewritten = write_model_bytes(graph=graph), write_model_bytes(graph=patched)
+    for before, after in zip(run_litert(model_bytes=original, inputs=inputs),
+                             run_litert(model_bytes=rewritten, inputs=inputs)):
+        np.testing.assert_array_equal(after, before)
+    tflm_before = run_tflm(model_bytes=original, inputs=inputs, num_outputs=1)
+    tflm_after = run_tflm(model_bytes=rewritten, inputs=inputs, num_outputs=1)
+    np.testing.assert_array_equal(tflm_after.outputs[0], tflm_before.outputs[0])
+    assert tflm_after.arena.head == plan.patch_based_peak
 
 
 def test_forced_split_and_grid_are_used():

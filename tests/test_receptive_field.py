@@ -6,8 +6,9 @@ import pytest
 from testdata.synthetic_models import (Conv, DepthwiseConv, Mean, ModelSpec, Pad, Pool,
                                        build_int8_graph)
 from tflite_quantmcu.errors import UnsupportedOpError
-from tflite_quantmcu.patches.receptive_field import (AxisWindow, Interval, Region, pad_amounts,
-                                                     receptive_field, same_pad_before,
+from tflite_quantmcu.patches.receptive_field import (AxisWindow, Interval, Region, SameFit,
+                                                     pad_amounts, receptive_field,
+                                                     same_axis_fit, same_pad_before,
                                                      spatial_map, unsupported_reason)
 
 
@@ -75,10 +76,32 @@ def test_dilated_non_square_conv_map():
     assert need == Region(Interval(1, 3 - 1 + 9), Interval(0, 5))
 
 
-def test_average_pool_that_pads_is_unsupported_but_valid_one_is_fine():
+def test_same_fit_at_the_far_border_needs_no_dummies():
+    # k3 s2 on 22 pixels pads 1 after. Outputs [5, 11) read [10, 23) -> real [10, 22):
+    # SAME on 12 pixels gives 6 outputs, total padding 1, none before: already exact.
+    fit = same_axis_fit(window=AxisWindow(kernel=3, stride=2), out=Interval(5, 11), size=22)
+    assert fit == SameFit(before=0, after=0, skip=0, outputs=6)
+
+
+def test_same_fit_inside_the_image_appends_a_dummy_and_drops_the_surplus_output():
+    # Outputs [2, 5) read [4, 11) (7 pixels): SAME on 7 would pad 1 before (misaligned);
+    # one dummy after -> 8 pixels, 4 outputs, padding 1 after, first 3 outputs wanted.
+    fit = same_axis_fit(window=AxisWindow(kernel=3, stride=2), out=Interval(2, 5), size=22)
+    assert fit == SameFit(before=0, after=1, skip=0, outputs=4)
+
+
+def test_same_fit_at_the_near_border_keeps_the_padding_before():
+    # k3 s1 pads 1 before: outputs [0, 4) read [-1, 5) -> real [0, 5); SAME on 5 pads
+    # 1 before and 1 after, 5 outputs, the first 4 wanted (the 5th is clipped wrongly).
+    fit = same_axis_fit(window=AxisWindow(kernel=3, stride=1, pad_before=1),
+                        out=Interval(0, 4), size=10)
+    assert fit == SameFit(before=0, after=0, skip=0, outputs=5)
+
+
+def test_same_average_pool_is_supported():
     graph = _graph(Pool(kind="AVG", size=(3, 3), stride=(2, 2), padding="SAME"),
                    Pool(kind="AVG", size=(2, 2), stride=(2, 2), padding="VALID"))
-    assert "SAME" in unsupported_reason(subgraph=graph.main, index=0)
+    assert unsupported_reason(subgraph=graph.main, index=0) is None
     assert unsupported_reason(subgraph=graph.main, index=1) is None
 
 
