@@ -26,6 +26,7 @@ from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.report import conversion_report
 from tflite_quantmcu.runtimes.litert import run_litert
+from tflite_quantmcu.runtimes.random_inputs import random_inputs
 from tflite_quantmcu.runtimes.tflm import measure_arena
 
 POLICIES = ("patch-int8",)
@@ -105,7 +106,7 @@ def verify_equivalence(conv: Conversion) -> None:
     if not conv.options.verify or conv.converted is conv.graph:
         return
     rewritten = write_model_bytes(graph=conv.converted)
-    inputs = _random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES)
+    inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
     before = run_litert(model_bytes=conv.original_bytes, inputs=inputs)
     after = run_litert(model_bytes=rewritten, inputs=inputs)
     for j, (a, b) in enumerate(zip(before, after)):
@@ -171,16 +172,3 @@ def convert(*, options: ConvertOptions) -> Conversion:
     for step in PIPELINE:
         step(conv)
     return conv
-
-
-def _random_inputs(*, graph: Graph, samples: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    arrays = []
-    for key in graph.main.inputs:
-        tensor = graph.main.tensors[key]
-        shape = (samples, *tensor.shape)
-        if tensor.type_name == "INT8":
-            arrays.append(rng.integers(-128, 128, size=shape, dtype=np.int8))
-        else:
-            arrays.append(rng.random(shape, dtype=np.float32))
-    return arrays
