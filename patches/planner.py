@@ -445,8 +445,20 @@ def _check_budget(*, plan: PatchPlan, options: PatchOptions) -> None:
     best = min(plan.peak_bytes, plan.layer_based_peak)
     raise PatchBudgetError(
         f"SRAM budget {budget} B cannot be met: the best achievable peak is {best} B "
-        f"({_describe(plan)}); live at the peak: {', '.join(plan.peak_tensors)}",
+        f"({_describe(plan)}{_caps(options)}); live at the peak: "
+        f"{', '.join(plan.peak_tensors)}",
         best_peak=best, peak_tensors=plan.peak_tensors, budget=budget)
+
+
+def _caps(options: PatchOptions) -> str:
+    caps = []
+    if options.max_mac_overhead is not None:
+        caps.append(f"MAC overhead cap {100 * options.max_mac_overhead:.0f} %")
+    if options.max_file_growth is not None:
+        caps.append(f"file growth cap {100 * options.max_file_growth:.0f} %")
+    if options.split is not None or options.grid is not None:
+        caps.append("forced split/grid")
+    return f"; within the {' and '.join(caps)}" if caps else ""
 
 
 def _describe(plan: PatchPlan) -> str:

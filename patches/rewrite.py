@@ -196,7 +196,8 @@ class _PatchBuilder:
             need = m.needed(out)
             shape = self.original.tensors[src].shape
             clipped = Region(need.rows.clip(size=shape[1]), need.cols.clip(size=shape[2]))
-            key = self._slice(key=keys[src], have=have[src], want=clipped, tag=f"{tag}s{m.position}")
+            key = self._slice(key=keys[src], have=have[src], want=clipped,
+                              tag=f"{tag}s{m.position}")
             pads = (pad_amounts(needed=need.rows, size=shape[1]),
                     pad_amounts(needed=need.cols, size=shape[2]))
             if smap.border == BORDER_PAD_OP:

@@ -276,7 +276,8 @@ class _Builder:
 
     def _residual(self, *, layer: Residual, value: _Value, other: _Value, name: str) -> _Value:
         if other.shape != value.shape:
-            raise ValueError(f"layer {name}: residual shapes differ: {other.shape} vs {value.shape}")
+            raise ValueError(
+                f"layer {name}: residual shapes differ: {other.shape} vs {value.shape}")
         spread = math.hypot(value.spread, other.spread)
         out = self._requantized(name=name, shape=value.shape, spread=spread,
                                 activation=layer.activation)

@@ -197,3 +197,14 @@ def test_float_input_quantize_moves_into_the_patches():
     head = _assert_same_outputs(write_model_bytes(graph=graph), write_model_bytes(graph=patched),
                                 inputs, 1)
     assert head == plan.patch_based_peak
+
+
+def test_layer_based_is_kept_when_patching_would_raise_the_peak():
+    # the input (16 KB) dominates and must stay live; per-patch slices only add to it
+    graph = build_int8_graph(spec=ModelSpec(input_shape=(32, 32, 16), seed=2, layers=(
+        Conv(filters=1, kernel=(1, 1)), Mean())))
+    plan = plan_patches(graph=graph, options=PatchOptions(max_file_growth=None))
+    assert not plan.is_patched
+    assert "does not lower the peak" in plan.reason
+    assert plan.peak_bytes == plan.layer_based_peak == plan_memory(
+        graph=graph, scratch=scratch_requests).peak_bytes
