@@ -19,11 +19,13 @@ Search (automatic plan):
    layer-based peak, the plan keeps layer-based and says why.
 If an SRAM budget is given and even the best plan exceeds it, a
 `PatchBudgetError` (a `BudgetError`) gives the best peak and its tensors.
-A forced split and/or grid restricts the search to them; a forced plan is
-returned even when it does not lower the peak (a note says so).
+A forced split and/or grid restricts the search to them; a forced split and
+grid is returned even when it does not lower the peak or exceeds the MAC or
+file-growth caps (`notes` say so).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from tflite_quantmcu.analysis.costs import op_macs
@@ -104,16 +106,21 @@ def plan_patches(*, graph: Graph, options: PatchOptions = PatchOptions()) -> Pat
     scored = [_score(subgraph=subgraph, layout=layout, tail=tail, macs_layer=macs_layer)
               for stage in stages for layout in _layouts(subgraph=subgraph, stage=stage,
                                                          options=options)]
-    allowed = [s for s in scored if _within_cap(s.macs, macs_layer, options)
-               and _likely_within_growth(s, original_size, options)]
+    forced = options.split is not None and options.grid is not None
+    capped = dataclasses.replace(options, max_mac_overhead=None,
+                                 max_file_growth=None) if forced else options
+    allowed = [s for s in scored if _within_cap(s.macs, macs_layer, capped)
+               and _likely_within_growth(s, original_size, capped)]
     exact = _evaluate_best(graph=graph, scored=allowed, options=options)
     best, growth = _smallest_within_growth(exact=exact, original_size=original_size,
-                                           options=options)
+                                           options=capped)
     candidates = _candidate_records(scored=scored, exact=exact, macs_layer=macs_layer)
-    forced = options.split is not None and options.grid is not None
     plan = _decide(graph=graph, best=best, growth=growth, layer=layer, macs_layer=macs_layer,
                    candidates=candidates, forced=forced, why_none=why_none,
                    dropped=len(scored) - len(allowed))
+    if forced and plan.is_patched:
+        plan = dataclasses.replace(plan, notes=plan.notes + _cap_notes(plan=plan,
+                                                                       options=options))
     _check_budget(plan=plan, options=options)
     return plan
 
@@ -403,6 +410,18 @@ def _decide(*, graph: Graph, best: _Exact | None, growth: float, layer: MemoryPl
                  f"layer-based {layer_peak} B",)
     return _patched_plan(best=best, growth=growth, layer_peak=layer_peak,
                          macs_layer=macs_layer, candidates=candidates, notes=notes)
+
+
+def _cap_notes(*, plan: PatchPlan, options: PatchOptions) -> tuple[str, ...]:
+    """A forced plan is kept even over the caps; say which ones it exceeds."""
+    notes = []
+    if options.max_mac_overhead is not None and plan.mac_overhead > options.max_mac_overhead:
+        notes.append(f"forced plan: MAC overhead {100 * plan.mac_overhead:.1f} % exceeds the "
+                     f"cap {100 * options.max_mac_overhead:.1f} %")
+    if options.max_file_growth is not None and plan.file_growth > options.max_file_growth:
+        notes.append(f"forced plan: file growth {100 * plan.file_growth:.1f} % exceeds the "
+                     f"cap {100 * options.max_file_growth:.1f} %")
+    return tuple(notes)
 
 
 def _layer_plan(*, graph: Graph, layer: MemoryPlan, macs_layer: int, reason: str,
