@@ -50,6 +50,7 @@ from tflite_quantmcu.errors import CalibrationDataError, ConfigError
 from tflite_quantmcu.ir.graph import Graph, Subgraph
 from tflite_quantmcu.patches.branches import PatchBranch, PatchFeatureMap, patch_branches
 from tflite_quantmcu.patches.plan import PatchPlan
+from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
 from tflite_quantmcu.quant.plan import BitwidthPlan, merge_plans
 from tflite_quantmcu.quant.statistics import StatisticsCollector, TensorStatistics
 from tflite_quantmcu.quant.vdpc import PatchClasses, VdpcOptions, classify_patches
@@ -268,7 +269,6 @@ def search_branch(*, spec: BranchSpec, options: QuantMCUOptions) -> BitwidthPlan
 
 def allowed_subbyte_bits(*, patched_graph: Graph) -> dict[str, tuple[int, ...]]:
     """Bit widths the graph pass can give each patched tensor."""
-    from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
     return {key: tuple(int(b) for b in bits)
             for key, bits in subbyte_candidates(graph=patched_graph).items()}
 

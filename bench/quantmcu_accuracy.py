@@ -1,0 +1,280 @@
+"""QuantMCU on the bundled Fashion-MNIST model: top-1, BitOPs, peak SRAM, search time.
+
+Rows: int8 layer-based, patch int8 (the planner's split and grid for --sram), QuantMCU
+(lambda 0.6, phi 0.96), QuantMCU without VDPC (every branch searched), every eligible
+stage feature map at 4 bits. Then a lambda sweep (paper Table III) and a phi sweep
+(paper Fig. 5). Markdown tables on stdout, PNG plots in build/bench/.
+
+BitOPs are those of the whole final graph (``analyze_model(graph).bitops``: MACs x
+weight bits x input-activation bits of every op, QMCU_* ops included); peak SRAM is the
+TFLM-style arena plan of the final graph (packed sub-byte tensors counted packed).
+Top-1 comes from the numpy reference executor (bit-exact with TFLite Micro).
+
+Data: calibration = testdata/fashion_mnist_calib.npz (512 training images). Evaluation:
+``--data test`` (default) the real Fashion-MNIST test set from the Debian package
+dataset-fashion-mnist, a deterministic stratified subset of ``--samples`` images
+(default 2000, seed 0) or all 10,000 with ``--full``; ``--data heldout`` training images
+that neither trained the model (its 12,000-image subset, make_bundled_model.py) nor
+calibrated it -- use this one for any tuning, never the test set.
+
+    python3 bench/quantmcu_accuracy.py [--full] [--data heldout] [--sram 256]
+        [--split OP --grid R C] [--bins K] [--density-ratio R] [--classify-on first|any]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from testdata import fashion_mnist  # noqa: E402
+from tflite_quantmcu.analysis.model_analysis import analyze_model  # noqa: E402
+from tflite_quantmcu.ir.reader import read_model_file  # noqa: E402
+from tflite_quantmcu.patches.plan import PatchOptions  # noqa: E402
+from tflite_quantmcu.patches.planner import plan_patches  # noqa: E402
+from tflite_quantmcu.patches.rewrite import apply_patch_plan  # noqa: E402
+from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan  # noqa: E402
+from tflite_quantmcu.quant.calibration_data import calibration_batches  # noqa: E402
+from tflite_quantmcu.quant.evaluate import top1_accuracy  # noqa: E402
+from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions,  # noqa: E402
+                                                   collect_patch_statistics, search_quantmcu,
+                                                   uniform_plan)
+
+MODEL = ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite"
+CALIBRATION = ROOT / "testdata" / "fashion_mnist_calib.npz"
+TRAIN_SUBSET, TRAIN_SEED = 12000, 20251121      # make_bundled_model.py's training subset
+LAMBDAS = (0.2, 0.4, 0.6, 0.8)
+PHIS = (0.90, 0.93, 0.96, 0.98, 0.99)
+READ_BATCH = 250
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    top1: float
+    bitops: int
+    peak: int
+    search_s: float | None
+    widths: str
+
+
+def evaluation_images(*, args) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 uint8 images and labels of the chosen evaluation set (module doc)."""
+    if args.data == "test":
+        x, y = fashion_mnist.load_split(split="test")
+        if args.full:
+            return x, y
+        pick = fashion_mnist.stratified_indices(labels=y, total=args.samples, seed=0)
+        return x[pick], y[pick]
+    x, y = fashion_mnist.load_split(split="train")
+    used = set(fashion_mnist.stratified_indices(labels=y, total=TRAIN_SUBSET,
+                                                seed=TRAIN_SEED).tolist())
+    rest = np.array([i for i in range(len(y)) if i not in used])
+    pick = rest[fashion_mnist.stratified_indices(labels=y[rest], total=args.samples, seed=1)]
+    return x[pick], y[pick]
+
+
+def model_batches(*, images: np.ndarray, labels: np.ndarray | None = None):
+    """(float model input, labels) batches made on the fly (an iterable source)."""
+    for start in range(0, len(images), READ_BATCH):
+        x = fashion_mnist.to_model_input(images=images[start:start + READ_BATCH])
+        yield x if labels is None else (x, labels[start:start + READ_BATCH])
+
+
+class Evaluator:
+    """Top-1 of a graph on the evaluation set, cached by the plan that made it."""
+
+    def __init__(self, *, images, labels) -> None:
+        self.images, self.labels = images, labels
+        self.cache: dict[str, float] = {}
+
+    def top1(self, *, graph, cache_key: str) -> float:
+        if cache_key not in self.cache:
+            data = model_batches(images=self.images, labels=self.labels)
+            self.cache[cache_key] = top1_accuracy(graph=graph, data=data, batch_size=125,
+                                                  progress=False)
+        return self.cache[cache_key]
+
+
+def width_counts(bits) -> str:
+    counts = Counter(bits.values())
+    return " ".join(f"{b}b:{counts[b]}" for b in (8, 4, 2) if counts[b])
+
+
+def measured_row(*, name: str, graph, evaluator: Evaluator, cache_key: str,
+                 search_s: float | None = None, widths: str = "") -> Row:
+    analysis = analyze_model(graph=graph)
+    return Row(name=name, top1=evaluator.top1(graph=graph, cache_key=cache_key),
+               bitops=analysis.bitops, peak=analysis.peak_sram_bytes, search_s=search_s,
+               widths=widths)
+
+
+def plan_row(*, name: str, patched, plan, evaluator: Evaluator, search_s: float | None) -> Row:
+    final = apply_bitwidth_plan(graph=patched, plan=plan)
+    key = json.dumps(sorted(plan.bits.items()))
+    return measured_row(name=name, graph=final, evaluator=evaluator, cache_key=key,
+                        search_s=search_s, widths=width_counts(plan.bits))
+
+
+def print_table(*, title: str, rows: list[Row], reference: Row, first: str = "config") -> None:
+    print(f"\n### {title}\n")
+    print(f"| {first} | top-1 % | delta vs int8 (pt) | BitOPs (M) | patch-int8 / BitOPs | "
+          f"peak SRAM (B) | search s | feature-map widths |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        search = "" if r.search_s is None else f"{r.search_s:.2f}"
+        print(f"| {r.name} | {100 * r.top1:.2f} | {100 * (r.top1 - reference.top1):+.2f} | "
+              f"{r.bitops / 1e6:,.1f} | {reference.bitops / r.bitops:.2f} | {r.peak:,} | "
+              f"{search} | {r.widths} |")
+
+
+def options_from(*, args, **changes) -> QuantMCUOptions:
+    base = dict(lam=0.6, phi=0.96, bins=args.bins, min_density_ratio=args.density_ratio,
+                classify_on=args.classify_on)
+    return QuantMCUOptions(**{**base, **changes})
+
+
+def quantmcu_row(*, name: str, ctx: dict, options: QuantMCUOptions) -> tuple[Row, object]:
+    result = search_quantmcu(graph=ctx["graph"], patch_plan=ctx["plan"],
+                             patched_graph=ctx["patched"], calibration=None,
+                             sram_budget=ctx["sram"], options=options,
+                             statistics=ctx["statistics"])
+    search_s = ctx["statistics_s"] + result.search_time_s
+    row = plan_row(name=name, patched=ctx["patched"], plan=result.plan,
+                   evaluator=ctx["evaluator"], search_s=search_s)
+    return row, result
+
+
+def main_rows(*, ctx: dict, args) -> list[Row]:
+    graph, patched = ctx["graph"], ctx["patched"]
+    evaluator = ctx["evaluator"]
+    int8 = measured_row(name="int8 layer-based", graph=graph, evaluator=evaluator,
+                        cache_key="int8")
+    patch = measured_row(name=f"patch int8 (split op {ctx['plan'].split_op}, grid "
+                              f"{ctx['plan'].grid[0]}x{ctx['plan'].grid[1]})",
+                         graph=patched, evaluator=evaluator, cache_key="patch")
+    quantmcu, result = quantmcu_row(name="QuantMCU (lambda 0.6, phi 0.96)", ctx=ctx,
+                                    options=options_from(args=args))
+    no_vdpc, _ = quantmcu_row(name="QuantMCU without VDPC", ctx=ctx,
+                              options=options_from(args=args, use_vdpc=False))
+    uniform = uniform_plan(graph=graph, patch_plan=ctx["plan"], patched_graph=patched, bits=4)
+    uniform4 = plan_row(name="uniform 4-bit stage activations", patched=patched, plan=uniform,
+                        evaluator=evaluator, search_s=None)
+    ctx["main_result"] = result
+    return [int8, patch, quantmcu, no_vdpc, uniform4]
+
+
+def sweep(*, ctx: dict, args, name: str, values, make) -> list[tuple[float, Row, object]]:
+    out = []
+    for value in values:
+        row, result = quantmcu_row(name=f"{name} = {value}", ctx=ctx,
+                                   options=make(value))
+        out.append((value, row, result))
+    return out
+
+
+def plot(*, path: Path, sweeps: dict, patch_row: Row, int8_row: Row) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"\n(matplotlib not installed: no plots; pip install '.[bench]')")
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    for label, points in sweeps.items():
+        fig, left = plt.subplots(figsize=(5, 3.4))
+        xs = [p[0] for p in points]
+        left.plot(xs, [100 * p[1].top1 for p in points], "o-", color="tab:blue")
+        left.axhline(100 * int8_row.top1, color="tab:blue", ls=":", lw=1, label="int8 top-1")
+        left.set_xlabel(label)
+        left.set_ylabel("top-1 %", color="tab:blue")
+        right = left.twinx()
+        right.plot(xs, [p[1].bitops / 1e6 for p in points], "s--", color="tab:red")
+        right.axhline(patch_row.bitops / 1e6, color="tab:red", ls=":", lw=1)
+        right.set_ylabel("BitOPs (M)", color="tab:red")
+        fig.tight_layout()
+        target = path / f"quantmcu_{label.split()[0]}_sweep.png"
+        fig.savefig(target, dpi=120)
+        plt.close(fig)
+        print(f"wrote {target}")
+
+
+def context(*, args) -> dict:
+    graph = read_model_file(path=MODEL)
+    sram = int(args.sram * 1024)
+    grid = tuple(args.grid) if args.grid else None
+    options = PatchOptions(sram_budget=sram, split=args.split, grid=grid,
+                           max_file_growth=None if args.split is not None else 0.05)
+    plan = plan_patches(graph=graph, options=options)
+    patched = apply_patch_plan(graph=graph, plan=plan)
+    calib = np.load(CALIBRATION)
+    start = time.perf_counter()
+    statistics = collect_patch_statistics(
+        graph=graph, patch_plan=plan,
+        calibration=calibration_batches(source=model_batches(images=calib["x"]), graph=graph,
+                                        progress=False))
+    statistics_s = time.perf_counter() - start
+    images, labels = evaluation_images(args=args)
+    return {"graph": graph, "plan": plan, "patched": patched, "sram": sram,
+            "statistics": statistics, "statistics_s": statistics_s,
+            "evaluator": Evaluator(images=images, labels=labels)}
+
+
+def parse_args(argv: list[str]):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("test", "heldout"), default="test")
+    parser.add_argument("--full", action="store_true", help="all 10,000 test images")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--sram", type=float, default=256, help="SRAM budget in KB")
+    parser.add_argument("--split", type=int, default=None, help="force the stage's last op")
+    parser.add_argument("--grid", type=int, nargs=2, default=None)
+    parser.add_argument("--bins", type=int, default=16)
+    parser.add_argument("--density-ratio", type=float, default=1.0)
+    parser.add_argument("--classify-on", choices=("first", "any"), default="first")
+    parser.add_argument("--no-sweeps", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    ctx = context(args=args)
+    evaluator = ctx["evaluator"]
+    print(f"model {MODEL.name}; evaluation: {args.data}, {len(evaluator.labels)} images; "
+          f"calibration: {CALIBRATION.name}; SRAM budget {args.sram:g} KB; bins {args.bins}, "
+          f"density ratio {args.density_ratio}, classify on {args.classify_on}")
+    rows = main_rows(ctx=ctx, args=args)
+    result = ctx["main_result"]
+    print_table(title="Policies", rows=rows, reference=rows[1])
+    print(f"\n(delta vs patch int8, which equals int8; BitOPs ratio vs patch int8.) "
+          f"VDPC classes: {json.dumps(result.to_dict()['class_counts'])}, outlier branches "
+          f"{list(result.outlier_branches)}; statistics {ctx['statistics_s']:.2f} s")
+    sweeps = {}
+    if not args.no_sweeps:
+        sweeps["lambda (phi 0.96)"] = sweep(ctx=ctx, args=args, name="lambda", values=LAMBDAS,
+                                            make=lambda v: options_from(args=args, lam=v))
+        print_table(title="Lambda sweep (paper Table III)",
+                    rows=[p[1] for p in sweeps["lambda (phi 0.96)"]], reference=rows[1])
+        sweeps["phi (lambda 0.6)"] = sweep(ctx=ctx, args=args, name="phi", values=PHIS,
+                                           make=lambda v: options_from(args=args, phi=v))
+        print_table(title="Phi sweep (paper Fig. 5)",
+                    rows=[p[1] for p in sweeps["phi (lambda 0.6)"]], reference=rows[1])
+        print("\nOutlier branches per phi: " + ", ".join(
+            f"{v}: {len(r.outlier_branches)}" for v, _, r in sweeps["phi (lambda 0.6)"]))
+        plot(path=args.out, sweeps=sweeps, patch_row=rows[1], int8_row=rows[0])
+    print(f"\ntotal bench time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
