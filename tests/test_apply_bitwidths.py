@@ -111,6 +111,9 @@ def test_forced_8bit_qmcu_graph_equals_litert_reference(name):
     assert kinds.count("PAD") == sum(op.type == "PAD" for op in patched.main.operators) \
         - len(folded)
     _check_weights_shared(original=patched, converted=converted)
+    convs = [op for op in converted.main.operators if op.opcode.custom in CONV_LIKE]
+    assert len({op.inputs[3] for op in convs}) == len({op.inputs[1] for op in convs}), \
+        "one requant tensor per original conv (patches share it)"
     inputs = random_inputs(graph=patched, samples=3, seed=7)
     expected = run_litert(model_bytes=before, inputs=inputs)
     got = run_graph(graph=converted, inputs=inputs)

@@ -311,6 +311,7 @@ class _Converter:
         self.subgraph = subgraph
         self.bits = bits
         self.view = _View(subgraph=subgraph)
+        self.constants: dict[tuple, str] = {}
         self.quant = {key: _per_tensor(t) for key, t in subgraph.tensors.items()
                       if not t.is_constant and t.dtype == INT8}
         self.qmcu = {i for i in range(len(subgraph.operators))
@@ -460,11 +461,18 @@ class _Converter:
 
     def _constant(self, *, name: str, values: np.ndarray,
                   quantization: Quantization | None = None) -> str:
+        """An INT32 constant; equal ones (e.g. of one conv in every patch) are one tensor."""
+        data = values.astype("<i4").tobytes()
+        quant_key = None if quantization is None else (quantization.scale,
+                                                       quantization.zero_point)
+        cache_key = (tuple(values.shape), data, quant_key)
+        if cache_key in self.constants:
+            return self.constants[cache_key]
         tensor = Tensor(name=name, shape=tuple(values.shape), dtype=schema.TensorType.INT32,
-                        buffer=Buffer(data=values.astype("<i4").tobytes()),
-                        quantization=quantization)
+                        buffer=Buffer(data=data), quantization=quantization)
         key = self.subgraph.add_tensor(tensor=tensor, key=name)
         tensor.name = key
+        self.constants[cache_key] = key
         return key
 
 
