@@ -166,6 +166,8 @@ def test_memory_limit_is_budget_minus_resident_bytes(model):
     assert limits["p1_1"].resident_bytes >= first_strip    # row 0 is finished and kept
     for limit in result.branch_limits:
         assert limit.memory_limit == budget - limit.resident_bytes
+    # a budget the 8-bit patched graph meets leaves every 8-bit pair inside M
+    search(model, budget=plan.patch_based_peak, options=QuantMCUOptions(candidates=(8,)))
     with pytest.raises(BudgetError):
         search(model, budget=image)
 

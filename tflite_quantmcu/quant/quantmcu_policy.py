@@ -21,9 +21,12 @@ Steps (each a function below):
 3. **M** (:func:`branch_memory_limits`): for each branch, the SRAM budget minus the
    bytes resident while the branch runs: the largest sum, over the branch's ops, of
    the live arena buffers of the patched graph (TFLM's planner, ``plan_memory`` with
-   kernel scratch) that are not the branch's own feature maps -- the stage input,
-   finished patch outputs / row strips, PAD / slice helpers, scratch. Sums of sizes,
-   not arena offsets: fragmentation is not modelled. No budget -> no limit.
+   kernel scratch) that do not belong to the branch -- the stage input, finished patch
+   outputs / row strips, scratch. The branch's own tensors (``p{i}_{j}/...``: its
+   feature maps and its border-PAD / slice helpers, which are copies of its maps and
+   vanish when a sub-byte conv folds the PAD) are what Eq. 7's pairs account for.
+   Sums of sizes, not arena offsets: fragmentation is not modelled. No budget -> no
+   limit.
 4. **VDQS** (:func:`search_branch`): per non-outlier branch, ``search_bitwidths`` with
    each map's candidates = ``options.candidates`` restricted to what
    ``apply_bitwidths.subbyte_candidates`` allows for that patched tensor, and BitOPs
@@ -216,10 +219,10 @@ def branch_memory_limits(*, patched_graph: Graph, branches: tuple[PatchBranch, .
 
 def _branch_limit(*, memory: MemoryPlan, branch: PatchBranch,
                   sram_budget: int | None) -> BranchLimit:
-    own = set(branch.patched_keys)
+    prefix = f"{branch.name}/"
     steps = range(min(m.producer for m in branch.feature_maps),
                   max(m.producer for m in branch.feature_maps) + 1)
-    resident = max(sum(b.size for b in memory.live_during_op(i) if b.key not in own)
+    resident = max(sum(b.size for b in memory.live_during_op(i) if not b.key.startswith(prefix))
                    for i in steps)
     limit = None if sram_budget is None else \
         branch_memory_limit(sram_bytes=int(sram_budget), resident_bytes=resident)
