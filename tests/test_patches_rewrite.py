@@ -79,7 +79,8 @@ def test_fixture_rewrite_is_exact_and_peak_matches_tflm(name):
 
 
 @pytest.mark.parametrize("name", ["mobilenetv1_w025_r96.tflite", "mobilenetv2_w035_r144.tflite",
-                                  "resnet8_cifar.tflite", "mobilenetv2_w100_r224.tflite"])
+                                  "resnet8_cifar.tflite", "mobilenetv2_w100_r224.tflite",
+                                  "fashion_mnv2_r96_int8.tflite"])
 def test_default_plan_grows_the_file_by_less_than_5_percent_and_shares_weights(name):
     graph = _load(name)
     plan = plan_patches(graph=graph, options=PatchOptions())
