@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.ir.writer import write_model_bytes
-from tflite_quantmcu.patches.plan import PatchCandidate, PatchOptions, PatchPlan
+from tflite_quantmcu.patches.plan import PatchCandidate, PatchOptions, PatchPlan, pareto_front
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.runtimes.tflm import measure_arena
@@ -52,20 +52,10 @@ def table_row(*, path: Path, label: str, options: PatchOptions) -> tuple[str, Pa
     return row, plan
 
 
-def front(candidates: tuple[PatchCandidate, ...]) -> list[PatchCandidate]:
-    """Non-dominated candidates: no other has both a lower peak and a lower overhead."""
-    ordered = sorted(candidates, key=lambda c: (c.mac_overhead, c.peak_bytes))
-    result: list[PatchCandidate] = []
-    for cand in ordered:
-        if not result or cand.peak_bytes < result[-1].peak_bytes:
-            result.append(cand)
-    return result
-
-
 def exact_front(*, path: Path, plan: PatchPlan) -> list[PatchCandidate]:
     """The estimated front, each point re-planned exactly; non-dominated again."""
     graph = read_model_file(path=path)
-    points = front(plan.candidates)
+    points = pareto_front(plan.candidates)
     step = max(1, len(points) // FRONT_POINTS)
     exact = []
     for cand in points[::step]:
@@ -74,7 +64,7 @@ def exact_front(*, path: Path, plan: PatchPlan) -> list[PatchCandidate]:
         exact.append(PatchCandidate(cand.split_op, cand.split_tensor, cand.grid,
                                     forced.patch_based_peak, forced.mac_overhead, True,
                                     forced.in_place, forced.file_growth))
-    return front(tuple(exact))
+    return pareto_front(exact)
 
 
 def print_front(*, path: Path, plan: PatchPlan) -> None:

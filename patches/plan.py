@@ -60,6 +60,18 @@ class PatchCandidate:
                 "in_place": self.in_place, "file_growth": self.file_growth}
 
 
+def pareto_front(candidates: tuple[PatchCandidate, ...] | list[PatchCandidate]
+                 ) -> list[PatchCandidate]:
+    """Non-dominated candidates, by rising MAC overhead: each has a lower peak than
+    every candidate with less (or equal) overhead before it."""
+    ordered = sorted(candidates, key=lambda c: (c.mac_overhead, c.peak_bytes))
+    front: list[PatchCandidate] = []
+    for candidate in ordered:
+        if not front or candidate.peak_bytes < front[-1].peak_bytes:
+            front.append(candidate)
+    return front
+
+
 @dataclass(frozen=True)
 class PatchPlan:
     """The chosen split and grid (or layer-based with a `reason`) and their figures.

@@ -18,7 +18,8 @@ from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.errors import BudgetError, UnsupportedOpError
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.ir.writer import write_model_bytes
-from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions
+from tflite_quantmcu.patches.plan import (PatchBudgetError, PatchCandidate, PatchOptions,
+                                          pareto_front)
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.runtimes.litert import run_litert
@@ -209,3 +210,12 @@ def test_layer_based_is_kept_when_patching_would_raise_the_peak():
     assert "does not lower the peak" in plan.reason
     assert plan.peak_bytes == plan.layer_based_peak == plan_memory(
         graph=graph, scratch=scratch_requests).peak_bytes
+
+
+def test_pareto_front_keeps_only_non_dominated_candidates():
+    def cand(peak, overhead):
+        return PatchCandidate(0, "t", (2, 2), peak, overhead, True)
+
+    points = [cand(100, 0.0), cand(90, 0.1), cand(95, 0.2), cand(80, 0.3), cand(80, 0.4)]
+    assert [(c.peak_bytes, c.mac_overhead) for c in pareto_front(points)] == \
+        [(100, 0.0), (90, 0.1), (80, 0.3)]
