@@ -9,7 +9,8 @@
  *   subtracted per pixel afterwards.
  * So a weight word of F = 32 / w_bits values is paired with the column words
  *   (x_j, x_{j + F/2}), j = 0 .. F/2 - 1, and the columns of the tile are interleaved per word
- *   group so that the inner loop reads them sequentially.
+ *   group so that the inner loop reads them sequentially: [group][pixel][j] for 8-bit weights,
+ *   [group][j][pixel] for 4/2-bit weights (one widened weight pair meets 4 pixels at once).
  * Needs K = KH * KW * C_in to be a multiple of F; results equal qmcu_conv_2d_ref bit for bit.
  */
 #include "qmcu/qmcu_ops.h"
@@ -89,17 +90,75 @@ static void gather_linear(const qmcu_conv_params *p, const uint8_t *in, int32_t 
 }
 
 /* Interleave t->lin as column `slot` of the tile; returns the column sum. */
+/* Word j of column `slot` inside a group (see the layouts above). */
+static int32_t word_index(const qmcu_conv_tile *t, int32_t slot, int32_t j) {
+  return t->f == 4 ? slot * 2 + j : j * QMCU_OPT_PIX + slot;
+}
+
 static int32_t scatter_column(const qmcu_conv_tile *t, int32_t slot) {
   const int32_t half = t->f / 2;
   const int32_t stride = QMCU_OPT_PIX * half;
-  uint32_t *dst = t->cols + slot * half;
+  uint32_t *dst = t->cols;
   const int16_t *src = t->lin;
   int32_t sum = 0;
   int32_t g, j;
-  for (g = 0; g < t->groups; ++g, dst += stride, src += t->f) {
+  if (t->f == 4) { /* [group][pixel][j] */
+    for (g = 0; g < t->groups; ++g, dst += stride, src += 4) {
+      dst[slot * 2] = qmcu_pack16(src[0], src[2]);
+      dst[slot * 2 + 1] = qmcu_pack16(src[1], src[3]);
+      sum += src[0] + src[1] + src[2] + src[3];
+    }
+    return sum;
+  }
+  for (g = 0; g < t->groups; ++g, dst += stride, src += t->f) { /* [group][j][pixel] */
     for (j = 0; j < half; ++j) {
-      dst[j] = qmcu_pack16(src[j], src[j + half]);
+      dst[j * QMCU_OPT_PIX + slot] = qmcu_pack16(src[j], src[j + half]);
       sum += src[j] + src[j + half];
+    }
+  }
+  return sum;
+}
+
+/* 8-bit input, 4-bit weights, C_in % 8 == 0: 8 bytes -> pairs (x_j, x_{j+4}) into the
+ * [group][j][pixel] layout; returns the column sum (for the unsigned-weight correction). */
+static int32_t gather_s8_w4_direct(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                                   const qmcu_conv_tile *t, int32_t slot) {
+  const qmcu_geometry *g = &p->geometry;
+  const int32_t ox = q % p->output.w;
+  const int32_t oy = (q / p->output.w) % p->output.h;
+  const int32_t n = q / (p->output.w * p->output.h);
+  const uint32_t zp2 = qmcu_pack16(p->in_zero_point, p->in_zero_point);
+  uint32_t *dst = t->cols + slot;
+  int32_t sum = 0;
+  int32_t ky, kx, i;
+  for (ky = 0; ky < p->filter.h; ++ky) {
+    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
+    for (kx = 0; kx < p->filter.w; ++kx) {
+      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
+      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
+        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_OPT_PIX) {
+          dst[0] = dst[QMCU_OPT_PIX] = dst[2 * QMCU_OPT_PIX] = dst[3 * QMCU_OPT_PIX] = 0;
+        }
+      } else {
+        const uint8_t *src = in + ((n * p->input.h + iy) * p->input.w + ix) * p->input.c;
+        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_OPT_PIX) {
+          const uint32_t v0 = qmcu_read_u32(src + i), v1 = qmcu_read_u32(src + i + 4);
+          const uint32_t e0 = qmcu_sxtb16(v0), o0 = qmcu_sxtb16_ror8(v0);
+          const uint32_t e1 = qmcu_sxtb16(v1), o1 = qmcu_sxtb16_ror8(v1);
+          const uint32_t p0 = qmcu_ssub16((e0 & 0xffffu) | (e1 << 16), zp2);         /* x0 x4 */
+          const uint32_t p1 = qmcu_ssub16((o0 & 0xffffu) | (o1 << 16), zp2);         /* x1 x5 */
+          const uint32_t p2 = qmcu_ssub16((e0 >> 16) | (e1 & 0xffff0000u), zp2);     /* x2 x6 */
+          const uint32_t p3 = qmcu_ssub16((o0 >> 16) | (o1 & 0xffff0000u), zp2);     /* x3 x7 */
+          dst[0] = p0;
+          dst[QMCU_OPT_PIX] = p1;
+          dst[2 * QMCU_OPT_PIX] = p2;
+          dst[3 * QMCU_OPT_PIX] = p3;
+          sum = qmcu_smlad(p0, 0x00010001u, sum);
+          sum = qmcu_smlad(p1, 0x00010001u, sum);
+          sum = qmcu_smlad(p2, 0x00010001u, sum);
+          sum = qmcu_smlad(p3, 0x00010001u, sum);
+        }
+      }
     }
   }
   return sum;
@@ -170,18 +229,21 @@ static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0
                         const qmcu_conv_tile *t) {
   const int direct = p->in_bits == 8 && p->w_bits == 8 && p->input.c % 4 == 0;
   const int direct_u4 = p->in_bits == 4 && p->w_bits == 8 && p->input.c % 8 == 0;
+  const int direct_s8_w4 = p->in_bits == 8 && p->w_bits == 4 && p->input.c % 8 == 0;
   int32_t s, g, j;
   for (s = 0; s < QMCU_OPT_PIX; ++s) {
     t->colsum[s] = 0;
     if (s >= valid) {
-      uint32_t *dst = t->cols + s * (t->f / 2);
+      uint32_t *dst = t->cols;
       for (g = 0; g < t->groups; ++g, dst += QMCU_OPT_PIX * (t->f / 2)) {
-        for (j = 0; j < t->f / 2; ++j) dst[j] = 0;
+        for (j = 0; j < t->f / 2; ++j) dst[word_index(t, s, j)] = 0;
       }
     } else if (direct) {
       gather_s8_direct(p, in, q0 + s, t, s);
     } else if (direct_u4) {
       gather_u4_direct(p, in, q0 + s, t, s);
+    } else if (direct_s8_w4) {
+      t->colsum[s] = gather_s8_w4_direct(p, in, q0 + s, t, s);
     } else {
       gather_linear(p, in, q0 + s, t);
       t->colsum[s] = scatter_column(t, s);
@@ -272,30 +334,90 @@ static void dot_w8(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t 
 }
 #endif
 
-/* 4-bit weights: fields made unsigned (w + 8); the caller subtracts 8 * column sum. */
+/* 4-bit weights: fields made unsigned (w + 8); the caller subtracts 8 * column sum.
+ * Column words of a group: [j][pixel], j = 0..3 pairs (w_j, w_{j+4}). */
+#if QMCU_HAVE_DSP
+/* Cortex-M: one group (8 weights x 4 pixels) = LDR, EOR, 7 for the 4 pairs, 4 LDM, 16 SMLAD. */
 static void dot_w4(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
-  const uint32_t m = 0x000f000fu;
   int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  int32_t g;
-  for (g = 0; g < groups; ++g, w += 4, x += 16) {
+  uint32_t u, t;
+  __asm__ volatile(
+      "1:\n\t"
+      "ldr %[u], [%[w]], #4\n\t"
+      "eor %[u], %[u], #0x88888888\n\t"
+      "and %[t], %[u], #0x000f000f\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "smlad %[a0], %[t], r8, %[a0]\n\t"
+      "smlad %[a1], %[t], r9, %[a1]\n\t"
+      "smlad %[a2], %[t], r10, %[a2]\n\t"
+      "smlad %[a3], %[t], r11, %[a3]\n\t"
+      "lsr %[t], %[u], #4\n\t"
+      "and %[t], %[t], #0x000f000f\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "smlad %[a0], %[t], r8, %[a0]\n\t"
+      "smlad %[a1], %[t], r9, %[a1]\n\t"
+      "smlad %[a2], %[t], r10, %[a2]\n\t"
+      "smlad %[a3], %[t], r11, %[a3]\n\t"
+      "lsr %[t], %[u], #8\n\t"
+      "and %[t], %[t], #0x000f000f\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "smlad %[a0], %[t], r8, %[a0]\n\t"
+      "smlad %[a1], %[t], r9, %[a1]\n\t"
+      "smlad %[a2], %[t], r10, %[a2]\n\t"
+      "smlad %[a3], %[t], r11, %[a3]\n\t"
+      "lsr %[t], %[u], #12\n\t"
+      "and %[t], %[t], #0x000f000f\n\t"
+      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
+      "smlad %[a0], %[t], r8, %[a0]\n\t"
+      "smlad %[a1], %[t], r9, %[a1]\n\t"
+      "smlad %[a2], %[t], r10, %[a2]\n\t"
+      "smlad %[a3], %[t], r11, %[a3]\n\t"
+      "subs %[n], %[n], #1\n\t"
+      "bne 1b\n\t"
+      : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
+        [n] "+r"(groups), [u] "=&r"(u), [t] "=&r"(t)
+      :
+      : "r8", "r9", "r10", "r11", "cc", "memory");
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+#else
+static void dot_w4(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int32_t g, j;
+  for (g = 0; g < groups; ++g, w += 4) {
     const uint32_t u = qmcu_read_u32(w) ^ 0x88888888u;
-    const uint32_t w0 = u & m, w1 = (u >> 4) & m, w2 = (u >> 8) & m, w3 = (u >> 12) & m;
-    a0 = qmcu_smlad(w0, x[0], a0);
-    a0 = qmcu_smlad(w1, x[1], a0);
-    a0 = qmcu_smlad(w2, x[2], a0);
-    a0 = qmcu_smlad(w3, x[3], a0);
-    a1 = qmcu_smlad(w0, x[4], a1);
-    a1 = qmcu_smlad(w1, x[5], a1);
-    a1 = qmcu_smlad(w2, x[6], a1);
-    a1 = qmcu_smlad(w3, x[7], a1);
-    a2 = qmcu_smlad(w0, x[8], a2);
-    a2 = qmcu_smlad(w1, x[9], a2);
-    a2 = qmcu_smlad(w2, x[10], a2);
-    a2 = qmcu_smlad(w3, x[11], a2);
-    a3 = qmcu_smlad(w0, x[12], a3);
-    a3 = qmcu_smlad(w1, x[13], a3);
-    a3 = qmcu_smlad(w2, x[14], a3);
-    a3 = qmcu_smlad(w3, x[15], a3);
+    for (j = 0; j < 4; ++j, x += 4) {
+      const uint32_t pair = (u >> (4 * j)) & 0x000f000fu;
+      a0 = qmcu_smlad(pair, x[0], a0);
+      a1 = qmcu_smlad(pair, x[1], a1);
+      a2 = qmcu_smlad(pair, x[2], a2);
+      a3 = qmcu_smlad(pair, x[3], a3);
+    }
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+#endif
+
+/* 2-bit weights: fields made unsigned (w + 2); the caller subtracts 2 * column sum.
+ * Column words of a group: [j][pixel], j = 0..7 pairs (w_j, w_{j+8}). */
+static void dot_w2(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
+  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int32_t g, j;
+  for (g = 0; g < groups; ++g, w += 4) {
+    const uint32_t u = qmcu_read_u32(w) ^ 0xaaaaaaaau;
+    for (j = 0; j < 8; ++j, x += 4) {
+      const uint32_t pair = (u >> (2 * j)) & 0x00030003u;
+      a0 = qmcu_smlad(pair, x[0], a0);
+      a1 = qmcu_smlad(pair, x[1], a1);
+      a2 = qmcu_smlad(pair, x[2], a2);
+      a3 = qmcu_smlad(pair, x[3], a3);
+    }
   }
   acc[0] = a0;
   acc[1] = a1;
@@ -303,22 +425,6 @@ static void dot_w4(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t 
   acc[3] = a3;
 }
 
-/* 2-bit weights: fields made unsigned (w + 2); the caller subtracts 2 * column sum. */
-static void dot_w2(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
-  const uint32_t m = 0x00030003u;
-  int32_t a[QMCU_OPT_PIX] = {0, 0, 0, 0};
-  int32_t g, j, s;
-  for (g = 0; g < groups; ++g, w += 4) {
-    const uint32_t u = qmcu_read_u32(w) ^ 0xaaaaaaaau;
-    for (s = 0; s < QMCU_OPT_PIX; ++s, x += 8) {
-      for (j = 0; j < 8; ++j) a[s] = qmcu_smlad((u >> (2 * j)) & m, x[j], a[s]);
-    }
-  }
-  for (s = 0; s < QMCU_OPT_PIX; ++s) acc[s] = a[s];
-}
-
-/* Requantize and store the outputs of channel co for the tile. Every parameter is copied to a
- * local first: the byte stores may alias anything, locals are not reloaded after them. */
 static void store_outputs(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t q0,
                           int32_t valid, int32_t co, const int32_t *acc, const int32_t *colsum) {
   const int32_t bias = b->bias != NULL ? b->bias[co] : 0;
