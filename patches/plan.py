@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tflite_quantmcu.errors import BudgetError
-from tflite_quantmcu.patches.receptive_field import Region
+from tflite_quantmcu.patches.receptive_field import Interval, Region
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,13 @@ class PatchCandidate:
                 "grid": list(self.grid), "peak_bytes": self.peak_bytes,
                 "mac_overhead": self.mac_overhead, "exact": self.exact,
                 "in_place": self.in_place, "file_growth": self.file_growth}
+
+    @classmethod
+    def from_json(cls, data: dict) -> PatchCandidate:
+        return cls(split_op=data["split_op"], split_tensor=data["split_tensor"],
+                   grid=tuple(data["grid"]), peak_bytes=data["peak_bytes"],
+                   mac_overhead=data["mac_overhead"], exact=data["exact"],
+                   in_place=data["in_place"], file_growth=data["file_growth"])
 
 
 def pareto_front(candidates: tuple[PatchCandidate, ...] | list[PatchCandidate]
@@ -132,6 +139,26 @@ class PatchPlan:
             "reason": self.reason, "notes": list(self.notes),
             "candidates": [c.to_json() for c in self.candidates],
         }
+
+    @classmethod
+    def from_json(cls, data: dict) -> PatchPlan:
+        """The plan `to_json` wrote (e.g. edited by a user) for `apply_patch_plan` to replay."""
+        regions = tuple((key, tuple(_region(r) for r in rows))
+                        for key, rows in data.get("regions", {}).items())
+        return cls(split_op=data["split_op"], split_tensor=data["split_tensor"],
+                   input_tensor=data["input_tensor"], grid=tuple(data["grid"]),
+                   row_bounds=tuple(data["row_bounds"]), col_bounds=tuple(data["col_bounds"]),
+                   in_place=data["in_place"], layer_based_peak=data["layer_based_peak"],
+                   patch_based_peak=data["patch_based_peak"], macs_layer=data["macs_layer"],
+                   macs_patch=data["macs_patch"], peak_tensors=tuple(data["peak_tensors"]),
+                   file_growth=data.get("file_growth", 0.0), regions=regions,
+                   reason=data.get("reason"), notes=tuple(data.get("notes", ())),
+                   candidates=tuple(PatchCandidate.from_json(c)
+                                    for c in data.get("candidates", ())))
+
+
+def _region(values: list[int]) -> Region:
+    return Region(Interval(values[0], values[1]), Interval(values[2], values[3]))
 
 
 class PatchBudgetError(BudgetError):

@@ -19,7 +19,7 @@ from tflite_quantmcu.errors import BudgetError, UnsupportedOpError
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.patches.plan import (PatchBudgetError, PatchCandidate, PatchOptions,
-                                          pareto_front)
+                                          PatchPlan, pareto_front)
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.runtimes.litert import run_litert
@@ -76,7 +76,9 @@ def test_fixture_rewrite_is_exact_and_peak_matches_tflm(name):
     assert head == plan.patch_based_peak
     growth = (len(rewritten) - len(original)) / len(original)
     assert growth == pytest.approx(plan.file_growth)
-    json.dumps(plan.to_json())
+    replayed = PatchPlan.from_json(json.loads(json.dumps(plan.to_json())))
+    assert replayed == plan
+    assert write_model_bytes(graph=apply_patch_plan(graph=graph, plan=replayed)) == rewritten
 
 
 @pytest.mark.parametrize("name", ["mobilenetv1_w025_r96.tflite", "mobilenetv2_w035_r144.tflite",
