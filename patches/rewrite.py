@@ -119,10 +119,9 @@ def _check_bounds(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ...],
     shape = graph.main.tensors[stage.output_key].shape
     for name, bounds, size in (("row", row_bounds, shape[1]), ("col", col_bounds, shape[2])):
         parts = len(bounds) - 1
-        if (bounds[0] != 0 or bounds[-1] != size or parts < 1 or parts > MAX_CONCAT_INPUTS
-                or any(b >= a for a, b in zip(bounds[1:], bounds[:-1]))
+        if (parts < 1 or parts > MAX_CONCAT_INPUTS or bounds[0] != 0 or bounds[-1] != size
                 or any(a >= b for a, b in zip(bounds[:-1], bounds[1:]))):
-            raise UnsupportedOpError(
+            raise ConfigError(
                 f"{name} bounds {list(bounds)} of {graph.main.op_label(stage.split)}: expected "
                 f"1..{MAX_CONCAT_INPUTS} increasing parts of [0, {size})")
 
