@@ -36,7 +36,7 @@ def test_qmcu_custom_ops_use_add_custom(model_path):
     graph.main.operators[0].opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM,
                                             custom="QMCU_CONV_2D")
     header = op_resolver_header(graph=graph, stem="demo")
-    assert 'resolver.AddCustom("QMCU_CONV_2D", Register_QMCU_CONV_2D())' in header
+    assert 'resolver.AddCustom("QMCU_CONV_2D", tflite::Register_QMCU_CONV_2D())' in header
     assert '#include "qmcu_tflm_ops.h"' in header
     kinds = {op.type for op in graph.main.operators}
     assert f"kNumberOperators = {len(kinds)};" in header

@@ -68,7 +68,7 @@ def resolver_registrations(*, graph: Graph) -> list[str]:
                 raise UnsupportedOpError(
                     f"op {sub.op_label(i)}: TFLite Micro has no kernel for builtin {op.type}")
     lines = [f"{TFLM_ADD_METHODS[name]}()" for name in sorted(builtins)]
-    lines += [f'AddCustom("{name}", Register_{name}())' for name in sorted(customs)]
+    lines += [f'AddCustom("{name}", tflite::Register_{name}())' for name in sorted(customs)]
     return lines
 
 

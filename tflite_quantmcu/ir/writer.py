@@ -39,6 +39,17 @@ class _AlignedBufferT(fb.BufferT):
         return fb.BufferEnd(builder)
 
 
+class _SharedQuantizationT(fb.QuantizationParametersT):
+    """Packed once per builder; tensors with equal quantization point at one table."""
+
+    def Pack(self, builder: flatbuffers.Builder) -> int:
+        offset = getattr(self, "_packed_offset", None)
+        if offset is None:
+            offset = super().Pack(builder)
+            self._packed_offset = offset
+        return offset
+
+
 def write_model_bytes(*, graph: Graph) -> bytes:
     """Serializes the graph to a TFLite flatbuffer."""
     model = _ModelBuilder(graph=graph).build()
@@ -67,6 +78,7 @@ class _ModelBuilder:
         self.buffer_index: dict[int, int] = {}
         self.buffers: list[fb.BufferT] = [_AlignedBufferT()]
         self.opcode_index: dict[OpCode, int] = {}
+        self.quantizations: dict[tuple, object] = {}
         self.opcodes: list[fb.OperatorCodeT] = []
 
     def build(self) -> object:
@@ -130,7 +142,7 @@ class _ModelBuilder:
         raw.shape = np.array(tensor.shape, dtype=np.int32)
         raw.type = tensor.dtype
         raw.buffer = self._buffer(tensor.buffer)
-        raw.quantization = _quantization(tensor.quantization)
+        raw.quantization = self._quantization(tensor.quantization)
         raw.isVariable = tensor.is_variable
         if tensor.shape_signature is not None:
             raw.shapeSignature = np.array(tensor.shape_signature, dtype=np.int32)
@@ -138,6 +150,15 @@ class _ModelBuilder:
         for name, value in tensor.extra.items():
             setattr(raw, name, value)
         return raw
+
+    def _quantization(self, quant: Quantization | None) -> object | None:
+        """Equal plain quantizations share one table (patched models repeat them a lot)."""
+        if quant is None or quant.details is not None:
+            return _quantization(quant, fb.QuantizationParametersT())
+        key = (quant.scale, quant.zero_point, quant.quantized_dimension, quant.min, quant.max)
+        if key not in self.quantizations:
+            self.quantizations[key] = _quantization(quant, _SharedQuantizationT())
+        return self.quantizations[key]
 
     def _operator(self, op: Operator, index_of: dict[str, int]) -> object:
         raw = fb.OperatorT()
@@ -185,10 +206,9 @@ def _tensor_map(name: str, index: int) -> object:
     return raw
 
 
-def _quantization(quant: Quantization | None) -> object | None:
+def _quantization(quant: Quantization | None, raw: object) -> object | None:
     if quant is None:
         return None
-    raw = fb.QuantizationParametersT()
     raw.scale = np.array(quant.scale, dtype=np.float32) if quant.scale else None
     raw.zeroPoint = np.array(quant.zero_point, dtype=np.int64) if quant.zero_point else None
     raw.min = np.array(quant.min, dtype=np.float32) if quant.min else None
