@@ -8,7 +8,7 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm datase
 DEMO_MODEL := testdata/fashion_mnv2_r96_int8.tflite
 DEMO_OUT   := build/demo
 
-.PHONY: demo test bench deps apt-deps fixtures clean
+.PHONY: demo test bench bench-kernels deps apt-deps fixtures clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: deps apt-deps fixtures
 
 bench: deps apt-deps fixtures
 	$(PY) bench/memory_vs_tflm.py
+	$(PY) bench/patch_memory.py
+	$(PY) bench/quantmcu_accuracy.py
+	$(PY) bench/kernels_cortexm.py
+
+bench-kernels: deps apt-deps
+	$(PY) bench/kernels_cortexm.py
 
 clean:
-	rm -rf build testdata/generated
+	rm -rf build testdata/generated cmixnn_bridge/build
