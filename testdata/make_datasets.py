@@ -39,14 +39,15 @@ def write_calibration(*, out_dir: str) -> str:
     with np.load(CALIB_PATH) as data:
         images, labels = data["x"], data["y"]
     path = os.path.join(out_dir, "fashion_calib_r96.npz")
-    np.savez(path, x=fashion_mnist.to_model_input(images=images), y=labels)
+    fashion_mnist.save_npz(path=path, arrays={"x": fashion_mnist.to_model_input(images=images),
+                                              "y": labels}, compress=False)
     return path
 
 
 def write_test_28(*, out_dir: str, images, labels) -> str:
     """The full test set at 28x28 uint8."""
     path = os.path.join(out_dir, "fashion_test_28.npz")
-    np.savez_compressed(path, x=images, y=labels)
+    fashion_mnist.save_npz(path=path, arrays={"x": images, "y": labels})
     return path
 
 
@@ -55,7 +56,8 @@ def write_test_r96(*, out_dir: str, images, labels, limit: int) -> str:
     if limit <= 0:
         raise ValueError(f"--limit must be positive, got {limit}")
     path = os.path.join(out_dir, "fashion_test_r96.npz")
-    np.savez(path, x=fashion_mnist.to_model_input(images=images[:limit]), y=labels[:limit])
+    x = fashion_mnist.to_model_input(images=images[:limit])
+    fashion_mnist.save_npz(path=path, arrays={"x": x, "y": labels[:limit]}, compress=False)
     return path
 
 
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
         written.append(write_test_r96(out_dir=args.out_dir, images=images, labels=labels,
                                       limit=args.limit))
     for path in written:
-        print(f"wrote {os.path.relpath(path)} ({os.path.getsize(path)} bytes)")
+        print(f"wrote {path} ({os.path.getsize(path)} bytes)")
     return 0
 
 
