@@ -2,8 +2,10 @@
 
 Rows: int8 layer-based, patch int8 (the planner's split and grid for --sram), QuantMCU
 (lambda 0.6, phi 0.96), QuantMCU without VDPC (every branch searched), every eligible
-stage feature map at 4 bits. Then a lambda sweep (paper Table III) and a phi sweep
-(paper Fig. 5). Markdown tables on stdout, PNG plots in build/bench/.
+stage feature map at 4 bits. Then lambda sweeps (paper Table III) with and without
+VDPC, and a phi sweep (paper Fig. 5). Markdown tables on stdout, PNG plots in
+build/bench/ (or --out). --split/--grid force the patch stage (a QuantMCU-specific
+choice: a longer stage puts more of the model's BitOPs into the searched branches).
 
 BitOPs are those of the whole final graph (``analyze_model(graph).bitops``: MACs x
 weight bits x input-activation bits of every op, QMCU_* ops included); peak SRAM is the
@@ -202,7 +204,8 @@ def plot(*, path: Path, sweeps: dict, patch_row: Row, int8_row: Row) -> None:
         right.axhline(patch_row.bitops / 1e6, color="tab:red", ls=":", lw=1)
         right.set_ylabel("BitOPs (M)", color="tab:red")
         fig.tight_layout()
-        target = path / f"quantmcu_{label.split()[0]}_sweep.png"
+        slug = label.replace(" ", "_").replace("(", "").replace(")", "").replace(".", "")
+        target = path / f"quantmcu_{slug}_sweep.png"
         fig.savefig(target, dpi=120)
         plt.close(fig)
         print(f"wrote {target}")
@@ -258,13 +261,19 @@ def main(argv: list[str]) -> int:
     print_table(title="Policies", rows=rows, reference=rows[1])
     print(f"\n(delta vs patch int8, which equals int8; BitOPs ratio vs patch int8.) "
           f"VDPC classes: {json.dumps(result.to_dict()['class_counts'])}, outlier branches "
-          f"{list(result.outlier_branches)}; statistics {ctx['statistics_s']:.2f} s")
+          f"{list(result.outlier_branches)}. 'search s' = statistics over the 512 calibration "
+          f"images ({ctx['statistics_s']:.2f} s) + VDPC and VDQS ({result.search_time_s:.3f} s)")
     sweeps = {}
     if not args.no_sweeps:
         sweeps["lambda (phi 0.96)"] = sweep(ctx=ctx, args=args, name="lambda", values=LAMBDAS,
                                             make=lambda v: options_from(args=args, lam=v))
-        print_table(title="Lambda sweep (paper Table III)",
+        print_table(title="Lambda sweep, QuantMCU (paper Table III)",
                     rows=[p[1] for p in sweeps["lambda (phi 0.96)"]], reference=rows[1])
+        sweeps["lambda (no VDPC)"] = sweep(
+            ctx=ctx, args=args, name="lambda, no VDPC", values=LAMBDAS,
+            make=lambda v: options_from(args=args, lam=v, use_vdpc=False))
+        print_table(title="Lambda sweep, every branch searched (no VDPC)",
+                    rows=[p[1] for p in sweeps["lambda (no VDPC)"]], reference=rows[1])
         sweeps["phi (lambda 0.6)"] = sweep(ctx=ctx, args=args, name="phi", values=PHIS,
                                            make=lambda v: options_from(args=args, phi=v))
         print_table(title="Phi sweep (paper Fig. 5)",
