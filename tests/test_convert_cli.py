@@ -16,8 +16,11 @@ MODEL = fixture_path("mobilenetv2_w035_r144.tflite")
 
 
 def _convert(*args: str) -> subprocess.CompletedProcess:
+    """`convert` with the patch-only policy unless the test names one."""
+    policy = [] if "--policy" in args else ["--policy", "patch-int8"]
     return subprocess.run([sys.executable, "-m", "tflite_quantmcu.cli", "convert",
-                           *map(str, args)], capture_output=True, text=True, check=False)
+                           *map(str, args), *policy], capture_output=True, text=True,
+                          check=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model
 from tflite_quantmcu.convert import POLICIES, Conversion, ConvertOptions, convert
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
+from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.output_files import write_json_atomically
@@ -40,7 +41,21 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--out", required=True, metavar="DIR", help="output directory")
     convert.add_argument("--sram", required=True, help="SRAM budget, e.g. 256KB")
     convert.add_argument("--flash", help="flash budget, e.g. 1MB")
-    convert.add_argument("--policy", default="patch-int8", choices=POLICIES)
+    convert.add_argument("--policy", default="quantmcu", choices=POLICIES,
+                         help="quantmcu (default): patches + VDPC/VDQS sub-byte feature maps; "
+                              "patch-int8: patches only")
+    convert.add_argument("--calibration", metavar="FILE",
+                         help="calibration data: .npy, .npz (x[, y]) or a directory of images")
+    convert.add_argument("--calibration-limit", type=int, metavar="N",
+                         help="use only the first N calibration samples")
+    convert.add_argument("--eval-data", metavar="FILE",
+                         help=".npz with x and y: report top-1 of the int8 and the final model")
+    convert.add_argument("--plan", metavar="PLAN.json",
+                         help="replay a saved bit-width plan instead of searching")
+    convert.add_argument("--phi", type=float, default=0.96, help="VDPC central mass (0.96)")
+    convert.add_argument("--lambda", dest="lam", type=float, default=0.6,
+                         help="VDQS accuracy weight (0.6)")
+    convert.add_argument("--bins", type=int, default=16, help="VDQS entropy bins k (16)")
     convert.add_argument("--patch-grid", metavar="RxC", help="force the patch grid, e.g. 4x4")
     convert.add_argument("--split-after", metavar="OP",
                          help="force the last op of the patch stage: its index or output tensor name")
@@ -86,7 +101,12 @@ def _convert(args: argparse.Namespace) -> int:
         policy=args.policy, patch_grid=_parse_grid(args.patch_grid),
         split_after=_parse_split(args.split_after),
         max_mac_overhead=args.max_mac_overhead, verify=not args.no_verify,
-        measure_tflm=not args.no_tflm)
+        measure_tflm=not args.no_tflm,
+        calibration=Path(args.calibration) if args.calibration else None,
+        calibration_limit=args.calibration_limit,
+        eval_data=Path(args.eval_data) if args.eval_data else None,
+        plan_path=Path(args.plan) if args.plan else None,
+        quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins))
     result = convert(options=options)
     print(format_conversion(conv=result))
     return 0
@@ -122,9 +142,22 @@ def format_conversion(*, conv: Conversion) -> str:
         lines.append(f"TFLite Micro arena head: {heads.get('layer_based')} B -> "
                      f"{heads['patch_based']} B")
     lines.append(f"MACs: {conv.layer_based.macs:,} -> {conv.final.macs:,}")
+    lines.append(f"BitOPs: layer-based {conv.layer_based.bitops:,}, patch int8 "
+                 f"{conv.patched_analysis.bitops:,}, final {conv.final.bitops:,}")
+    if conv.bitwidth_plan is not None:
+        counts = {b: sum(1 for v in conv.bitwidth_plan.bits.values() if v == b) for b in (8, 4, 2)}
+        lines.append(f"feature maps: {counts[8]} at 8 bits, {counts[4]} at 4, {counts[2]} at 2")
+    if conv.search is not None:
+        classes = conv.search.to_dict()["class_counts"]
+        lines.append(f"VDPC: {classes['outlier']} outlier / {classes['non_outlier']} non-outlier "
+                     f"branches; search {conv.search.search_time_s:.2f} s")
+    if conv.accuracy:
+        lines.append(f"top-1: int8 {conv.accuracy['int8'] * 100:.2f} %, final "
+                     f"{conv.accuracy['final'] * 100:.2f} %")
     lines += [f"note: {note}" for note in conv.notes]
+    plan_file = f", {conv.stem}.bitwidth_plan.json" if conv.bitwidth_plan is not None else ""
     lines.append(f"wrote {conv.options.out_dir}/{conv.stem}.quantmcu.tflite, "
-                 f"{conv.stem}_op_resolver.h, report.json")
+                 f"{conv.stem}_op_resolver.h, report.json{plan_file}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,8 @@
 """`report.json`: the figures of a conversion, as plain data.
 
 Everything here is deterministic except the fields ending in `_time_s`.
+Figures: `layer_based` is the input model, `patch_based` the all-int8 patched
+model, `final` the written model (sub-byte feature maps under --policy quantmcu).
 """
 from __future__ import annotations
 
@@ -13,22 +15,37 @@ if TYPE_CHECKING:
 def conversion_report(*, conv: Conversion) -> dict:
     opts = conv.options
     plan = conv.patch_plan
-    patched = conv.final
-    return {
+    patched = conv.patched_analysis
+    final = conv.final
+    report = {
         "model": opts.model_path.name,
         "policy": opts.policy,
         "budgets": {"sram_bytes": opts.sram_budget, "flash_bytes": opts.flash_budget},
         "peak_sram_bytes": {"layer_based": conv.layer_based.peak_sram_bytes,
                             "patch_based": patched.peak_sram_bytes,
-                            "final": patched.peak_sram_bytes},
+                            "final": final.peak_sram_bytes},
         "peak_tensors": {"layer_based": list(conv.layer_based.peak_tensors),
-                         "final": list(patched.peak_tensors)},
-        "macs": {"layer_based": conv.layer_based.macs, "patch_based": patched.macs},
+                         "final": list(final.peak_tensors)},
+        "macs": {"layer_based": conv.layer_based.macs, "patch_based": patched.macs,
+                 "final": final.macs},
         "bitops": {"layer_based": conv.layer_based.bitops, "patch_based": patched.bitops,
-                   "final": patched.bitops},
+                   "final": final.bitops},
         "flash_bytes": {"original": len(conv.original_bytes), "final": len(conv.model_bytes)},
         "tflm_arena_head_bytes": dict(conv.tflm_heads),
         "patch_plan": plan.to_json(),
         "planner_time_s": round(conv.planner_time_s, 3),
         "notes": list(conv.notes),
     }
+    if conv.bitwidth_plan is not None:
+        report["bitwidths"] = dict(sorted(conv.bitwidth_plan.bits.items()))
+    if conv.search is not None:
+        search = conv.search.to_dict()
+        report["patch_classes"] = {key: search[key] for key in
+                                   ("patch_classes", "branch_classes", "class_counts")}
+        report["branch_limits"] = search["branch_limits"]
+        report["calibration_samples"] = search["num_samples"]
+        report["statistics_time_s"] = round(search["statistics_time_s"], 3)
+        report["search_time_s"] = round(search["search_time_s"], 3)
+    if conv.accuracy:
+        report["accuracy"] = dict(conv.accuracy)
+    return report

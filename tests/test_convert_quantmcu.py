@@ -1,0 +1,122 @@
+"""`convert --policy quantmcu` end to end on the bundled model (small calibration set)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fixture_models import TESTDATA, fixture_path
+from tflite_quantmcu.analysis.model_analysis import analyze_model
+from tflite_quantmcu.ir.reader import read_model_file
+
+sys.path.insert(0, str(TESTDATA))
+import fashion_mnist  # noqa: E402
+
+MODEL = fixture_path("fashion_mnv2_r96_int8.tflite")
+STEM = "fashion_mnv2_r96_int8"
+
+
+def _convert(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tflite_quantmcu.cli", "convert", str(MODEL),
+                           "--sram", "256KB", "--no-tflm", *map(str, args)],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Calibration (first 32) and labelled eval (next 48) images from the committed set."""
+    folder = tmp_path_factory.mktemp("data")
+    with np.load(TESTDATA / "fashion_mnist_calib.npz") as raw:
+        x = fashion_mnist.to_model_input(images=raw["x"][:80])
+        y = raw["y"][:80]
+    np.savez(folder / "calib.npz", x=x[:32])
+    np.savez(folder / "eval.npz", x=x[32:], y=y[32:])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def converted(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quantmcu")
+    proc = _convert("--out", out, "--calibration", data / "calib.npz",
+                    "--eval-data", data / "eval.npz")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_writes_model_header_report_and_plan(converted):
+    assert sorted(p.name for p in converted.iterdir()) == sorted([
+        f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", "report.json",
+        f"{STEM}.bitwidth_plan.json"])
+
+
+def test_report_figures_are_consistent_with_the_written_model(converted):
+    report = json.loads((converted / "report.json").read_text())
+    final = analyze_model(graph=read_model_file(path=converted / f"{STEM}.quantmcu.tflite"))
+    assert report["bitops"]["final"] == final.bitops
+    assert report["peak_sram_bytes"]["final"] == final.peak_sram_bytes
+    assert report["bitops"]["final"] <= report["bitops"]["patch_based"]
+    assert report["peak_sram_bytes"]["final"] <= report["peak_sram_bytes"]["patch_based"]
+    assert set(report["accuracy"]) == {"int8", "final"}
+    assert 0.0 <= report["accuracy"]["final"] <= 1.0
+    assert report["calibration_samples"] == 32
+    assert report["search_time_s"] >= 0
+    counts = report["patch_classes"]["class_counts"]
+    assert counts["outlier"] + counts["non_outlier"] == \
+        report["patch_plan"]["grid"][0] * report["patch_plan"]["grid"][1]
+    assert set(report["bitwidths"].values()) <= {2, 4, 8}
+
+
+def test_sub_byte_maps_become_qmcu_ops_in_the_header(converted):
+    report = json.loads((converted / "report.json").read_text())
+    header = (converted / f"{STEM}_op_resolver.h").read_text()
+    if any(bits < 8 for bits in report["bitwidths"].values()):
+        assert 'AddCustom("QMCU_' in header
+    graph = read_model_file(path=converted / f"{STEM}.quantmcu.tflite")
+    custom = {op.type for op in graph.main.operators if op.type.startswith("QMCU_")}
+    assert all(f'"{name}"' in header for name in custom)
+
+
+def test_plan_replay_gives_identical_model(converted, tmp_path):
+    proc = _convert("--out", tmp_path, "--plan", converted / f"{STEM}.bitwidth_plan.json")
+    assert proc.returncode == 0, proc.stderr
+    name = f"{STEM}.quantmcu.tflite"
+    assert (tmp_path / name).read_bytes() == (converted / name).read_bytes()
+
+
+def test_same_calibration_gives_identical_outputs(converted, data, tmp_path):
+    proc = _convert("--out", tmp_path, "--calibration", data / "calib.npz")
+    assert proc.returncode == 0, proc.stderr
+    for name in (f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", f"{STEM}.bitwidth_plan.json"):
+        assert (tmp_path / name).read_bytes() == (converted / name).read_bytes(), name
+
+
+def test_quantmcu_without_calibration_is_a_config_error(tmp_path):
+    proc = _convert("--out", tmp_path / "o")
+    assert proc.returncode == 2 and "--calibration" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    ("nan", "NaN"), ("shape", "shape"), ("empty", "no samples")])
+def test_bad_calibration_data_is_named_and_writes_nothing(tmp_path, bad, fragment):
+    x = np.full((4, 96, 96, 3), 0.5, dtype=np.float32)
+    if bad == "nan":
+        x[1, 2, 3, 0] = np.nan
+    elif bad == "shape":
+        x = np.zeros((4, 32, 32, 3), dtype=np.float32)
+    else:
+        x = np.zeros((0, 96, 96, 3), dtype=np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    proc = _convert("--out", tmp_path / "o", "--calibration", tmp_path / "calib.npz")
+    assert proc.returncode == 2, proc.stderr
+    assert fragment.lower() in proc.stderr.lower(), proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_plan_is_a_config_error(tmp_path):
+    (tmp_path / "plan.json").write_text('{"version": 1, "policy": "x", "bits": {"nope": 4}}')
+    proc = _convert("--out", tmp_path / "o", "--plan", tmp_path / "plan.json")
+    assert proc.returncode == 2 and "nope" in proc.stderr, proc.stderr
