@@ -33,10 +33,18 @@ apt-deps:
 fixtures: deps
 	$(PY) testdata/make_fixtures.py
 
-demo: deps fixtures
+DEMO_CALIB := testdata/generated/fashion_calib_r96.npz
+DEMO_EVAL  := testdata/generated/fashion_test_r96.npz
+
+# Model-ready calibration images (from the committed 28x28 set) and the first 1000 test images.
+$(DEMO_EVAL): testdata/fashion_mnist_calib.npz testdata/make_datasets.py | deps apt-deps
+	$(PY) testdata/make_datasets.py --limit 1000
+
+demo: deps fixtures $(DEMO_EVAL)
 	mkdir -p $(DEMO_OUT)
 	$(CLI) analyze $(DEMO_MODEL) --json $(DEMO_OUT)/analysis.json
-	$(CLI) convert $(DEMO_MODEL) --out $(DEMO_OUT) --sram 256KB --flash 1MB --policy patch-int8
+	$(CLI) convert $(DEMO_MODEL) --out $(DEMO_OUT) --sram 256KB --flash 1MB --policy quantmcu \
+	  --calibration $(DEMO_CALIB) --calibration-limit 64 --eval-data $(DEMO_EVAL)
 
 test: deps apt-deps fixtures
 	$(PY) -m pytest -q tests
