@@ -33,6 +33,10 @@ LAYERS = {
     "1x1 expand 48x48x16->96": ((1, 48, 48, 16), 96, (1, 1), (0, 0, 0, 0), False),
     "3x3 depthwise 48x48x96": ((1, 48, 48, 96), 96, (3, 3), (1, 1, 1, 1), True),
     "1x1 project 48x48x96->24": ((1, 48, 48, 96), 24, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 24x24x32->192": ((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False),
+    "1x1 project 24x24x192->32": ((1, 24, 24, 192), 32, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 12x12x64->384": ((1, 12, 12, 64), 384, (1, 1), (0, 0, 0, 0), False),
+    "1x1 project 12x12x384->64": ((1, 12, 12, 384), 64, (1, 1), (0, 0, 0, 0), False),
 }
 VARIANTS = {
     # name: (in_bits, w_bits, out_bits, path) with path 0 = reference, 2 = the switch
@@ -124,6 +128,7 @@ def run_one(*, helper, target, plugin: pathlib.Path, layer: str, variant: str) -
 def format_table(*, results: list[Result], target: str) -> str:
     """Markdown table; the last column compares with the layer's optimized int8 run."""
     base = {r.layer: r.insns / r.macs for r in results if r.variant == "int8 opt"}
+    base = {r.layer: base.get(r.layer, float("nan")) for r in results}
     lines = [f"Executed instructions on {target} (QEMU TCG plugin), per layer call", "",
              "| layer | variant | path | MACs | instructions | instr/MAC | vs int8 opt |",
              "|---|---|---|---:|---:|---:|---:|"]
@@ -138,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="cortex-m4", choices=["cortex-m4", "cortex-m7"])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--layer", action="append", default=[],
+                        help="only layers whose name contains this (repeatable)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="only variants whose name contains this (repeatable)")
     args = parser.parse_args(argv)
     helper = _helper()
     missing = helper.missing_tools()
@@ -146,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plugin = build_plugin(out_dir=BUILD)
     target = helper.TARGETS[args.target]
-    jobs = [(layer, variant) for layer in LAYERS for variant in VARIANTS]
+    jobs = [(layer, variant) for layer in LAYERS for variant in VARIANTS
+            if (not args.layer or any(f in layer for f in args.layer))
+            and (not args.variant or any(f in variant for f in args.variant))]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, helper=helper, target=target, plugin=plugin, layer=l,
                                variant=v) for l, v in jobs]

@@ -1,32 +1,48 @@
 /* Fast path of QMCU_CONV_2D for every bit-width combination (docs §2).
  *
- * Tiles of QMCU_OPT_PIX output pixels: their receptive fields are gathered once into a
- * 16-bit, zero-point-corrected column buffer (padding -> 0) in an order that matches how a
- * 32-bit word of weights is widened, then every output channel is a run of SMLADs over it:
- *   8-bit weights: SXTB16 / SXTB16 ROR 8 give pairs (w0,w2), (w1,w3) of a word;
- *   4/2-bit weights: XOR with 0x88../0xAA.. makes every field unsigned (w + 2^(b-1)); a mask
- *   (after a shift of i*b) gives the pair (w_i, w_{i+F/2}); the bias 2^(b-1) * sum(x) is
- *   subtracted per pixel afterwards.
- * So a weight word of F = 32 / w_bits values is paired with the column words
- *   (x_j, x_{j + F/2}), j = 0 .. F/2 - 1, and the columns of the tile are interleaved per word
- *   group so that the inner loop reads them sequentially: [group][pixel][j] for 8-bit weights,
- *   [group][j][pixel] for 4/2-bit weights (one widened weight pair meets 4 pixels at once).
- * Needs K = KH * KW * C_in to be a multiple of F; results equal qmcu_conv_2d_ref bit for bit.
+ * Tiles of T output pixels (T a multiple of 3, chosen from K = KH * KW * C_in): the receptive
+ * fields of a tile are gathered once into 16-bit columns holding 2 * (x - zero point) (padding
+ * -> 0), then every pair of output channels widens its weights to 16 bits (once per tile) and
+ * runs a 2 x 3 block kernel over the tile: 2 channels x 3 pixels, 6 accumulators, every loaded
+ * weight word feeds 3 SMLADs and every column word 2. Both operands come in the same pairing,
+ * per 4 values of K: word 2g = (v[4g], v[4g+2]), word 2g+1 = (v[4g+1], v[4g+3]), laid out
+ *   columns: [micro-tile of 3 pixels][k-pair][pixel]      weights: [k-pair][channel]
+ * so one LDM brings the 3 pixels' words of a k-pair and one LDM the 2 channels' words.
+ *
+ * Requantization (the doc's MBQM, TFLM's double rounding) is fused into the kernel. The
+ * accumulator is x2 = 2 * (bias + dot) (the columns are doubled), and for a channel whose
+ * shift is in [-31, -1] (r = -shift) and whose accumulators cannot overflow (checked per
+ * channel from the bias and the value ranges), with c = 2^(r-1) + zp_out * 2^r:
+ *   high   = (x2 * multiplier + 2^31) >> 32        (SMMLAR: SRDHM's (x * m + 2^30) >> 31)
+ *   out    = (c + high + (x2 >> 31)) >> r          (RDBPOT, round half away from zero, + zp)
+ * RDBPOT's "+1 if negative" test uses the sign of x2 instead of high's: they differ only where
+ * high == 0, and there both give zp. Other channels take the generic exact path.
+ * Needs K to be a multiple of 32 / w_bits; results equal qmcu_conv_2d_ref bit for bit.
  */
 #include "qmcu/qmcu_ops.h"
 #include "qmcu_opt_common.h"
 #include "qmcu_simd.h"
 
-#define QMCU_OPT_PIX 4
+#define QMCU_MT 3 /* pixels per micro-tile */
 
 typedef struct {
   int32_t k;       /* KH * KW * C_in */
-  int32_t f;       /* weights per 32-bit word */
-  int32_t groups;  /* k / f */
-  uint32_t *cols;  /* groups * PIX * f / 2 words */
-  int16_t *lin;    /* k values of one pixel */
-  int32_t *colsum; /* PIX sums of the column values */
+  int32_t kp;      /* k / 2 */
+  int32_t tile;    /* pixels per tile, a multiple of QMCU_MT */
+  uint32_t *cols;  /* tile * kp words */
+  uint32_t *wts;   /* 2 * kp words */
+  int16_t *lin;    /* k values of one pixel (generic gather) */
+  int32_t *consts; /* 14 words, see pair_setup */
 } qmcu_conv_tile;
+
+/* Constants of one channel pair, in the order the block kernel loads them. */
+enum {
+  QMCU_C_BIAS = 0, /* 2 * bias of channel 0 (x3), channel 1 (x3) */
+  QMCU_C_RQ = 6,   /* multiplier, c, r of channel 0, then of channel 1 */
+  QMCU_C_LO = 12,  /* act_min in every byte */
+  QMCU_C_HI = 13,  /* act_max in every byte */
+  QMCU_C_WORDS = 14
+};
 
 static int32_t depth_k(const qmcu_conv_params *p) { return p->filter.h * p->filter.w * p->input.c; }
 
@@ -35,190 +51,152 @@ int qmcu_conv_2d_opt_supported(const qmcu_conv_params *p) {
   return depth_k(p) % (32 / p->w_bits) == 0;
 }
 
-static size_t align4(size_t n) { return (n + 3u) & ~(size_t)3u; }
+/* Tile pixels: about 3 KB of columns, at least 12 and at most 48 pixels. */
+static int32_t tile_pixels(int32_t k) {
+  int32_t groups = 512 / k;
+  if (groups < 4) groups = 4;
+  if (groups > 16) groups = 16;
+  return groups * QMCU_MT;
+}
 
 size_t qmcu_conv_2d_opt_scratch_size(const qmcu_conv_params *p) {
   size_t k;
   if (!qmcu_conv_2d_opt_supported(p)) return 0;
   k = (size_t)depth_k(p);
-  return align4(QMCU_OPT_PIX * k * 2u) + align4(k * 2u) + QMCU_OPT_PIX * sizeof(int32_t);
+  return (size_t)tile_pixels((int32_t)k) * k * 2u + 4u * k + qmcu_align4(k * 2u) +
+         QMCU_C_WORDS * sizeof(int32_t);
+}
+
+/* ------------------------------------------------------------------ gather */
+
+/* Word j of pixel slot s of the tile. */
+static uint32_t *col_base(const qmcu_conv_tile *t, int32_t s) {
+  return t->cols + (s / QMCU_MT) * t->kp * QMCU_MT + s % QMCU_MT;
 }
 
 /* Zero-point-corrected values of C_in channels of one input pixel into dst. */
 static void expand_run(const qmcu_conv_params *p, const uint8_t *src, int16_t *dst) {
   const int32_t zp = p->in_zero_point;
   int32_t i;
-  if (p->in_bits == 8) {
-    for (i = 0; i < p->input.c; ++i) dst[i] = (int16_t)((int8_t)src[i] - zp);
-  } else if (p->in_bits == 4) {
-    for (i = 0; i < p->input.c / 2; ++i) {
-      dst[2 * i] = (int16_t)((src[i] & 0x0f) - zp);
-      dst[2 * i + 1] = (int16_t)((src[i] >> 4) - zp);
-    }
-  } else {
-    for (i = 0; i < p->input.c / 4; ++i) {
-      const int32_t b = src[i];
-      dst[4 * i] = (int16_t)((b & 3) - zp);
-      dst[4 * i + 1] = (int16_t)(((b >> 2) & 3) - zp);
-      dst[4 * i + 2] = (int16_t)(((b >> 4) & 3) - zp);
-      dst[4 * i + 3] = (int16_t)((b >> 6) - zp);
-    }
-  }
+  for (i = 0; i < p->input.c; ++i) dst[i] = (int16_t)(qmcu_load_act(src, i, p->in_bits) - zp);
 }
 
-/* Linear receptive field of output pixel q (flat over N*OH*OW) into t->lin. */
-static void gather_linear(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                          const qmcu_conv_tile *t) {
+/* Input pixel (n, iy, ix) of tap (ky, kx) for output pixel q, or NULL for padding. */
+static const uint8_t *tap_src(const qmcu_conv_params *p, const uint8_t *in, int32_t q, int32_t ky,
+                              int32_t kx) {
   const qmcu_geometry *g = &p->geometry;
   const int32_t ox = q % p->output.w;
   const int32_t oy = (q / p->output.w) % p->output.h;
   const int32_t n = q / (p->output.w * p->output.h);
-  const int32_t row_bytes = p->input.c * p->in_bits / 8;
-  int16_t *dst = t->lin;
-  int32_t ky, kx, i;
+  const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
+  const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
+  if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) return NULL;
+  return in + ((n * p->input.h + iy) * p->input.w + ix) * (p->input.c * p->in_bits / 8);
+}
+
+/* Any input: values through t->lin, then paired and doubled. */
+static void gather_generic(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                           const qmcu_conv_tile *t, uint32_t *dst) {
+  int16_t *lin = t->lin;
+  int32_t ky, kx, i, g;
   for (ky = 0; ky < p->filter.h; ++ky) {
-    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
-    for (kx = 0; kx < p->filter.w; ++kx, dst += p->input.c) {
-      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
-      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
-        for (i = 0; i < p->input.c; ++i) dst[i] = 0;
+    for (kx = 0; kx < p->filter.w; ++kx, lin += p->input.c) {
+      const uint8_t *src = tap_src(p, in, q, ky, kx);
+      if (src == NULL) {
+        for (i = 0; i < p->input.c; ++i) lin[i] = 0;
       } else {
-        expand_run(p, in + ((n * p->input.h + iy) * p->input.w + ix) * row_bytes, dst);
+        expand_run(p, src, lin);
       }
     }
   }
-}
-
-/* Interleave t->lin as column `slot` of the tile; returns the column sum. */
-/* Word j of column `slot` inside a group (see the layouts above). */
-static int32_t word_index(const qmcu_conv_tile *t, int32_t slot, int32_t j) {
-  return t->f == 4 ? slot * 2 + j : j * QMCU_OPT_PIX + slot;
-}
-
-static int32_t scatter_column(const qmcu_conv_tile *t, int32_t slot) {
-  const int32_t half = t->f / 2;
-  const int32_t stride = QMCU_OPT_PIX * half;
-  uint32_t *dst = t->cols;
-  const int16_t *src = t->lin;
-  int32_t sum = 0;
-  int32_t g, j;
-  if (t->f == 4) { /* [group][pixel][j] */
-    for (g = 0; g < t->groups; ++g, dst += stride, src += 4) {
-      dst[slot * 2] = qmcu_pack16(src[0], src[2]);
-      dst[slot * 2 + 1] = qmcu_pack16(src[1], src[3]);
-      sum += src[0] + src[1] + src[2] + src[3];
-    }
-    return sum;
+  for (g = 0; g < t->k / 4; ++g, dst += 2 * QMCU_MT) {
+    const int16_t *v = t->lin + 4 * g;
+    dst[0] = qmcu_pack16(2 * v[0], 2 * v[2]);
+    dst[QMCU_MT] = qmcu_pack16(2 * v[1], 2 * v[3]);
   }
-  for (g = 0; g < t->groups; ++g, dst += stride, src += t->f) { /* [group][j][pixel] */
-    for (j = 0; j < half; ++j) {
-      dst[j * QMCU_OPT_PIX + slot] = qmcu_pack16(src[j], src[j + half]);
-      sum += src[j] + src[j + half];
-    }
-  }
-  return sum;
 }
 
-/* 8-bit input, 4-bit weights, C_in % 8 == 0: 8 bytes -> pairs (x_j, x_{j+4}) into the
- * [group][j][pixel] layout; returns the column sum (for the unsigned-weight correction). */
-static int32_t gather_s8_w4_direct(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                                   const qmcu_conv_tile *t, int32_t slot) {
-  const qmcu_geometry *g = &p->geometry;
-  const int32_t ox = q % p->output.w;
-  const int32_t oy = (q / p->output.w) % p->output.h;
-  const int32_t n = q / (p->output.w * p->output.h);
-  const uint32_t zp2 = qmcu_pack16(p->in_zero_point, p->in_zero_point);
-  uint32_t *dst = t->cols + slot;
-  int32_t sum = 0;
+/* 8-bit input, C_in % 4 == 0: SXTAB16 twice adds the byte pair to -2 * zp twice. */
+static void gather_s8(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                      const qmcu_conv_tile *t, uint32_t *dst) {
+  const uint32_t nz2 = qmcu_pack16(-2 * p->in_zero_point, -2 * p->in_zero_point);
   int32_t ky, kx, i;
+  (void)t;
   for (ky = 0; ky < p->filter.h; ++ky) {
-    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
     for (kx = 0; kx < p->filter.w; ++kx) {
-      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
-      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
-        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_OPT_PIX) {
-          dst[0] = dst[QMCU_OPT_PIX] = dst[2 * QMCU_OPT_PIX] = dst[3 * QMCU_OPT_PIX] = 0;
-        }
+      const uint8_t *src = tap_src(p, in, q, ky, kx);
+      if (src == NULL) {
+        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
       } else {
-        const uint8_t *src = in + ((n * p->input.h + iy) * p->input.w + ix) * p->input.c;
-        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_OPT_PIX) {
-          const uint32_t v0 = qmcu_read_u32(src + i), v1 = qmcu_read_u32(src + i + 4);
-          const uint32_t e0 = qmcu_sxtb16(v0), o0 = qmcu_sxtb16_ror8(v0);
-          const uint32_t e1 = qmcu_sxtb16(v1), o1 = qmcu_sxtb16_ror8(v1);
-          const uint32_t p0 = qmcu_ssub16((e0 & 0xffffu) | (e1 << 16), zp2);         /* x0 x4 */
-          const uint32_t p1 = qmcu_ssub16((o0 & 0xffffu) | (o1 << 16), zp2);         /* x1 x5 */
-          const uint32_t p2 = qmcu_ssub16((e0 >> 16) | (e1 & 0xffff0000u), zp2);     /* x2 x6 */
-          const uint32_t p3 = qmcu_ssub16((o0 >> 16) | (o1 & 0xffff0000u), zp2);     /* x3 x7 */
-          dst[0] = p0;
-          dst[QMCU_OPT_PIX] = p1;
-          dst[2 * QMCU_OPT_PIX] = p2;
-          dst[3 * QMCU_OPT_PIX] = p3;
-          sum = qmcu_smlad(p0, 0x00010001u, sum);
-          sum = qmcu_smlad(p1, 0x00010001u, sum);
-          sum = qmcu_smlad(p2, 0x00010001u, sum);
-          sum = qmcu_smlad(p3, 0x00010001u, sum);
-        }
-      }
-    }
-  }
-  return sum;
-}
-
-/* 8-bit input and weights with C_in % 4 == 0: widen 4 bytes straight into 2 column words. */
-static void gather_s8_direct(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                             const qmcu_conv_tile *t, int32_t slot) {
-  const qmcu_geometry *g = &p->geometry;
-  const int32_t ox = q % p->output.w;
-  const int32_t oy = (q / p->output.w) % p->output.h;
-  const int32_t n = q / (p->output.w * p->output.h);
-  const uint32_t zp2 = qmcu_pack16(p->in_zero_point, p->in_zero_point);
-  uint32_t *dst = t->cols + slot * 2;
-  int32_t ky, kx, i;
-  for (ky = 0; ky < p->filter.h; ++ky) {
-    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
-    for (kx = 0; kx < p->filter.w; ++kx) {
-      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
-      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
-        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_OPT_PIX) dst[0] = dst[1] = 0;
-      } else {
-        const uint8_t *src = in + ((n * p->input.h + iy) * p->input.w + ix) * p->input.c;
-        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_OPT_PIX) {
+        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) {
           const uint32_t v = qmcu_read_u32(src + i);
-          dst[0] = qmcu_ssub16(qmcu_sxtb16(v), zp2);
-          dst[1] = qmcu_ssub16(qmcu_sxtb16_ror8(v), zp2);
+          dst[0] = qmcu_sxtab16(qmcu_sxtab16(nz2, v), v);
+          dst[QMCU_MT] = qmcu_sxtab16_ror8(qmcu_sxtab16_ror8(nz2, v), v);
         }
       }
     }
   }
 }
 
-/* 4-bit input, 8-bit weights, C_in % 8 == 0: 8 nibbles -> (x0,x2) (x1,x3) (x4,x6) (x5,x7). */
-static void gather_u4_direct(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                             const qmcu_conv_tile *t, int32_t slot) {
-  const qmcu_geometry *g = &p->geometry;
-  const int32_t ox = q % p->output.w;
-  const int32_t oy = (q / p->output.w) % p->output.h;
-  const int32_t n = q / (p->output.w * p->output.h);
-  const uint32_t zp2 = qmcu_pack16(p->in_zero_point, p->in_zero_point);
-  uint32_t *dst = t->cols + slot * 2;
+/* 4-bit input, C_in % 8 == 0: doubled nibbles as bytes, UXTAB16 onto -2 * zp, re-paired. */
+static void gather_u4(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                      const qmcu_conv_tile *t, uint32_t *dst) {
+  const uint32_t nz2 = qmcu_pack16(-2 * p->in_zero_point, -2 * p->in_zero_point);
   int32_t ky, kx, i;
+  (void)t;
   for (ky = 0; ky < p->filter.h; ++ky) {
-    const int32_t iy = oy * g->stride_h - g->pad_top + ky * g->dilation_h;
     for (kx = 0; kx < p->filter.w; ++kx) {
-      const int32_t ix = ox * g->stride_w - g->pad_left + kx * g->dilation_w;
-      if (iy < 0 || iy >= p->input.h || ix < 0 || ix >= p->input.w) {
-        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_OPT_PIX) dst[0] = dst[1] = 0;
+      const uint8_t *src = tap_src(p, in, q, ky, kx);
+      if (src == NULL) {
+        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
       } else {
-        const uint8_t *src = in + ((n * p->input.h + iy) * p->input.w + ix) * (p->input.c / 2);
-        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_OPT_PIX) {
+        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_MT) {
           const uint32_t v = qmcu_read_u32(src + i / 2);
-          const uint32_t ev = v & 0x0f0f0f0fu;        /* bytes x0 x2 x4 x6 */
-          const uint32_t od = (v >> 4) & 0x0f0f0f0fu; /* bytes x1 x3 x5 x7 */
-          dst[0] = qmcu_ssub16((ev & 0xffu) | ((ev & 0xff00u) << 8), zp2);
-          dst[1] = qmcu_ssub16((od & 0xffu) | ((od & 0xff00u) << 8), zp2);
-          dst[2 * QMCU_OPT_PIX] = qmcu_ssub16(((ev >> 16) & 0xffu) | ((ev >> 8) & 0xff0000u), zp2);
-          dst[2 * QMCU_OPT_PIX + 1] =
-              qmcu_ssub16(((od >> 16) & 0xffu) | ((od >> 8) & 0xff0000u), zp2);
+          const uint32_t ev = (v << 1) & 0x1e1e1e1eu; /* 2 x0, 2 x2, 2 x4, 2 x6 */
+          const uint32_t od = (v >> 3) & 0x1e1e1e1eu; /* 2 x1, 2 x3, 2 x5, 2 x7 */
+          const uint32_t a = qmcu_uxtab16(nz2, ev);       /* x0 x4 */
+          const uint32_t b = qmcu_uxtab16_ror8(nz2, ev);  /* x2 x6 */
+          const uint32_t c = qmcu_uxtab16(nz2, od);       /* x1 x5 */
+          const uint32_t d = qmcu_uxtab16_ror8(nz2, od);  /* x3 x7 */
+          dst[0] = qmcu_pkhbt16(a, b);
+          dst[QMCU_MT] = qmcu_pkhbt16(c, d);
+          dst[2 * QMCU_MT] = qmcu_pkhtb16(b, a);
+          dst[3 * QMCU_MT] = qmcu_pkhtb16(d, c);
+        }
+      }
+    }
+  }
+}
+
+/* 2-bit input, C_in % 16 == 0: the even and odd fields as doubled nibbles, then as gather_u4. */
+static void gather_u2(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
+                      const qmcu_conv_tile *t, uint32_t *dst) {
+  const uint32_t nz2 = qmcu_pack16(-2 * p->in_zero_point, -2 * p->in_zero_point);
+  int32_t ky, kx, i, h;
+  (void)t;
+  for (ky = 0; ky < p->filter.h; ++ky) {
+    for (kx = 0; kx < p->filter.w; ++kx) {
+      const uint8_t *src = tap_src(p, in, q, ky, kx);
+      if (src == NULL) {
+        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
+      } else {
+        for (i = 0; i < p->input.c; i += 16, dst += 8 * QMCU_MT) {
+          const uint32_t v = qmcu_read_u32(src + i / 4);
+          /* nibble n of f[h] holds 2 x_{4(n/2) + 2(n%2) + h} ... as pairs of 4-groups */
+          const uint32_t f[2] = {(v << 1) & 0x66666666u, (v >> 1) & 0x66666666u};
+          for (h = 0; h < 2; ++h) {
+            /* f[h] nibbles: x_{h}, x_{2+h}, x_{4+h}, x_{6+h}, ... x_{14+h} (doubled) */
+            const uint32_t ev = f[h] & 0x0f0f0f0fu;        /* x_h, x_{4+h}, x_{8+h}, x_{12+h} */
+            const uint32_t od = (f[h] >> 4) & 0x0f0f0f0fu; /* x_{2+h}, x_{6+h}, ... */
+            const uint32_t a = qmcu_uxtab16(nz2, ev);      /* x_h, x_{8+h} */
+            const uint32_t b = qmcu_uxtab16_ror8(nz2, ev); /* x_{4+h}, x_{12+h} */
+            const uint32_t c = qmcu_uxtab16(nz2, od);      /* x_{2+h}, x_{10+h} */
+            const uint32_t d = qmcu_uxtab16_ror8(nz2, od); /* x_{6+h}, x_{14+h} */
+            dst[h * QMCU_MT] = qmcu_pkhbt16(a, c);               /* group 0: (x_h, x_{2+h}) */
+            dst[(2 + h) * QMCU_MT] = qmcu_pkhbt16(b, d);         /* group 1 */
+            dst[(4 + h) * QMCU_MT] = qmcu_pkhtb16(c, a);         /* group 2 */
+            dst[(6 + h) * QMCU_MT] = qmcu_pkhtb16(d, b);         /* group 3 */
+          }
         }
       }
     }
@@ -227,282 +205,380 @@ static void gather_u4_direct(const qmcu_conv_params *p, const uint8_t *in, int32
 
 static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0, int32_t valid,
                         const qmcu_conv_tile *t) {
-  const int direct = p->in_bits == 8 && p->w_bits == 8 && p->input.c % 4 == 0;
-  const int direct_u4 = p->in_bits == 4 && p->w_bits == 8 && p->input.c % 8 == 0;
-  const int direct_s8_w4 = p->in_bits == 8 && p->w_bits == 4 && p->input.c % 8 == 0;
-  int32_t s, g, j;
-  for (s = 0; s < QMCU_OPT_PIX; ++s) {
-    t->colsum[s] = 0;
-    if (s >= valid) {
-      uint32_t *dst = t->cols;
-      for (g = 0; g < t->groups; ++g, dst += QMCU_OPT_PIX * (t->f / 2)) {
-        for (j = 0; j < t->f / 2; ++j) dst[word_index(t, s, j)] = 0;
+  const int32_t slots = (valid + QMCU_MT - 1) / QMCU_MT * QMCU_MT;
+  int32_t s, j;
+  void (*fn)(const qmcu_conv_params *, const uint8_t *, int32_t, const qmcu_conv_tile *,
+             uint32_t *) = gather_generic;
+  if (p->in_bits == 8 && p->input.c % 4 == 0) fn = gather_s8;
+  if (p->in_bits == 4 && p->input.c % 8 == 0) fn = gather_u4;
+  if (p->in_bits == 2 && p->input.c % 16 == 0) fn = gather_u2;
+  for (s = 0; s < valid; ++s) fn(p, in, q0 + s, t, col_base(t, s));
+  for (; s < slots; ++s) {
+    uint32_t *dst = col_base(t, s);
+    for (j = 0; j < t->kp; ++j) dst[j * QMCU_MT] = 0;
+  }
+}
+
+/* ------------------------------------------------------------------ weights */
+
+/* Weights of channel `co` as words j = 0 .. kp-1 at dst[2 * j] (paired like the columns). */
+static void widen_row(const qmcu_conv_params *p, const uint8_t *w, int32_t co, int32_t k,
+                      uint32_t *dst) {
+  int32_t i;
+  if (co < 0) {
+    for (i = 0; i < k / 2; ++i) dst[2 * i] = 0;
+  } else if (p->w_bits == 8) {
+    const uint8_t *row = w + (size_t)co * k;
+    for (i = 0; i < k; i += 4, dst += 4) {
+      const uint32_t v = qmcu_read_u32(row + i);
+      dst[0] = qmcu_sxtb16(v);
+      dst[2] = qmcu_sxtb16_ror8(v);
+    }
+  } else if (p->w_bits == 4) {
+    const uint8_t *row = w + (size_t)co * k / 2;
+    const uint32_t m8 = qmcu_pack16(-8, -8);
+    for (i = 0; i < k; i += 8, dst += 8) {
+      const uint32_t u = qmcu_read_u32(row + i / 2) ^ 0x88888888u; /* w + 8 per nibble */
+      const uint32_t ev = u & 0x0f0f0f0fu, od = (u >> 4) & 0x0f0f0f0fu;
+      const uint32_t a = qmcu_uxtab16(m8, ev), b = qmcu_uxtab16_ror8(m8, ev); /* w0 w4, w2 w6 */
+      const uint32_t c = qmcu_uxtab16(m8, od), d = qmcu_uxtab16_ror8(m8, od); /* w1 w5, w3 w7 */
+      dst[0] = qmcu_pkhbt16(a, b);
+      dst[2] = qmcu_pkhbt16(c, d);
+      dst[4] = qmcu_pkhtb16(b, a);
+      dst[6] = qmcu_pkhtb16(d, c);
+    }
+  } else {
+    const uint8_t *row = w + (size_t)co * k / 4;
+    for (i = 0; i < k; i += 4, dst += 4) {
+      dst[0] = qmcu_pack16(qmcu_load_weight(row, i, 2), qmcu_load_weight(row, i + 2, 2));
+      dst[2] = qmcu_pack16(qmcu_load_weight(row, i + 1, 2), qmcu_load_weight(row, i + 3, 2));
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ requantization */
+
+typedef struct {
+  int32_t co[2];    /* output channels (co[1] < 0: none) */
+  int32_t fast[2];  /* the fused requantization is exact for this channel */
+  int32_t bias[2];
+  int32_t mult[2];
+  int32_t shift[2];
+} qmcu_pair;
+
+static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
+
+/* Whether the fused form is exact for a channel (see the file comment). */
+static int fused_ok(const qmcu_conv_params *p, int32_t k, int32_t bias, int32_t mult,
+                    int32_t shift) {
+  const int32_t zx = p->in_zero_point;
+  const int32_t x_hi = p->in_bits == 8 ? 127 : (1 << p->in_bits) - 1;
+  const int32_t x_lo = p->in_bits == 8 ? -128 : 0;
+  const int64_t dx = (x_hi - zx) > (zx - x_lo) ? (x_hi - zx) : (zx - x_lo);
+  const int64_t bound = abs64(bias) + (int64_t)k * dx * ((int64_t)1 << (p->w_bits - 1));
+  int64_t c;
+  if (mult < 0 || shift > -1 || shift < -31) return 0;
+  if (bound >= ((int64_t)1 << 30)) return 0; /* 2 * acc fits, with room */
+  c = ((int64_t)1 << (-shift - 1)) + (int64_t)p->out_zero_point * ((int64_t)1 << -shift);
+  return bound + 1 + abs64(c) + 1 < ((int64_t)1 << 31) ? 1 : 0;
+}
+
+static uint32_t bytes4(int32_t v) { return ((uint32_t)v & 0xffu) * 0x01010101u; }
+
+static void pair_setup(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t k,
+                       int32_t co, qmcu_pair *pr, int32_t *consts) {
+  int32_t i, j;
+  for (i = 0; i < 2; ++i) {
+    const int32_t c = co + i < p->output.c ? co + i : -1;
+    const int32_t bias = c >= 0 && b->bias != NULL ? b->bias[c] : 0;
+    const int32_t mult = c >= 0 ? b->multiplier[c] : 0;
+    const int32_t shift = c >= 0 ? b->shift[c] : -1;
+    const int32_t r = -shift;
+    pr->co[i] = c;
+    pr->bias[i] = bias;
+    pr->mult[i] = mult;
+    pr->shift[i] = shift;
+    pr->fast[i] = c >= 0 && fused_ok(p, k, bias, mult, shift);
+    for (j = 0; j < 3; ++j) consts[QMCU_C_BIAS + 3 * i + j] = (int32_t)((uint32_t)bias * 2u);
+    consts[QMCU_C_RQ + 3 * i] = mult;
+    consts[QMCU_C_RQ + 3 * i + 1] =
+        pr->fast[i] ? (int32_t)(((uint32_t)1 << (r - 1)) + (uint32_t)p->out_zero_point * (1u << r))
+                    : 0;
+    consts[QMCU_C_RQ + 3 * i + 2] = pr->fast[i] ? r : 0;
+  }
+  consts[QMCU_C_LO] = (int32_t)bytes4(p->act_min);
+  consts[QMCU_C_HI] = (int32_t)bytes4(p->act_max);
+}
+
+/* The fused form (only for fused_ok channels). */
+static int32_t fused_requant(int32_t x2, int32_t mult, int32_t c, int32_t r) {
+  const int32_t high = (int32_t)(((int64_t)x2 * mult + ((int64_t)1 << 31)) >> 32);
+  const int32_t t = (int32_t)((uint32_t)c + (uint32_t)high + (uint32_t)(x2 >> 31));
+  return t >> r;
+}
+
+/* ------------------------------------------------------------------ block kernel, C */
+
+/* Output channel co of pixel q (flat), any output width (read-modify-write for sub-byte). */
+static void store_one(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t q,
+                      int32_t co, int32_t v) {
+  qmcu_store_act((uint8_t *)b->output, q * p->output.c + co, p->out_bits, v);
+}
+
+/* Pixels q .. q + npix - 1 (npix <= 3) of one micro-tile, channel pair pr; portable. */
+static void block_c(const qmcu_conv_params *p, const qmcu_conv_buffers *b, const qmcu_conv_tile *t,
+                    const uint32_t *cols, const qmcu_pair *pr, const int32_t *consts, int32_t q,
+                    int32_t npix) {
+  int32_t i, s, j;
+  for (i = 0; i < 2; ++i) {
+    if (pr->co[i] < 0) continue;
+    for (s = 0; s < npix; ++s) {
+      int32_t v;
+      if (pr->fast[i]) {
+        int32_t acc = consts[QMCU_C_BIAS + 3 * i];
+        for (j = 0; j < t->kp; ++j) acc = qmcu_smlad(t->wts[2 * j + i], cols[j * QMCU_MT + s], acc);
+        v = fused_requant(acc, consts[QMCU_C_RQ + 3 * i], consts[QMCU_C_RQ + 3 * i + 1],
+                          consts[QMCU_C_RQ + 3 * i + 2]);
+        v = qmcu_clamp(v, p->act_min, p->act_max);
+      } else {
+        /* exact generic path: the columns hold even values, halve them */
+        uint32_t acc = (uint32_t)pr->bias[i];
+        for (j = 0; j < t->kp; ++j) {
+          const uint32_t w = t->wts[2 * j + i], x = cols[j * QMCU_MT + s];
+          const int32_t xl = (int32_t)(int16_t)(uint16_t)(x & 0xffffu) / 2;
+          const int32_t xh = (int32_t)(int16_t)(uint16_t)(x >> 16) / 2;
+          acc += (uint32_t)(xl * (int32_t)(int16_t)(uint16_t)(w & 0xffffu));
+          acc += (uint32_t)(xh * (int32_t)(int16_t)(uint16_t)(w >> 16));
+        }
+        v = qmcu_clamp(qmcu_mbqm((int32_t)acc, pr->mult[i], pr->shift[i]) + p->out_zero_point,
+                       p->act_min, p->act_max);
       }
-    } else if (direct) {
-      gather_s8_direct(p, in, q0 + s, t, s);
-    } else if (direct_u4) {
-      gather_u4_direct(p, in, q0 + s, t, s);
-    } else if (direct_s8_w4) {
-      t->colsum[s] = gather_s8_w4_direct(p, in, q0 + s, t, s);
-    } else {
-      gather_linear(p, in, q0 + s, t);
-      t->colsum[s] = scatter_column(t, s);
+      store_one(p, b, q + s, pr->co[i], v);
     }
   }
 }
 
-/* acc[s] = sum over k of column s times an 8-bit weight row. */
+/* ------------------------------------------------------------------ block kernel, Cortex-M */
 #if QMCU_HAVE_DSP
-/* Cortex-M: one group (4 weights x 4 pixels) = LDR, 2 LDM, 2 SXTB16, 8 SMLAD; two groups per
- * iteration (SUBS, BNE), an odd first group in C. */
-static void dot_w8(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
-  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  uint32_t wv, wo;
-  if (groups & 1) {
-    const uint32_t v = qmcu_read_u32(w);
-    const uint32_t e = qmcu_sxtb16(v), o = qmcu_sxtb16_ror8(v);
-    a0 = qmcu_smlad(o, x[1], qmcu_smlad(e, x[0], a0));
-    a1 = qmcu_smlad(o, x[3], qmcu_smlad(e, x[2], a1));
-    a2 = qmcu_smlad(o, x[5], qmcu_smlad(e, x[4], a2));
-    a3 = qmcu_smlad(o, x[7], qmcu_smlad(e, x[6], a3));
-    w += 4;
-    x += 8;
+typedef struct {
+  const int32_t *consts;
+  const uint32_t *wts;
+  int32_t kp;
+  uint8_t *out;   /* byte of the channel pair in the first pixel */
+  int32_t stride; /* bytes per output pixel */
+  int32_t tiles;  /* micro-tiles (>= 1) */
+  const uint32_t *cols;
+} qmcu_block_args;
+
+/* void qmcu_block23_<kind>(const qmcu_block_args *a): a->tiles micro-tiles of 3 pixels for a
+ * channel pair whose both channels take the fused requantization.
+ * Registers in the k loop: r0-r2 channel 0 x pixels 0-2, r3-r5 channel 1, r6 r7 weights,
+ * r8-r10 columns, r11 columns pointer, r12 weights pointer, lr iterations. The loop body is
+ * 16 k-pairs of 8 instructions (32 bytes); K/2 not a multiple of 16 enters it part way.
+ * Frame: [sp] consts, [4] entry, [8] weights, [12] iterations, [16] &consts[6], [20] out,
+ * [24] stride, [28] end of out.
+ * kind: 0 int8, 1 int8 clamped to [act_min, act_max], 2 4-bit, 3 2-bit in bits 0-3 of the
+ * byte (writes the whole byte), 4 2-bit in bits 4-7 (read-modify-write). */
+__asm__(
+    "  .pushsection .text.qmcu_block23,\"ax\",%progbits\n"
+    "  .syntax unified\n"
+    "  .thumb\n"
+    "  .macro QMCU_KPAIR\n"
+    "  ldmia.w r12!, {r6, r7}\n"
+    "  ldmia.w r11!, {r8, r9, r10}\n"
+    "  smlad r0, r6, r8, r0\n"
+    "  smlad r1, r6, r9, r1\n"
+    "  smlad r2, r6, r10, r2\n"
+    "  smlad r3, r7, r8, r3\n"
+    "  smlad r4, r7, r9, r4\n"
+    "  smlad r5, r7, r10, r5\n"
+    "  .endm\n"
+    "  .macro QMCU_RQ acc, bits\n"
+    "  smmlar r9, \\acc, r6, r7\n"
+    "  add r9, r9, \\acc, asr #31\n"
+    "  asr r9, r9, r8\n"
+    "  .if \\bits == 8\n"
+    "  ssat \\acc, #8, r9\n"
+    "  .else\n"
+    "  usat \\acc, #\\bits, r9\n"
+    "  .endif\n"
+    "  .endm\n"
+    "  .macro QMCU_CLAMP v\n"
+    "  ssub8 r9, \\v, r6\n"
+    "  sel \\v, \\v, r6\n"
+    "  ssub8 r9, \\v, r7\n"
+    "  sel \\v, r7, \\v\n"
+    "  .endm\n"
+    /* store channel 0 value a and channel 1 value b of a pixel at [r10] (off 0) or [r10, lr] */
+    "  .macro QMCU_STORE kind, a, b, off\n"
+    "  bfi \\a, \\b, #8, #8\n"
+    "  .if \\kind >= 1\n"
+    "  QMCU_CLAMP \\a\n"
+    "  .endif\n"
+    "  .if \\kind == 2\n"
+    "  orr \\a, \\a, \\a, lsr #4\n"
+    "  .endif\n"
+    "  .if \\kind >= 3\n"
+    "  orr \\a, \\a, \\a, lsr #6\n"
+    "  .endif\n"
+    "  .if \\kind == 4\n"
+    "  .if \\off == 0\n"
+    "  ldrb r9, [r10]\n"
+    "  .else\n"
+    "  ldrb r9, [r10, lr]\n"
+    "  .endif\n"
+    "  bfi r9, \\a, #4, #4\n"
+    "  mov \\a, r9\n"
+    "  .endif\n"
+    "  .if \\kind <= 1\n"
+    "  .if \\off == 0\n"
+    "  strh \\a, [r10]\n"
+    "  .else\n"
+    "  strh \\a, [r10, lr]\n"
+    "  .endif\n"
+    "  .else\n"
+    "  .if \\off == 0\n"
+    "  strb \\a, [r10]\n"
+    "  .else\n"
+    "  strb \\a, [r10, lr]\n"
+    "  .endif\n"
+    "  .endif\n"
+    "  .endm\n"
+    "  .macro QMCU_BLOCK23 name, kind, bits\n"
+    "  .balign 4\n"
+    "  .global \\name\n"
+    "  .type \\name, %function\n"
+    "  .thumb_func\n"
+    "\\name:\n"
+    "  push {r4-r11, lr}\n"
+    "  sub sp, sp, #32\n"
+    "  ldm r0, {r1-r7}\n"
+    "  str r1, [sp, #0]\n"
+    "  add r8, r1, #24\n"
+    "  str r8, [sp, #16]\n"
+    "  str r2, [sp, #8]\n"
+    "  add r8, r3, #15\n"
+    "  lsr r8, r8, #4\n"
+    "  str r8, [sp, #12]\n"
+    "  rsb r8, r3, #0\n"
+    "  and r8, r8, #15\n"
+    "  adr.w r9, 2f\n"
+    "  add r9, r9, r8, lsl #5\n"
+    "  orr r9, r9, #1\n"
+    "  str r9, [sp, #4]\n"
+    "  strd r4, r5, [sp, #20]\n"
+    "  add r8, r5, r5, lsl #1\n"
+    "  mul r8, r8, r6\n"
+    "  add r8, r8, r4\n"
+    "  str r8, [sp, #28]\n"
+    "  mov r11, r7\n"
+    "1:\n"
+    "  ldm sp, {r6, r7, r12, lr}\n"
+    "  ldm r6, {r0-r5}\n"
+    "  bx r7\n"
+    "  .balign 4\n"
+    "2:\n"
+    "  .rept 16\n"
+    "  QMCU_KPAIR\n"
+    "  .endr\n"
+    "  subs lr, lr, #1\n"
+    "  bne 2b\n"
+    "  ldr r12, [sp, #16]\n"
+    "  ldm r12!, {r6, r7, r8}\n"
+    "  QMCU_RQ r0, \\bits\n"
+    "  QMCU_RQ r1, \\bits\n"
+    "  QMCU_RQ r2, \\bits\n"
+    "  ldm r12!, {r6, r7, r8}\n"
+    "  QMCU_RQ r3, \\bits\n"
+    "  QMCU_RQ r4, \\bits\n"
+    "  QMCU_RQ r5, \\bits\n"
+    "  .if \\kind >= 1\n"
+    "  ldm r12, {r6, r7}\n"
+    "  .endif\n"
+    "  ldrd r10, lr, [sp, #20]\n"
+    "  QMCU_STORE \\kind, r0, r3, 0\n"
+    "  QMCU_STORE \\kind, r1, r4, 1\n"
+    "  add r10, r10, lr\n"
+    "  QMCU_STORE \\kind, r2, r5, 1\n"
+    "  add r10, r10, lr, lsl #1\n"
+    "  str r10, [sp, #20]\n"
+    "  ldr r8, [sp, #28]\n"
+    "  cmp r10, r8\n"
+    "  bne 1b\n"
+    "  add sp, sp, #32\n"
+    "  pop {r4-r11, pc}\n"
+    "  .size \\name, . - \\name\n"
+    "  .endm\n"
+    "  QMCU_BLOCK23 qmcu_block23_s8, 0, 8\n"
+    "  QMCU_BLOCK23 qmcu_block23_s8c, 1, 8\n"
+    "  QMCU_BLOCK23 qmcu_block23_u4, 2, 4\n"
+    "  QMCU_BLOCK23 qmcu_block23_u2lo, 3, 2\n"
+    "  QMCU_BLOCK23 qmcu_block23_u2hi, 4, 2\n"
+    "  .popsection\n");
+
+void qmcu_block23_s8(const qmcu_block_args *a);
+void qmcu_block23_s8c(const qmcu_block_args *a);
+void qmcu_block23_u4(const qmcu_block_args *a);
+void qmcu_block23_u2lo(const qmcu_block_args *a);
+void qmcu_block23_u2hi(const qmcu_block_args *a);
+
+typedef void (*qmcu_block_fn)(const qmcu_block_args *);
+
+static qmcu_block_fn block_fn(const qmcu_conv_params *p, int32_t co) {
+  if (p->out_bits == 8) {
+    return p->act_min == -128 && p->act_max == 127 ? qmcu_block23_s8 : qmcu_block23_s8c;
   }
-  groups >>= 1;
-  if (groups == 0) {
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-    return;
-  }
-  __asm__ volatile(
-      "1:\n\t"
-      "ldr %[wv], [%[w]], #4\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "sxtb16 %[wo], %[wv], ror #8\n\t"
-      "sxtb16 %[wv], %[wv]\n\t"
-      "smlad %[a0], %[wv], r8, %[a0]\n\t"
-      "smlad %[a0], %[wo], r9, %[a0]\n\t"
-      "smlad %[a1], %[wv], r10, %[a1]\n\t"
-      "smlad %[a1], %[wo], r11, %[a1]\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "smlad %[a2], %[wv], r8, %[a2]\n\t"
-      "smlad %[a2], %[wo], r9, %[a2]\n\t"
-      "smlad %[a3], %[wv], r10, %[a3]\n\t"
-      "smlad %[a3], %[wo], r11, %[a3]\n\t"
-      "ldr %[wv], [%[w]], #4\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "sxtb16 %[wo], %[wv], ror #8\n\t"
-      "sxtb16 %[wv], %[wv]\n\t"
-      "smlad %[a0], %[wv], r8, %[a0]\n\t"
-      "smlad %[a0], %[wo], r9, %[a0]\n\t"
-      "smlad %[a1], %[wv], r10, %[a1]\n\t"
-      "smlad %[a1], %[wo], r11, %[a1]\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "smlad %[a2], %[wv], r8, %[a2]\n\t"
-      "smlad %[a2], %[wo], r9, %[a2]\n\t"
-      "smlad %[a3], %[wv], r10, %[a3]\n\t"
-      "smlad %[a3], %[wo], r11, %[a3]\n\t"
-      "subs %[n], %[n], #1\n\t"
-      "bne 1b\n\t"
-      : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
-        [n] "+r"(groups), [wv] "=&r"(wv), [wo] "=&r"(wo)
-      :
-      : "r8", "r9", "r10", "r11", "cc", "memory");
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
-}
-#else
-static void dot_w8(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
-  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  int32_t g;
-  for (g = 0; g < groups; ++g, w += 4, x += 8) {
-    const uint32_t v = qmcu_read_u32(w);
-    const uint32_t e = qmcu_sxtb16(v), o = qmcu_sxtb16_ror8(v);
-    a0 = qmcu_smlad(o, x[1], qmcu_smlad(e, x[0], a0));
-    a1 = qmcu_smlad(o, x[3], qmcu_smlad(e, x[2], a1));
-    a2 = qmcu_smlad(o, x[5], qmcu_smlad(e, x[4], a2));
-    a3 = qmcu_smlad(o, x[7], qmcu_smlad(e, x[6], a3));
-  }
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
+  if (p->out_bits == 4) return qmcu_block23_u4;
+  return co % 4 == 0 ? qmcu_block23_u2lo : qmcu_block23_u2hi;
 }
 #endif
 
-/* 4-bit weights: fields made unsigned (w + 8); the caller subtracts 8 * column sum.
- * Column words of a group: [j][pixel], j = 0..3 pairs (w_j, w_{j+4}). */
-#if QMCU_HAVE_DSP
-/* Cortex-M: one group (8 weights x 4 pixels) = LDR, EOR, 7 for the 4 pairs, 4 LDM, 16 SMLAD. */
-static void dot_w4(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
-  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  uint32_t u, t;
-  __asm__ volatile(
-      "1:\n\t"
-      "ldr %[u], [%[w]], #4\n\t"
-      "eor %[u], %[u], #0x88888888\n\t"
-      "and %[t], %[u], #0x000f000f\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "smlad %[a0], %[t], r8, %[a0]\n\t"
-      "smlad %[a1], %[t], r9, %[a1]\n\t"
-      "smlad %[a2], %[t], r10, %[a2]\n\t"
-      "smlad %[a3], %[t], r11, %[a3]\n\t"
-      "lsr %[t], %[u], #4\n\t"
-      "and %[t], %[t], #0x000f000f\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "smlad %[a0], %[t], r8, %[a0]\n\t"
-      "smlad %[a1], %[t], r9, %[a1]\n\t"
-      "smlad %[a2], %[t], r10, %[a2]\n\t"
-      "smlad %[a3], %[t], r11, %[a3]\n\t"
-      "lsr %[t], %[u], #8\n\t"
-      "and %[t], %[t], #0x000f000f\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "smlad %[a0], %[t], r8, %[a0]\n\t"
-      "smlad %[a1], %[t], r9, %[a1]\n\t"
-      "smlad %[a2], %[t], r10, %[a2]\n\t"
-      "smlad %[a3], %[t], r11, %[a3]\n\t"
-      "lsr %[t], %[u], #12\n\t"
-      "and %[t], %[t], #0x000f000f\n\t"
-      "ldmia %[x]!, {r8, r9, r10, r11}\n\t"
-      "smlad %[a0], %[t], r8, %[a0]\n\t"
-      "smlad %[a1], %[t], r9, %[a1]\n\t"
-      "smlad %[a2], %[t], r10, %[a2]\n\t"
-      "smlad %[a3], %[t], r11, %[a3]\n\t"
-      "subs %[n], %[n], #1\n\t"
-      "bne 1b\n\t"
-      : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [x] "+r"(x),
-        [n] "+r"(groups), [u] "=&r"(u), [t] "=&r"(t)
-      :
-      : "r8", "r9", "r10", "r11", "cc", "memory");
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
-}
-#else
-static void dot_w4(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
-  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  int32_t g, j;
-  for (g = 0; g < groups; ++g, w += 4) {
-    const uint32_t u = qmcu_read_u32(w) ^ 0x88888888u;
-    for (j = 0; j < 4; ++j, x += 4) {
-      const uint32_t pair = (u >> (4 * j)) & 0x000f000fu;
-      a0 = qmcu_smlad(pair, x[0], a0);
-      a1 = qmcu_smlad(pair, x[1], a1);
-      a2 = qmcu_smlad(pair, x[2], a2);
-      a3 = qmcu_smlad(pair, x[3], a3);
-    }
-  }
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
-}
-#endif
-
-/* 2-bit weights: fields made unsigned (w + 2); the caller subtracts 2 * column sum.
- * Column words of a group: [j][pixel], j = 0..7 pairs (w_j, w_{j+8}). */
-static void dot_w2(const uint8_t *w, const uint32_t *x, int32_t groups, int32_t *acc) {
-  int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  int32_t g, j;
-  for (g = 0; g < groups; ++g, w += 4) {
-    const uint32_t u = qmcu_read_u32(w) ^ 0xaaaaaaaau;
-    for (j = 0; j < 8; ++j, x += 4) {
-      const uint32_t pair = (u >> (2 * j)) & 0x00030003u;
-      a0 = qmcu_smlad(pair, x[0], a0);
-      a1 = qmcu_smlad(pair, x[1], a1);
-      a2 = qmcu_smlad(pair, x[2], a2);
-      a3 = qmcu_smlad(pair, x[3], a3);
-    }
-  }
-  acc[0] = a0;
-  acc[1] = a1;
-  acc[2] = a2;
-  acc[3] = a3;
-}
-
-static void store_outputs(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t q0,
-                          int32_t valid, int32_t co, const int32_t *acc, const int32_t *colsum) {
-  const int32_t bias = b->bias != NULL ? b->bias[co] : 0;
-  const int32_t corr = p->w_bits == 8 ? 0 : 1 << (p->w_bits - 1);
-  const int32_t multiplier = b->multiplier[co];
-  const int32_t shift = b->shift[co];
-  const int32_t zp = p->out_zero_point, lo = p->act_min, hi = p->act_max;
-  const int32_t channels = p->output.c, out_bits = p->out_bits;
-  const qmcu_requant_fast r = qmcu_requant_setup(multiplier, shift);
-  int32_t v[QMCU_OPT_PIX];
-  int32_t s;
-  if (shift <= 0 && multiplier != INT32_MIN) {
-    /* the common case, kept short: no left shift, no saturation */
-    const int32_t right = r.right, mask = r.mask, half = r.half;
-    int32_t a0 = acc[0] + bias, a1 = acc[1] + bias, a2 = acc[2] + bias, a3 = acc[3] + bias;
-    if (corr != 0) { /* sub-byte weights: remove the 2^(b-1) * sum(x) of the unsigned fields */
-      a0 -= corr * colsum[0];
-      a1 -= corr * colsum[1];
-      a2 -= corr * colsum[2];
-      a3 -= corr * colsum[3];
-    }
-    v[0] = qmcu_clamp(qmcu_requant_right(a0, multiplier, right, mask, half) + zp, lo, hi);
-    v[1] = qmcu_clamp(qmcu_requant_right(a1, multiplier, right, mask, half) + zp, lo, hi);
-    v[2] = qmcu_clamp(qmcu_requant_right(a2, multiplier, right, mask, half) + zp, lo, hi);
-    v[3] = qmcu_clamp(qmcu_requant_right(a3, multiplier, right, mask, half) + zp, lo, hi);
-  } else {
-    for (s = 0; s < valid; ++s) {
-      const int32_t a = acc[s] - corr * colsum[s] + bias;
-      /* multiplier INT32_MIN is SRDHM's saturating case: keep the generic form for it */
-      v[s] = qmcu_clamp((multiplier == INT32_MIN ? qmcu_mbqm(a, multiplier, shift)
-                                                 : qmcu_requant_apply(&r, a)) + zp,
-                        lo, hi);
-    }
-  }
-  if (out_bits == 8) {
-    int8_t *out = (int8_t *)b->output + q0 * channels + co;
-    for (s = 0; s < valid; ++s) out[s * channels] = (int8_t)v[s];
-  } else {
-    /* C is a multiple of 8 / out_bits: channel co sits at the same bit position in every pixel */
-    const int32_t per = 8 / out_bits, stride = channels / per;
-    const uint32_t pos = (uint32_t)((co % per) * out_bits);
-    const uint32_t field = ((1u << out_bits) - 1u) << pos;
-    uint8_t *out = (uint8_t *)b->output + q0 * stride + co / per;
-    for (s = 0; s < valid; ++s, out += stride) {
-      *out = (uint8_t)((*out & ~field) | (((uint32_t)v[s] << pos) & field));
-    }
-  }
-}
+/* ------------------------------------------------------------------ driver */
 
 qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
   const int32_t pixels = p->output.n * p->output.h * p->output.w;
-  const uint8_t *w;
+  const int32_t channels = p->output.c;
   qmcu_conv_tile t;
-  int32_t row_bytes, q0, co;
+  qmcu_pair pr;
+  int32_t q0, co;
   if (!qmcu_conv_2d_opt_supported(p)) return QMCU_STATUS_UNSUPPORTED;
   if (b == NULL || b->scratch == NULL) return QMCU_STATUS_BAD_PARAMS;
   t.k = depth_k(p);
-  t.f = 32 / p->w_bits;
-  t.groups = t.k / t.f;
+  t.kp = t.k / 2;
+  t.tile = tile_pixels(t.k);
   t.cols = (uint32_t *)b->scratch;
-  t.lin = (int16_t *)((uint8_t *)b->scratch + align4(QMCU_OPT_PIX * (size_t)t.k * 2u));
-  t.colsum = (int32_t *)((uint8_t *)t.lin + align4((size_t)t.k * 2u));
-  w = (const uint8_t *)b->filter;
-  row_bytes = t.k * p->w_bits / 8;
-  for (q0 = 0; q0 < pixels; q0 += QMCU_OPT_PIX) {
-    const int32_t valid = pixels - q0 < QMCU_OPT_PIX ? pixels - q0 : QMCU_OPT_PIX;
+  t.wts = t.cols + (size_t)t.tile * t.kp;
+  t.lin = (int16_t *)(t.wts + 2 * (size_t)t.kp);
+  t.consts = (int32_t *)((uint8_t *)t.lin + qmcu_align4((size_t)t.k * 2u));
+  for (q0 = 0; q0 < pixels; q0 += t.tile) {
+    const int32_t valid = pixels - q0 < t.tile ? pixels - q0 : t.tile;
+    const int32_t full = valid / QMCU_MT;
+    (void)full;
     gather_tile(p, (const uint8_t *)b->input, q0, valid, &t);
-    for (co = 0; co < p->output.c; ++co) {
-      int32_t acc[QMCU_OPT_PIX];
-      const uint8_t *row = w + co * row_bytes;
-      if (p->w_bits == 8) {
-        dot_w8(row, t.cols, t.groups, acc);
-      } else if (p->w_bits == 4) {
-        dot_w4(row, t.cols, t.groups, acc);
-      } else {
-        dot_w2(row, t.cols, t.groups, acc);
+    for (co = 0; co < channels; co += 2) {
+      int32_t m = 0;
+      widen_row(p, (const uint8_t *)b->filter, co, t.k, t.wts);
+      widen_row(p, (const uint8_t *)b->filter, co + 1 < channels ? co + 1 : -1, t.k, t.wts + 1);
+      pair_setup(p, b, t.k, co, &pr, t.consts);
+#if QMCU_HAVE_DSP
+      if (full > 0 && pr.fast[0] && pr.fast[1]) {
+        qmcu_block_args a;
+        a.consts = t.consts;
+        a.wts = t.wts;
+        a.kp = t.kp;
+        a.stride = channels * p->out_bits / 8;
+        a.out = (uint8_t *)b->output + (size_t)q0 * a.stride + co * p->out_bits / 8;
+        a.tiles = full;
+        a.cols = t.cols;
+        block_fn(p, co)(&a);
+        m = full;
       }
-      store_outputs(p, b, q0, valid, co, acc, t.colsum);
+#endif
+      for (; m * QMCU_MT < valid; ++m) {
+        const int32_t npix = valid - m * QMCU_MT < QMCU_MT ? valid - m * QMCU_MT : QMCU_MT;
+        block_c(p, b, &t, t.cols + (size_t)m * t.kp * QMCU_MT, &pr, t.consts,
+                q0 + m * QMCU_MT, npix);
+      }
     }
   }
   return QMCU_STATUS_OK;

@@ -54,6 +54,42 @@ static inline int32_t qmcu_smlabb(uint32_t a, uint32_t b, int32_t acc) {
 static inline int32_t qmcu_smlatt(uint32_t a, uint32_t b, int32_t acc) {
   return __smlatt((int32_t)a, (int32_t)b, acc);
 }
+
+/* a + sign-extended bytes 0 and 2 of x, per halfword */
+static inline uint32_t qmcu_sxtab16(uint32_t a, uint32_t x) {
+  return (uint32_t)__sxtab16((int32_t)a, (int32_t)x);
+}
+
+/* a + sign-extended bytes 1 and 3 of x, per halfword */
+static inline uint32_t qmcu_sxtab16_ror8(uint32_t a, uint32_t x) {
+  uint32_t r;
+  __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+  return r;
+}
+
+/* a + zero-extended bytes 0 and 2 of x, per halfword */
+static inline uint32_t qmcu_uxtab16(uint32_t a, uint32_t x) { return (uint32_t)__uxtab16(a, x); }
+
+/* a + zero-extended bytes 1 and 3 of x, per halfword */
+static inline uint32_t qmcu_uxtab16_ror8(uint32_t a, uint32_t x) {
+  uint32_t r;
+  __asm__("uxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+  return r;
+}
+
+/* low halfword of a, low halfword of b on top */
+static inline uint32_t qmcu_pkhbt16(uint32_t a, uint32_t b) {
+  uint32_t r;
+  __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
+/* high halfword of b, high halfword of a on top */
+static inline uint32_t qmcu_pkhtb16(uint32_t a, uint32_t b) {
+  uint32_t r;
+  __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
 #else
 static inline int32_t qmcu_lo16(uint32_t x) { return (int32_t)(int16_t)(uint16_t)(x & 0xffffu); }
 
@@ -84,6 +120,31 @@ static inline int32_t qmcu_smlabb(uint32_t a, uint32_t b, int32_t acc) {
 
 static inline int32_t qmcu_smlatt(uint32_t a, uint32_t b, int32_t acc) {
   return (int32_t)((uint32_t)acc + (uint32_t)(qmcu_hi16(a) * qmcu_hi16(b)));
+}
+
+static inline uint32_t qmcu_sxtab16(uint32_t a, uint32_t x) {
+  return qmcu_pack16(qmcu_lo16(a) + (int8_t)(uint8_t)(x & 0xffu),
+                     qmcu_hi16(a) + (int8_t)(uint8_t)((x >> 16) & 0xffu));
+}
+
+static inline uint32_t qmcu_sxtab16_ror8(uint32_t a, uint32_t x) {
+  return qmcu_pack16(qmcu_lo16(a) + (int8_t)(uint8_t)((x >> 8) & 0xffu),
+                     qmcu_hi16(a) + (int8_t)(uint8_t)(x >> 24));
+}
+
+static inline uint32_t qmcu_uxtab16(uint32_t a, uint32_t x) {
+  return qmcu_pack16((int32_t)((a + (x & 0xffu)) & 0xffffu),
+                     (int32_t)(((a >> 16) + ((x >> 16) & 0xffu)) & 0xffffu));
+}
+
+static inline uint32_t qmcu_uxtab16_ror8(uint32_t a, uint32_t x) { return qmcu_uxtab16(a, x >> 8); }
+
+static inline uint32_t qmcu_pkhbt16(uint32_t a, uint32_t b) {
+  return (a & 0xffffu) | (b << 16);
+}
+
+static inline uint32_t qmcu_pkhtb16(uint32_t a, uint32_t b) {
+  return (a & 0xffff0000u) | (b >> 16);
 }
 #endif
 
