@@ -25,6 +25,12 @@
 
 #define QMCU_MT 3 /* pixels per micro-tile */
 
+#if QMCU_HAVE_DSP
+/* in the asm block below */
+void qmcu_widen_w8_pair(const uint8_t *row0, const uint8_t *row1, uint32_t *dst, int32_t groups);
+void qmcu_gather_s8_run(const uint8_t *src, uint32_t *dst, int32_t groups, uint32_t nz2);
+#endif
+
 typedef struct {
   int32_t k;       /* KH * KW * C_in */
   int32_t kp;      /* k / 2 */
@@ -51,9 +57,9 @@ int qmcu_conv_2d_opt_supported(const qmcu_conv_params *p) {
   return depth_k(p) % (32 / p->w_bits) == 0;
 }
 
-/* Tile pixels: about 3 KB of columns, at least 12 and at most 48 pixels. */
+/* Tile pixels: about 6 KB of columns, at least 12 and at most 48 pixels. */
 static int32_t tile_pixels(int32_t k) {
-  int32_t groups = 512 / k;
+  int32_t groups = 1024 / k;
   if (groups < 4) groups = 4;
   if (groups > 16) groups = 16;
   return groups * QMCU_MT;
@@ -120,19 +126,25 @@ static void gather_generic(const qmcu_conv_params *p, const uint8_t *in, int32_t
 static void gather_s8(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
                       const qmcu_conv_tile *t, uint32_t *dst) {
   const uint32_t nz2 = qmcu_pack16(-2 * p->in_zero_point, -2 * p->in_zero_point);
+  const int32_t cin = p->input.c;
   int32_t ky, kx, i;
   (void)t;
   for (ky = 0; ky < p->filter.h; ++ky) {
     for (kx = 0; kx < p->filter.w; ++kx) {
       const uint8_t *src = tap_src(p, in, q, ky, kx);
       if (src == NULL) {
-        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
+        for (i = 0; i < cin; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
       } else {
-        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) {
+#if QMCU_HAVE_DSP
+        qmcu_gather_s8_run(src, dst, cin / 4, nz2);
+        dst += cin / 4 * 2 * QMCU_MT;
+#else
+        for (i = 0; i < cin; i += 4, dst += 2 * QMCU_MT) {
           const uint32_t v = qmcu_read_u32(src + i);
           dst[0] = qmcu_sxtab16(qmcu_sxtab16(nz2, v), v);
           dst[QMCU_MT] = qmcu_sxtab16_ror8(qmcu_sxtab16_ror8(nz2, v), v);
         }
+#endif
       }
     }
   }
@@ -266,48 +278,57 @@ typedef struct {
   int32_t shift[2];
 } qmcu_pair;
 
-static int64_t abs64(int64_t v) { return v < 0 ? -v : v; }
+/* Per-call limits of the fused form (see the file comment): a channel takes it when
+ * multiplier >= 0, 1 <= r <= r_max and |bias| < bias_lim. Then |acc| <= |bias| + K * dx * wmax
+ * < 2^30 (so 2 * acc fits) and |high| + |c| + 1 < 2^31 (no overflow in the rounding). */
+typedef struct {
+  int32_t bias_lim; /* 0: no channel qualifies */
+  int32_t r_max;
+} qmcu_fused_limits;
 
-/* Whether the fused form is exact for a channel (see the file comment). */
-static int fused_ok(const qmcu_conv_params *p, int32_t k, int32_t bias, int32_t mult,
-                    int32_t shift) {
+static qmcu_fused_limits fused_limits(const qmcu_conv_params *p, int32_t k) {
   const int32_t zx = p->in_zero_point;
   const int32_t x_hi = p->in_bits == 8 ? 127 : (1 << p->in_bits) - 1;
   const int32_t x_lo = p->in_bits == 8 ? -128 : 0;
   const int64_t dx = (x_hi - zx) > (zx - x_lo) ? (x_hi - zx) : (zx - x_lo);
-  const int64_t bound = abs64(bias) + (int64_t)k * dx * ((int64_t)1 << (p->w_bits - 1));
-  int64_t c;
-  if (mult < 0 || shift > -1 || shift < -31) return 0;
-  if (bound >= ((int64_t)1 << 30)) return 0; /* 2 * acc fits, with room */
-  c = ((int64_t)1 << (-shift - 1)) + (int64_t)p->out_zero_point * ((int64_t)1 << -shift);
-  return bound + 1 + abs64(c) + 1 < ((int64_t)1 << 31) ? 1 : 0;
+  const int64_t dot = (int64_t)k * dx * ((int64_t)1 << (p->w_bits - 1));
+  const int64_t zo = p->out_zero_point < 0 ? -(int64_t)p->out_zero_point : p->out_zero_point;
+  qmcu_fused_limits l;
+  int32_t r;
+  l.bias_lim = dot < ((int64_t)1 << 30) ? (int32_t)(((int64_t)1 << 30) - dot) : 0;
+  l.r_max = 0;
+  for (r = 1; r <= 31; ++r) { /* |c| = |2^(r-1) + zp * 2^r| < 2^30 - 2 */
+    if (((int64_t)1 << (r - 1)) + zo * ((int64_t)1 << r) < ((int64_t)1 << 30) - 2) l.r_max = r;
+  }
+  return l;
 }
 
 static uint32_t bytes4(int32_t v) { return ((uint32_t)v & 0xffu) * 0x01010101u; }
 
-static void pair_setup(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t k,
-                       int32_t co, qmcu_pair *pr, int32_t *consts) {
-  int32_t i, j;
+static void pair_setup(const qmcu_conv_params *p, const qmcu_conv_buffers *b,
+                       const qmcu_fused_limits *l, int32_t co, qmcu_pair *pr, int32_t *consts) {
+  int32_t i;
   for (i = 0; i < 2; ++i) {
     const int32_t c = co + i < p->output.c ? co + i : -1;
     const int32_t bias = c >= 0 && b->bias != NULL ? b->bias[c] : 0;
     const int32_t mult = c >= 0 ? b->multiplier[c] : 0;
     const int32_t shift = c >= 0 ? b->shift[c] : -1;
     const int32_t r = -shift;
+    const int32_t b2 = (int32_t)((uint32_t)bias * 2u);
+    const int fast = c >= 0 && mult >= 0 && r >= 1 && r <= l->r_max && bias < l->bias_lim &&
+                     bias > -l->bias_lim;
+    int32_t *k = consts + QMCU_C_RQ + 3 * i;
     pr->co[i] = c;
     pr->bias[i] = bias;
     pr->mult[i] = mult;
     pr->shift[i] = shift;
-    pr->fast[i] = c >= 0 && fused_ok(p, k, bias, mult, shift);
-    for (j = 0; j < 3; ++j) consts[QMCU_C_BIAS + 3 * i + j] = (int32_t)((uint32_t)bias * 2u);
-    consts[QMCU_C_RQ + 3 * i] = mult;
-    consts[QMCU_C_RQ + 3 * i + 1] =
-        pr->fast[i] ? (int32_t)(((uint32_t)1 << (r - 1)) + (uint32_t)p->out_zero_point * (1u << r))
-                    : 0;
-    consts[QMCU_C_RQ + 3 * i + 2] = pr->fast[i] ? r : 0;
+    pr->fast[i] = fast;
+    consts[QMCU_C_BIAS + 3 * i] = consts[QMCU_C_BIAS + 3 * i + 1] = b2;
+    consts[QMCU_C_BIAS + 3 * i + 2] = b2;
+    k[0] = mult;
+    k[1] = fast ? (int32_t)(((uint32_t)1 << (r - 1)) + (uint32_t)p->out_zero_point * (1u << r)) : 0;
+    k[2] = fast ? r : 0;
   }
-  consts[QMCU_C_LO] = (int32_t)bytes4(p->act_min);
-  consts[QMCU_C_HI] = (int32_t)bytes4(p->act_max);
 }
 
 /* The fused form (only for fused_ok channels). */
@@ -514,6 +535,68 @@ __asm__(
     "  QMCU_BLOCK23 qmcu_block23_u4, 2, 4\n"
     "  QMCU_BLOCK23 qmcu_block23_u2lo, 3, 2\n"
     "  QMCU_BLOCK23 qmcu_block23_u2hi, 4, 2\n"
+    /* qmcu_widen_w8_pair(row0, row1, dst, groups): dst[4g .. 4g+3] = SXTB16(a), SXTB16(b),
+     * SXTB16(a, ROR 8), SXTB16(b, ROR 8) of word g of each row */
+    "  .macro QMCU_WIDEN2\n"
+    "  ldr r6, [r0], #4\n"
+    "  ldr r7, [r1], #4\n"
+    "  sxtb16 r4, r6\n"
+    "  sxtb16 r5, r7\n"
+    "  sxtb16 r6, r6, ror #8\n"
+    "  sxtb16 r7, r7, ror #8\n"
+    "  stmia r2!, {r4-r7}\n"
+    "  .endm\n"
+    "  .balign 4\n"
+    "  .global qmcu_widen_w8_pair\n"
+    "  .type qmcu_widen_w8_pair, %function\n"
+    "  .thumb_func\n"
+    "qmcu_widen_w8_pair:\n"
+    "  push {r4-r7, lr}\n"
+    "  tst r3, #1\n"
+    "  beq 2f\n"
+    "  QMCU_WIDEN2\n"
+    "2:\n"
+    "  lsrs r3, r3, #1\n"
+    "  beq 3f\n"
+    "1:\n"
+    "  QMCU_WIDEN2\n"
+    "  QMCU_WIDEN2\n"
+    "  subs r3, r3, #1\n"
+    "  bne 1b\n"
+    "3:\n"
+    "  pop {r4-r7, pc}\n"
+    "  .size qmcu_widen_w8_pair, . - qmcu_widen_w8_pair\n"
+    /* qmcu_gather_s8_run(src, dst, groups, nz2): 4 channels per group to the column words
+     * dst[0] = 2 * (x0, x2) + nz2, dst[3] = 2 * (x1, x3) + nz2; dst += 6 per group */
+    "  .macro QMCU_GATHER4\n"
+    "  ldr r4, [r0], #4\n"
+    "  sxtab16 r5, r3, r4\n"
+    "  sxtab16 r5, r5, r4\n"
+    "  sxtab16 r6, r3, r4, ror #8\n"
+    "  sxtab16 r6, r6, r4, ror #8\n"
+    "  str r6, [r1, #12]\n"
+    "  str r5, [r1], #24\n"
+    "  .endm\n"
+    "  .balign 4\n"
+    "  .global qmcu_gather_s8_run\n"
+    "  .type qmcu_gather_s8_run, %function\n"
+    "  .thumb_func\n"
+    "qmcu_gather_s8_run:\n"
+    "  push {r4-r6, lr}\n"
+    "  tst r2, #1\n"
+    "  beq 2f\n"
+    "  QMCU_GATHER4\n"
+    "2:\n"
+    "  lsrs r2, r2, #1\n"
+    "  beq 3f\n"
+    "1:\n"
+    "  QMCU_GATHER4\n"
+    "  QMCU_GATHER4\n"
+    "  subs r2, r2, #1\n"
+    "  bne 1b\n"
+    "3:\n"
+    "  pop {r4-r6, pc}\n"
+    "  .size qmcu_gather_s8_run, . - qmcu_gather_s8_run\n"
     "  .popsection\n");
 
 void qmcu_block23_s8(const qmcu_block_args *a);
@@ -540,6 +623,7 @@ qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers 
   const int32_t channels = p->output.c;
   qmcu_conv_tile t;
   qmcu_pair pr;
+  qmcu_fused_limits lim;
   int32_t q0, co;
   if (!qmcu_conv_2d_opt_supported(p)) return QMCU_STATUS_UNSUPPORTED;
   if (b == NULL || b->scratch == NULL) return QMCU_STATUS_BAD_PARAMS;
@@ -550,6 +634,9 @@ qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers 
   t.wts = t.cols + (size_t)t.tile * t.kp;
   t.lin = (int16_t *)(t.wts + 2 * (size_t)t.kp);
   t.consts = (int32_t *)((uint8_t *)t.lin + qmcu_align4((size_t)t.k * 2u));
+  lim = fused_limits(p, t.k);
+  t.consts[QMCU_C_LO] = (int32_t)bytes4(p->act_min);
+  t.consts[QMCU_C_HI] = (int32_t)bytes4(p->act_max);
   for (q0 = 0; q0 < pixels; q0 += t.tile) {
     const int32_t valid = pixels - q0 < t.tile ? pixels - q0 : t.tile;
     const int32_t full = valid / QMCU_MT;
@@ -557,9 +644,17 @@ qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers 
     gather_tile(p, (const uint8_t *)b->input, q0, valid, &t);
     for (co = 0; co < channels; co += 2) {
       int32_t m = 0;
-      widen_row(p, (const uint8_t *)b->filter, co, t.k, t.wts);
-      widen_row(p, (const uint8_t *)b->filter, co + 1 < channels ? co + 1 : -1, t.k, t.wts + 1);
-      pair_setup(p, b, t.k, co, &pr, t.consts);
+#if QMCU_HAVE_DSP
+      if (p->w_bits == 8 && co + 1 < channels) {
+        const uint8_t *row = (const uint8_t *)b->filter + (size_t)co * t.k;
+        qmcu_widen_w8_pair(row, row + t.k, t.wts, t.k / 4);
+      } else
+#endif
+      {
+        widen_row(p, (const uint8_t *)b->filter, co, t.k, t.wts);
+        widen_row(p, (const uint8_t *)b->filter, co + 1 < channels ? co + 1 : -1, t.k, t.wts + 1);
+      }
+      pair_setup(p, b, &lim, co, &pr, t.consts);
 #if QMCU_HAVE_DSP
       if (full > 0 && pr.fast[0] && pr.fast[1]) {
         qmcu_block_args a;
