@@ -57,11 +57,11 @@ int qmcu_conv_2d_opt_supported(const qmcu_conv_params *p) {
   return depth_k(p) % (32 / p->w_bits) == 0;
 }
 
-/* Tile pixels: about 6 KB of columns, at least 12 and at most 48 pixels. */
+/* Tile pixels: about 6 KB of columns, at least 12 and at most 96 pixels. */
 static int32_t tile_pixels(int32_t k) {
   int32_t groups = 1024 / k;
   if (groups < 4) groups = 4;
-  if (groups > 16) groups = 16;
+  if (groups > 32) groups = 32;
   return groups * QMCU_MT;
 }
 
