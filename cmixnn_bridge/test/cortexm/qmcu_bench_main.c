@@ -32,7 +32,7 @@ void qmcu_bench_begin(void) { __asm__ volatile("" ::: "memory"); }
 void qmcu_bench_end(void) { __asm__ volatile("" ::: "memory"); }
 
 static uint8_t out_buf[QMCU_GOLDEN_MAX_OUT] __attribute__((aligned(4)));
-/* the fast conv path tiles up to 48 pixels: its scratch is larger than the header's estimate */
+/* the fast conv path tiles up to 96 pixels: its scratch is larger than the header's estimate */
 #define QMCU_TEST_SCRATCH_WORDS (QMCU_GOLDEN_SCRATCH_WORDS * 16 + 4096)
 static uint32_t scratch_buf[QMCU_TEST_SCRATCH_WORDS];
 
