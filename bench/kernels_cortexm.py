@@ -29,11 +29,13 @@ CORTEXM = ROOT / "cmixnn_bridge" / "test" / "cortexm"
 BUILD = ROOT / "cmixnn_bridge" / "build" / "bench"
 
 LAYERS = {
-    # name: (in_shape, c_out, kernel, pads, depthwise)
+    # name: (in_shape, c_out, kernel, pads, depthwise[, relu])
     "1x1 expand 48x48x16->96": ((1, 48, 48, 16), 96, (1, 1), (0, 0, 0, 0), False),
     "3x3 depthwise 48x48x96": ((1, 48, 48, 96), 96, (3, 3), (1, 1, 1, 1), True),
     "1x1 project 48x48x96->24": ((1, 48, 48, 96), 24, (1, 1), (0, 0, 0, 0), False),
     "1x1 expand 24x24x32->192": ((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False),
+    # ReLU with the random output zero point: act_min > -128, so the kernel clamps
+    "1x1 expand 24x24x32->192 ReLU": ((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False, True),
     "1x1 project 24x24x192->32": ((1, 24, 24, 192), 32, (1, 1), (0, 0, 0, 0), False),
     "1x1 expand 12x12x64->384": ((1, 12, 12, 64), 384, (1, 1), (0, 0, 0, 0), False),
     "1x1 project 12x12x384->64": ((1, 12, 12, 384), 64, (1, 1), (0, 0, 0, 0), False),
@@ -79,10 +81,11 @@ def build_plugin(*, out_dir: pathlib.Path) -> pathlib.Path:
 
 
 def _spec(*, layer: str, variant: str) -> tuple[gold.ConvSpec, int]:
-    in_shape, c_out, kernel, pads, depthwise = LAYERS[layer]
+    in_shape, c_out, kernel, pads, depthwise, *rest = LAYERS[layer]
     a, w, o, path = VARIANTS[variant]
     return gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=in_shape, c_out=c_out,
-                         kernel=kernel, pads=pads, depthwise=depthwise), path
+                         kernel=kernel, pads=pads, depthwise=depthwise,
+                         relu=bool(rest and rest[0])), path
 
 
 def _macs(spec: gold.ConvSpec) -> int:
