@@ -100,117 +100,84 @@ static const uint8_t *tap_src(const qmcu_conv_params *p, const uint8_t *in, int3
   return in + ((n * p->input.h + iy) * p->input.w + ix) * (p->input.c * p->in_bits / 8);
 }
 
+/* One tap (C_in values of one input pixel) to column words: dst[0], dst[QMCU_MT] per 4
+ * values, dst advancing by 2 * QMCU_MT words per 4 values. */
+typedef void (*qmcu_run_fn)(const qmcu_conv_params *p, const uint8_t *src, uint32_t *dst,
+                            const qmcu_conv_tile *t);
+
 /* Any input: values through t->lin, then paired and doubled. */
-static void gather_generic(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                           const qmcu_conv_tile *t, uint32_t *dst) {
-  int16_t *lin = t->lin;
-  int32_t ky, kx, i, g;
-  for (ky = 0; ky < p->filter.h; ++ky) {
-    for (kx = 0; kx < p->filter.w; ++kx, lin += p->input.c) {
-      const uint8_t *src = tap_src(p, in, q, ky, kx);
-      if (src == NULL) {
-        for (i = 0; i < p->input.c; ++i) lin[i] = 0;
-      } else {
-        expand_run(p, src, lin);
-      }
-    }
-  }
-  for (g = 0; g < t->k / 4; ++g, dst += 2 * QMCU_MT) {
-    const int16_t *v = t->lin + 4 * g;
+static void run_generic(const qmcu_conv_params *p, const uint8_t *src, uint32_t *dst,
+                        const qmcu_conv_tile *t) {
+  int16_t *v = t->lin;
+  int32_t g;
+  expand_run(p, src, v);
+  for (g = 0; g < p->input.c / 4; ++g, dst += 2 * QMCU_MT, v += 4) {
     dst[0] = qmcu_pack16(2 * v[0], 2 * v[2]);
     dst[QMCU_MT] = qmcu_pack16(2 * v[1], 2 * v[3]);
   }
 }
 
 /* 8-bit input, C_in % 4 == 0: SXTAB16 twice adds the byte pair to -2 * zp twice. */
-static void gather_s8(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                      const qmcu_conv_tile *t, uint32_t *dst) {
+static void run_s8(const qmcu_conv_params *p, const uint8_t *src, uint32_t *dst,
+                   const qmcu_conv_tile *t) {
   const uint32_t nz2 = qmcu_pack16(-2 * p->in_zero_point, -2 * p->in_zero_point);
-  const int32_t cin = p->input.c;
-  int32_t ky, kx, i;
   (void)t;
-  for (ky = 0; ky < p->filter.h; ++ky) {
-    for (kx = 0; kx < p->filter.w; ++kx) {
-      const uint8_t *src = tap_src(p, in, q, ky, kx);
-      if (src == NULL) {
-        for (i = 0; i < cin; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
-      } else {
 #if QMCU_HAVE_DSP
-        qmcu_gather_s8_run(src, dst, cin / 4, nz2);
-        dst += cin / 4 * 2 * QMCU_MT;
+  qmcu_gather_s8_run(src, dst, p->input.c / 4, nz2);
 #else
-        for (i = 0; i < cin; i += 4, dst += 2 * QMCU_MT) {
-          const uint32_t v = qmcu_read_u32(src + i);
-          dst[0] = qmcu_sxtab16(qmcu_sxtab16(nz2, v), v);
-          dst[QMCU_MT] = qmcu_sxtab16_ror8(qmcu_sxtab16_ror8(nz2, v), v);
-        }
-#endif
-      }
+  {
+    int32_t i;
+    for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) {
+      const uint32_t v = qmcu_read_u32(src + i);
+      dst[0] = qmcu_sxtab16(qmcu_sxtab16(nz2, v), v);
+      dst[QMCU_MT] = qmcu_sxtab16_ror8(qmcu_sxtab16_ror8(nz2, v), v);
     }
   }
+#endif
 }
 
 /* 4-bit input, C_in % 8 == 0: doubled nibbles as bytes, UXTAB16 onto -2 * zp, re-paired. */
-static void gather_u4(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                      const qmcu_conv_tile *t, uint32_t *dst) {
+static void run_u4(const qmcu_conv_params *p, const uint8_t *src, uint32_t *dst,
+                   const qmcu_conv_tile *t) {
   const uint32_t nz2 = qmcu_pack16(-2 * p->in_zero_point, -2 * p->in_zero_point);
-  int32_t ky, kx, i;
+  int32_t i;
   (void)t;
-  for (ky = 0; ky < p->filter.h; ++ky) {
-    for (kx = 0; kx < p->filter.w; ++kx) {
-      const uint8_t *src = tap_src(p, in, q, ky, kx);
-      if (src == NULL) {
-        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
-      } else {
-        for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_MT) {
-          const uint32_t v = qmcu_read_u32(src + i / 2);
-          const uint32_t ev = (v << 1) & 0x1e1e1e1eu; /* 2 x0, 2 x2, 2 x4, 2 x6 */
-          const uint32_t od = (v >> 3) & 0x1e1e1e1eu; /* 2 x1, 2 x3, 2 x5, 2 x7 */
-          const uint32_t a = qmcu_uxtab16(nz2, ev);       /* x0 x4 */
-          const uint32_t b = qmcu_uxtab16_ror8(nz2, ev);  /* x2 x6 */
-          const uint32_t c = qmcu_uxtab16(nz2, od);       /* x1 x5 */
-          const uint32_t d = qmcu_uxtab16_ror8(nz2, od);  /* x3 x7 */
-          dst[0] = qmcu_pkhbt16(a, b);
-          dst[QMCU_MT] = qmcu_pkhbt16(c, d);
-          dst[2 * QMCU_MT] = qmcu_pkhtb16(b, a);
-          dst[3 * QMCU_MT] = qmcu_pkhtb16(d, c);
-        }
-      }
-    }
+  for (i = 0; i < p->input.c; i += 8, dst += 4 * QMCU_MT) {
+    const uint32_t v = qmcu_read_u32(src + i / 2);
+    const uint32_t ev = (v << 1) & 0x1e1e1e1eu; /* 2 x0, 2 x2, 2 x4, 2 x6 */
+    const uint32_t od = (v >> 3) & 0x1e1e1e1eu; /* 2 x1, 2 x3, 2 x5, 2 x7 */
+    const uint32_t a = qmcu_uxtab16(nz2, ev);      /* x0 x4 */
+    const uint32_t b = qmcu_uxtab16_ror8(nz2, ev); /* x2 x6 */
+    const uint32_t c = qmcu_uxtab16(nz2, od);      /* x1 x5 */
+    const uint32_t d = qmcu_uxtab16_ror8(nz2, od); /* x3 x7 */
+    dst[0] = qmcu_pkhbt16(a, b);
+    dst[QMCU_MT] = qmcu_pkhbt16(c, d);
+    dst[2 * QMCU_MT] = qmcu_pkhtb16(b, a);
+    dst[3 * QMCU_MT] = qmcu_pkhtb16(d, c);
   }
 }
 
-/* 2-bit input, C_in % 16 == 0: the even and odd fields as doubled nibbles, then as gather_u4. */
-static void gather_u2(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
-                      const qmcu_conv_tile *t, uint32_t *dst) {
+/* 2-bit input, C_in % 16 == 0: the even and odd fields as doubled nibbles, then as run_u4. */
+static void run_u2(const qmcu_conv_params *p, const uint8_t *src, uint32_t *dst,
+                   const qmcu_conv_tile *t) {
   const uint32_t nz2 = qmcu_pack16(-2 * p->in_zero_point, -2 * p->in_zero_point);
-  int32_t ky, kx, i, h;
+  int32_t i, h;
   (void)t;
-  for (ky = 0; ky < p->filter.h; ++ky) {
-    for (kx = 0; kx < p->filter.w; ++kx) {
-      const uint8_t *src = tap_src(p, in, q, ky, kx);
-      if (src == NULL) {
-        for (i = 0; i < p->input.c; i += 4, dst += 2 * QMCU_MT) dst[0] = dst[QMCU_MT] = 0;
-      } else {
-        for (i = 0; i < p->input.c; i += 16, dst += 8 * QMCU_MT) {
-          const uint32_t v = qmcu_read_u32(src + i / 4);
-          /* nibble n of f[h] holds 2 x_{4(n/2) + 2(n%2) + h} ... as pairs of 4-groups */
-          const uint32_t f[2] = {(v << 1) & 0x66666666u, (v >> 1) & 0x66666666u};
-          for (h = 0; h < 2; ++h) {
-            /* f[h] nibbles: x_{h}, x_{2+h}, x_{4+h}, x_{6+h}, ... x_{14+h} (doubled) */
-            const uint32_t ev = f[h] & 0x0f0f0f0fu;        /* x_h, x_{4+h}, x_{8+h}, x_{12+h} */
-            const uint32_t od = (f[h] >> 4) & 0x0f0f0f0fu; /* x_{2+h}, x_{6+h}, ... */
-            const uint32_t a = qmcu_uxtab16(nz2, ev);      /* x_h, x_{8+h} */
-            const uint32_t b = qmcu_uxtab16_ror8(nz2, ev); /* x_{4+h}, x_{12+h} */
-            const uint32_t c = qmcu_uxtab16(nz2, od);      /* x_{2+h}, x_{10+h} */
-            const uint32_t d = qmcu_uxtab16_ror8(nz2, od); /* x_{6+h}, x_{14+h} */
-            dst[h * QMCU_MT] = qmcu_pkhbt16(a, c);               /* group 0: (x_h, x_{2+h}) */
-            dst[(2 + h) * QMCU_MT] = qmcu_pkhbt16(b, d);         /* group 1 */
-            dst[(4 + h) * QMCU_MT] = qmcu_pkhtb16(c, a);         /* group 2 */
-            dst[(6 + h) * QMCU_MT] = qmcu_pkhtb16(d, b);         /* group 3 */
-          }
-        }
-      }
+  for (i = 0; i < p->input.c; i += 16, dst += 8 * QMCU_MT) {
+    const uint32_t v = qmcu_read_u32(src + i / 4);
+    /* nibble n of f[h] holds 2 x_{2n+h} */
+    const uint32_t f[2] = {(v << 1) & 0x66666666u, (v >> 1) & 0x66666666u};
+    for (h = 0; h < 2; ++h) {
+      const uint32_t ev = f[h] & 0x0f0f0f0fu;        /* x_h, x_{4+h}, x_{8+h}, x_{12+h} */
+      const uint32_t od = (f[h] >> 4) & 0x0f0f0f0fu; /* x_{2+h}, x_{6+h}, x_{10+h}, x_{14+h} */
+      const uint32_t a = qmcu_uxtab16(nz2, ev);      /* x_h, x_{8+h} */
+      const uint32_t b = qmcu_uxtab16_ror8(nz2, ev); /* x_{4+h}, x_{12+h} */
+      const uint32_t c = qmcu_uxtab16(nz2, od);      /* x_{2+h}, x_{10+h} */
+      const uint32_t d = qmcu_uxtab16_ror8(nz2, od); /* x_{6+h}, x_{14+h} */
+      dst[h * QMCU_MT] = qmcu_pkhbt16(a, c);       /* group 0: (x_h, x_{2+h}) */
+      dst[(2 + h) * QMCU_MT] = qmcu_pkhbt16(b, d); /* group 1 */
+      dst[(4 + h) * QMCU_MT] = qmcu_pkhtb16(c, a); /* group 2 */
+      dst[(6 + h) * QMCU_MT] = qmcu_pkhtb16(d, b); /* group 3 */
     }
   }
 }
@@ -218,14 +185,35 @@ static void gather_u2(const qmcu_conv_params *p, const uint8_t *in, int32_t q,
 static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0, int32_t valid,
                         const qmcu_conv_tile *t) {
   const int32_t slots = (valid + QMCU_MT - 1) / QMCU_MT * QMCU_MT;
-  int32_t s, j;
-  void (*fn)(const qmcu_conv_params *, const uint8_t *, int32_t, const qmcu_conv_tile *,
-             uint32_t *) = gather_generic;
-  if (p->in_bits == 8 && p->input.c % 4 == 0) fn = gather_s8;
-  if (p->in_bits == 4 && p->input.c % 8 == 0) fn = gather_u4;
-  if (p->in_bits == 2 && p->input.c % 16 == 0) fn = gather_u2;
-  for (s = 0; s < valid; ++s) fn(p, in, q0 + s, t, col_base(t, s));
-  for (; s < slots; ++s) {
+  const int32_t row_bytes = p->input.c * p->in_bits / 8;
+  const int32_t tap_words = p->input.c / 2 * QMCU_MT; /* column words of one tap */
+  const qmcu_geometry *g = &p->geometry;
+  qmcu_run_fn run = run_generic;
+  int32_t s, j, ky, kx;
+  if (p->in_bits == 8 && p->input.c % 4 == 0) run = run_s8;
+  if (p->in_bits == 4 && p->input.c % 8 == 0) run = run_u4;
+  if (p->in_bits == 2 && p->input.c % 16 == 0) run = run_u2;
+  if (p->filter.h == 1 && p->filter.w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
+      g->pad_top == 0 && g->pad_left == 0 && p->output.h == p->input.h &&
+      p->output.w == p->input.w) {
+    /* pointwise: output pixel q reads input pixel q */
+    for (s = 0; s < valid; ++s) run(p, in + (size_t)(q0 + s) * row_bytes, col_base(t, s), t);
+  } else {
+    for (s = 0; s < valid; ++s) {
+      uint32_t *dst = col_base(t, s);
+      for (ky = 0; ky < p->filter.h; ++ky) {
+        for (kx = 0; kx < p->filter.w; ++kx, dst += tap_words) {
+          const uint8_t *src = tap_src(p, in, q0 + s, ky, kx);
+          if (src != NULL) {
+            run(p, src, dst, t);
+          } else {
+            for (j = 0; j < p->input.c / 2; ++j) dst[j * QMCU_MT] = 0;
+          }
+        }
+      }
+    }
+  }
+  for (s = valid; s < slots; ++s) {
     uint32_t *dst = col_base(t, s);
     for (j = 0; j < t->kp; ++j) dst[j * QMCU_MT] = 0;
   }
