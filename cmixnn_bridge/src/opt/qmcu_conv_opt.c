@@ -387,7 +387,8 @@ typedef struct {
  * Frame: [sp] consts, [4] entry, [8] weights, [12] iterations, [16] &consts[6], [20] out,
  * [24] stride, [28] end of out.
  * kind: 0 int8, 1 int8 clamped to [act_min, act_max], 2 4-bit, 3 2-bit in bits 0-3 of the
- * byte (writes the whole byte), 4 2-bit in bits 4-7 (read-modify-write). */
+ * byte (writes the whole byte), 4 2-bit in bits 4-7 (read-modify-write), 5 int8 clamped
+ * below only (act_max 127). */
 __asm__(
     "  .pushsection .text.qmcu_block23,\"ax\",%progbits\n"
     "  .syntax unified\n"
@@ -412,22 +413,24 @@ __asm__(
     "  usat \\acc, #\\bits, r9\n"
     "  .endif\n"
     "  .endm\n"
-    "  .macro QMCU_CLAMP v\n"
+    "  .macro QMCU_CLAMP v, kind\n"
     "  ssub8 r9, \\v, r6\n"
     "  sel \\v, \\v, r6\n"
+    "  .if \\kind != 5\n"
     "  ssub8 r9, \\v, r7\n"
     "  sel \\v, r7, \\v\n"
+    "  .endif\n"
     "  .endm\n"
     /* store channel 0 value a and channel 1 value b of a pixel at [r10] (off 0) or [r10, lr] */
     "  .macro QMCU_STORE kind, a, b, off\n"
     "  bfi \\a, \\b, #8, #8\n"
     "  .if \\kind >= 1\n"
-    "  QMCU_CLAMP \\a\n"
+    "  QMCU_CLAMP \\a, \\kind\n"
     "  .endif\n"
     "  .if \\kind == 2\n"
     "  orr \\a, \\a, \\a, lsr #4\n"
     "  .endif\n"
-    "  .if \\kind >= 3\n"
+    "  .if \\kind == 3 || \\kind == 4\n"
     "  orr \\a, \\a, \\a, lsr #6\n"
     "  .endif\n"
     "  .if \\kind == 4\n"
@@ -439,7 +442,7 @@ __asm__(
     "  bfi r9, \\a, #4, #4\n"
     "  mov \\a, r9\n"
     "  .endif\n"
-    "  .if \\kind <= 1\n"
+    "  .if \\kind <= 1 || \\kind == 5\n"
     "  .if \\off == 0\n"
     "  strh \\a, [r10]\n"
     "  .else\n"
@@ -523,6 +526,7 @@ __asm__(
     "  QMCU_BLOCK23 qmcu_block23_u4, 2, 4\n"
     "  QMCU_BLOCK23 qmcu_block23_u2lo, 3, 2\n"
     "  QMCU_BLOCK23 qmcu_block23_u2hi, 4, 2\n"
+    "  QMCU_BLOCK23 qmcu_block23_s8lo, 5, 8\n"
     /* qmcu_widen_w8_pair(row0, row1, dst, groups): dst[4g .. 4g+3] = SXTB16(a), SXTB16(b),
      * SXTB16(a, ROR 8), SXTB16(b, ROR 8) of word g of each row */
     "  .macro QMCU_WIDEN2\n"
@@ -592,12 +596,14 @@ void qmcu_block23_s8c(const qmcu_block_args *a);
 void qmcu_block23_u4(const qmcu_block_args *a);
 void qmcu_block23_u2lo(const qmcu_block_args *a);
 void qmcu_block23_u2hi(const qmcu_block_args *a);
+void qmcu_block23_s8lo(const qmcu_block_args *a);
 
 typedef void (*qmcu_block_fn)(const qmcu_block_args *);
 
 static qmcu_block_fn block_fn(const qmcu_conv_params *p, int32_t co) {
   if (p->out_bits == 8) {
-    return p->act_min == -128 && p->act_max == 127 ? qmcu_block23_s8 : qmcu_block23_s8c;
+    if (p->act_max != 127) return qmcu_block23_s8c;
+    return p->act_min == -128 ? qmcu_block23_s8 : qmcu_block23_s8lo;
   }
   if (p->out_bits == 4) return qmcu_block23_u4;
   return co % 4 == 0 ? qmcu_block23_u2lo : qmcu_block23_u2hi;

@@ -1,7 +1,7 @@
 """Stress the QMCU_CONV_2D fast path on emulated Cortex-M4/M7 against the numpy reference.
 
 Beyond the golden vectors of tests/test_cmixnn_cortexm.py: every bit-width combination with
-fused ReLU clamps, odd channel counts, pixel counts that leave partial tiles and micro-tiles,
+fused ReLU clamps and clamps inside the range, odd channel counts, pixel counts that leave partial tiles and micro-tiles,
 K / 2 not a multiple of the unrolled loop, KxK with padding, and per-channel requantization
 that must leave the fused form (shift >= 0, shift -31, multiplier 0, biases near the int32
 limits). Runs the reference, optimized and dispatching kernels through qmcu_golden_main.c.
@@ -11,6 +11,7 @@ limits). Runs the reference, optimized and dispatching kernels through qmcu_gold
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import itertools
 import pathlib
@@ -65,6 +66,20 @@ def _odd_requant(*, rng, case: gold.ConvCase) -> gold.ConvCase:
                          requant=req, expected=expected)
 
 
+def _relu6_like(*, rng, case: gold.ConvCase) -> gold.ConvCase:
+    """A clamp below the top of the output range on both sides (as ReLU6 can give)."""
+    o = case.options
+    hi = (1 << o.out_bits) - 1 if o.out_bits < 8 else 127
+    lo = 0 if o.out_bits < 8 else -128
+    act_min = int(rng.integers(lo, lo + (hi - lo) // 3 + 1))
+    act_max = int(rng.integers(act_min + 1, hi))
+    o = dataclasses.replace(o, act_min=act_min, act_max=act_max)
+    expected = qk.conv_2d(input=case.input, filter=case.filter, bias=case.bias,
+                          requant=case.requant, options=o)
+    return gold.ConvCase(options=o, input=case.input, filter=case.filter, bias=case.bias,
+                         requant=case.requant, expected=expected)
+
+
 def cases(*, seed: int, count: int) -> list[gold.ConvCase]:
     rng = np.random.default_rng(seed)
     out = []
@@ -84,6 +99,8 @@ def cases(*, seed: int, count: int) -> list[gold.ConvCase]:
         case = gold.random_conv_case(rng=rng, spec=spec)
         if i % 4 == 3:
             case = _odd_requant(rng=rng, case=case)
+        if i % 6 == 2:
+            case = _relu6_like(rng=rng, case=case)
         out.append(case)
     return out
 
