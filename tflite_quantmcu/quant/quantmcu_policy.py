@@ -36,6 +36,24 @@ Steps (each a function below):
 
 ``uniform_plan`` gives the baseline "every eligible stage feature map at b bits".
 Everything is deterministic for the same inputs; timings are reported, not used.
+
+Measured on the bundled model (bench/quantmcu_accuracy.py; tuning figures on 1,000
+held-out training images, never the test set), 256 KB budget -> the planner's stage
+ops 0..6, 2x2 patches:
+
+* VDPC, density ratio 1.0: the patches' outlier densities on the first map are
+  0.9-1.2x the map's (the garment covers all four quadrants), so 3 of 4 branches are
+  outlier-class and QuantMCU stays close to patch int8 (BitOPs / 1.05, -0.15 pt on the
+  2,000-image test subset); ratio 1.5 flags none (= no VDPC: BitOPs / 1.22, -1.7 pt).
+  "first" and "any" classified identically. With 4x4 patches densities spread
+  0.2-1.9x and VDPC separates patches (8 of 16 outlier-class).
+* VDQS bins: k = 16 puts every eligible map at 4 bits for any lam in 0.1..0.8 (dH(i, 4)
+  is ~0 at 16 bins), k = 20-32 makes lam move BitOPs (k = 24: / 1.22 at lam 0.1 to / 1.00
+  at lam 0.6), k >= 32 keeps 8 bits at lam 0.6. 2 bits win only for lam < 0.2 at k = 64.
+* Ceiling: even every eligible stage map at 2 bits gives BitOPs / 1.37 (stage ops
+  0..6) or / 1.81 (stage forced to ops 0..13, 2x2, still within 256 KB): op 0 reads the
+  8-bit image, op 0's output feeds a STRIDED_SLICE (residual), patch outputs feed the
+  CONCATENATION, and the ops after the stage stay 8-bit.
 """
 from __future__ import annotations
 
