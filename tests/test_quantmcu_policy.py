@@ -15,11 +15,13 @@ import pytest
 from testdata.synthetic_models import Conv, DepthwiseConv, Mean, ModelSpec, Residual, \
     build_int8_graph
 from tflite_quantmcu.analysis.memory import tensor_bytes
+from tflite_quantmcu.analysis.model_analysis import analyze_model
 from tflite_quantmcu.errors import BudgetError, ConfigError
 from tflite_quantmcu.patches.branches import patch_branches
 from tflite_quantmcu.patches.plan import PatchOptions
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
+from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan, subbyte_candidates
 from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions, collect_patch_statistics,
                                                    search_quantmcu, uniform_plan)
 from tflite_quantmcu.reference.executor import run_graph
@@ -198,3 +200,19 @@ def test_bad_options_are_config_errors():
         QuantMCUOptions(classify_on="middle")
     with pytest.raises(ConfigError):
         QuantMCUOptions(candidates=(8, 3))
+
+
+def test_plan_from_subbyte_candidates_applies_and_cuts_bitops(model):
+    """Without an override the search asks the graph pass which widths each map may take;
+    the plan it returns must apply, run, and lower the whole model's BitOPs."""
+    graph, plan, patched = model
+    result = search_quantmcu(graph=graph, patch_plan=plan, patched_graph=patched,
+                             calibration=calibration(), sram_budget=None,
+                             options=QuantMCUOptions(lam=0.0, use_vdpc=False))
+    allowed = subbyte_candidates(graph=patched)
+    assert all(b in allowed[k] for k, b in result.plan.bits.items())
+    assert any(b < 8 for b in result.plan.bits.values())
+    final = apply_bitwidth_plan(graph=patched, plan=result.plan)
+    assert analyze_model(graph=final).bitops < analyze_model(graph=patched).bitops
+    x = calibration()[0]
+    assert run_graph(graph=final, inputs=[x])[0].shape[0] == x.shape[0]
