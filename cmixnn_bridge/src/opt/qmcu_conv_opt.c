@@ -193,7 +193,27 @@ static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0
   if (p->in_bits == 8 && p->input.c % 4 == 0) run = run_s8;
   if (p->in_bits == 4 && p->input.c % 8 == 0) run = run_u4;
   if (p->in_bits == 2 && p->input.c % 16 == 0) run = run_u2;
-  if (p->filter.h == 1 && p->filter.w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
+  if (p->input.c % 4 != 0) {
+    /* groups of 4 cross taps: all K values of a pixel through t->lin, then paired */
+    for (s = 0; s < valid; ++s) {
+      uint32_t *dst = col_base(t, s);
+      int16_t *v = t->lin;
+      for (ky = 0; ky < p->filter.h; ++ky) {
+        for (kx = 0; kx < p->filter.w; ++kx, v += p->input.c) {
+          const uint8_t *src = tap_src(p, in, q0 + s, ky, kx);
+          if (src != NULL) {
+            expand_run(p, src, v);
+          } else {
+            for (j = 0; j < p->input.c; ++j) v[j] = 0;
+          }
+        }
+      }
+      for (j = 0, v = t->lin; j < t->k / 4; ++j, dst += 2 * QMCU_MT, v += 4) {
+        dst[0] = qmcu_pack16(2 * v[0], 2 * v[2]);
+        dst[QMCU_MT] = qmcu_pack16(2 * v[1], 2 * v[3]);
+      }
+    }
+  } else if (p->filter.h == 1 && p->filter.w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
       g->pad_top == 0 && g->pad_left == 0 && p->output.h == p->input.h &&
       p->output.w == p->input.w) {
     /* pointwise: output pixel q reads input pixel q */

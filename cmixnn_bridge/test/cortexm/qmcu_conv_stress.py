@@ -32,6 +32,7 @@ SHAPES = [
     ((1, 6, 6, 16), 8, (3, 3), (2, 1), (1, 1, 1, 0)),       # K = 144, padding
     ((1, 7, 5, 48), 4, (1, 1), (2, 2), (0, 0, 0, 0)),       # K/2 = 24: enters the loop part way
     ((1, 3, 4, 16), 4, (5, 5), (1, 1), (2, 2, 2, 2)),       # K = 400
+    ((1, 6, 5, 6), 8, (2, 2), (1, 1), (1, 0, 0, 1)),        # C_in % 4 != 0, K = 24
 ]
 
 
@@ -88,7 +89,7 @@ def cases(*, seed: int, count: int) -> list[gold.ConvCase]:
         a, w, o = combos[i % len(combos)]
         in_shape, c_out, kernel, stride, pads = SHAPES[(i // len(combos) + i) % len(SHAPES)]
         c_in = in_shape[3]
-        if c_in % (32 // w) and (kernel[0] * kernel[1] * c_in) % (32 // w):
+        if (kernel[0] * kernel[1] * c_in) % (32 // w) or c_in % (8 // a):
             c_in = 32
         c_out = c_out if o == 8 and i % 3 else max(4, c_out)
         if o == 8 and i % 5 == 0:
