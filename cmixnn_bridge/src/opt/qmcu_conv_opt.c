@@ -57,9 +57,15 @@ int qmcu_conv_2d_opt_supported(const qmcu_conv_params *p) {
   return depth_k(p) % (32 / p->w_bits) == 0;
 }
 
-/* Tile pixels: about 6 KB of columns, at least 12 and at most 96 pixels. */
+/* Bytes of 16-bit columns a tile aims at (build-time knob: less scratch, more instructions
+ * per MAC, since every tile widens the weights again). */
+#ifndef QMCU_CONV_COLS_BYTES
+#define QMCU_CONV_COLS_BYTES 6144
+#endif
+
+/* Tile pixels: about QMCU_CONV_COLS_BYTES of columns, at least 12 and at most 96 pixels. */
 static int32_t tile_pixels(int32_t k) {
-  int32_t groups = 1024 / k;
+  int32_t groups = QMCU_CONV_COLS_BYTES / (6 * k);
   if (groups < 4) groups = 4;
   if (groups > 32) groups = 32;
   return groups * QMCU_MT;
