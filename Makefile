@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 CLI    := $(VENV)/bin/tflite-quantmcu
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dataset-fashion-mnist libflatbuffers-dev
 DEMO_MODEL := testdata/fashion_mnv2_r96_int8.tflite
 DEMO_OUT   := build/demo
 
@@ -21,8 +21,8 @@ deps: $(VENV)/.installed
 # Cross compiler and emulator for the Cortex-M tests; skipped (tests say why) when not root.
 apt-deps:
 	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
-	    && [ -d /usr/share/datasets/fashion-mnist ]; then \
-	  echo "apt-deps: cross compiler, qemu and Fashion-MNIST present"; \
+	    && [ -d /usr/share/datasets/fashion-mnist ] && [ -f /usr/include/flatbuffers/flexbuffers.h ]; then \
+	  echo "apt-deps: cross compiler, qemu, Fashion-MNIST and flatbuffers headers present"; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null) \
 	    || echo "apt-deps: could not install $(APT_PACKAGES); Cortex-M tests and accuracy figures will be skipped"; \
