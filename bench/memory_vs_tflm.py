@@ -10,21 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+from bench_models import BENCH_MODELS, TESTDATA
 from tflite_quantmcu.analysis.memory import plan_memory
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.ir.reader import read_model_bytes
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.runtimes.tflm import measure_arena
 
-TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
-DEFAULT_MODELS = [
-    TESTDATA / "generated" / "mobilenetv2_w100_r224.tflite",
-    TESTDATA / "mobilenetv2_w035_r144.tflite",
-    TESTDATA / "mobilenetv1_w025_r96.tflite",
-    TESTDATA / "resnet8_cifar.tflite",
-    TESTDATA / "conv_chain.tflite",
-    TESTDATA / "fashion_mnv2_r96_int8.tflite",
-]
+DEFAULT_MODELS = BENCH_MODELS + [TESTDATA / "conv_chain.tflite"]
 
 
 def measure(path: Path) -> str:

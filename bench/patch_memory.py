@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench_models import BENCH_MODELS
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.patches.plan import PatchCandidate, PatchOptions, PatchPlan, pareto_front
@@ -22,14 +23,7 @@ from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.runtimes.tflm import measure_arena
 
-TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
-DEFAULT_MODELS = [
-    TESTDATA / "generated" / "mobilenetv2_w100_r224.tflite",
-    TESTDATA / "mobilenetv2_w035_r144.tflite",
-    TESTDATA / "mobilenetv1_w025_r96.tflite",
-    TESTDATA / "resnet8_cifar.tflite",
-    TESTDATA / "fashion_mnv2_r96_int8.tflite",
-]
+DEFAULT_MODELS = BENCH_MODELS
 SETTINGS = {"default (file +5 % max)": PatchOptions(),
             "no file cap": PatchOptions(max_file_growth=None)}
 FRONT_POINTS = 12
