@@ -659,8 +659,6 @@ qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers 
   t.consts[QMCU_C_HI] = (int32_t)bytes4(p->act_max);
   for (q0 = 0; q0 < pixels; q0 += t.tile) {
     const int32_t valid = pixels - q0 < t.tile ? pixels - q0 : t.tile;
-    const int32_t full = valid / QMCU_MT;
-    (void)full;
     gather_tile(p, (const uint8_t *)b->input, q0, valid, &t);
     for (co = 0; co < channels; co += 2) {
       int32_t m = 0;
@@ -676,7 +674,8 @@ qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers 
       }
       pair_setup(p, b, &lim, co, &pr, t.consts);
 #if QMCU_HAVE_DSP
-      if (full > 0 && pr.fast[0] && pr.fast[1]) {
+      if (valid >= QMCU_MT && pr.fast[0] && pr.fast[1]) { /* full micro-tiles in asm */
+        const int32_t full = valid / QMCU_MT;
         qmcu_block_args a;
         a.consts = t.consts;
         a.wts = t.wts;
