@@ -1,9 +1,13 @@
 """QuantMCU on the bundled Fashion-MNIST model: top-1, BitOPs, peak SRAM, search time.
 
 Rows: int8 layer-based, patch int8 (the planner's split and grid for --sram), QuantMCU
-(lambda 0.6, phi 0.96), QuantMCU without VDPC (every branch searched), every eligible
-stage feature map at 4 bits. Then lambda sweeps (paper Table III) with and without
-VDPC, and a phi sweep (paper Fig. 5). Markdown tables on stdout, PNG plots in
+(lambda 0.6, phi 0.96) on the patch stage only, QuantMCU without VDPC (every branch
+searched, stage only), every eligible stage feature map at 4 bits; then the same with
+the tail (the layer-based ops after the patch stage searched as branch "tail",
+``QuantMCUOptions.search_tail``, the default): QuantMCU, QuantMCU without VDPC, uniform
+4 and uniform 2 (the BitOPs floor of feature-map quantization). Then lambda sweeps
+(paper Table III; with the tail) with and without VDPC, a phi sweep (paper Fig. 5),
+and with --bins-sweep a lambda sweep per bin count k. Markdown tables on stdout, PNG plots in
 build/bench/ (or --out). --split/--grid force the patch stage (a QuantMCU-specific
 choice: a longer stage puts more of the model's BitOPs into the searched branches).
 
@@ -21,6 +25,7 @@ calibrated it -- use this one for any tuning, never the test set.
 
     python3 bench/quantmcu_accuracy.py [--full] [--data heldout] [--sram 256]
         [--split OP --grid R C] [--bins K] [--density-ratio R] [--classify-on first|any]
+        [--lambdas L ...] [--bins-sweep K ...] [--no-sweeps]
 """
 from __future__ import annotations
 
@@ -155,23 +160,40 @@ def quantmcu_row(*, name: str, ctx: dict, options: QuantMCUOptions) -> tuple[Row
     return row, result
 
 
-def main_rows(*, ctx: dict, args) -> list[Row]:
-    graph, patched = ctx["graph"], ctx["patched"]
+def uniform_row(*, ctx: dict, bits: int, tail: bool) -> Row:
+    plan = uniform_plan(graph=ctx["graph"], patch_plan=ctx["plan"], patched_graph=ctx["patched"],
+                        bits=bits, tail=tail)
+    where = "stage + tail" if tail else "stage"
+    return plan_row(name=f"uniform {bits}-bit {where} activations", patched=ctx["patched"],
+                    plan=plan, evaluator=ctx["evaluator"], search_s=None)
+
+
+def baseline_rows(*, ctx: dict) -> list[Row]:
+    """int8 layer-based and patch int8 (the reference of every ratio)."""
     evaluator = ctx["evaluator"]
-    int8 = measured_row(name="int8 layer-based", graph=graph, evaluator=evaluator,
+    int8 = measured_row(name="int8 layer-based", graph=ctx["graph"], evaluator=evaluator,
                         cache_key="int8")
     patch = measured_row(name=f"patch int8 (split op {ctx['plan'].split_op}, grid "
                               f"{ctx['plan'].grid[0]}x{ctx['plan'].grid[1]})",
-                         graph=patched, evaluator=evaluator, cache_key="patch")
-    quantmcu, result = quantmcu_row(name="QuantMCU (lambda 0.6, phi 0.96)", ctx=ctx,
+                         graph=ctx["patched"], evaluator=evaluator, cache_key="patch")
+    return [int8, patch]
+
+
+def main_rows(*, ctx: dict, args) -> list[Row]:
+    int8, patch = baseline_rows(ctx=ctx)
+    stage_only, _ = quantmcu_row(name="QuantMCU (lambda 0.6, phi 0.96), stage only", ctx=ctx,
+                                 options=options_from(args=args, search_tail=False))
+    no_vdpc, _ = quantmcu_row(name="QuantMCU without VDPC, stage only", ctx=ctx,
+                              options=options_from(args=args, use_vdpc=False,
+                                                   search_tail=False))
+    quantmcu, result = quantmcu_row(name="QuantMCU (lambda 0.6, phi 0.96) with tail", ctx=ctx,
                                     options=options_from(args=args))
-    no_vdpc, _ = quantmcu_row(name="QuantMCU without VDPC", ctx=ctx,
-                              options=options_from(args=args, use_vdpc=False))
-    uniform = uniform_plan(graph=graph, patch_plan=ctx["plan"], patched_graph=patched, bits=4)
-    uniform4 = plan_row(name="uniform 4-bit stage activations", patched=patched, plan=uniform,
-                        evaluator=evaluator, search_s=None)
+    no_vdpc_tail, _ = quantmcu_row(name="QuantMCU without VDPC, with tail", ctx=ctx,
+                                   options=options_from(args=args, use_vdpc=False))
     ctx["main_result"] = result
-    return [int8, patch, quantmcu, no_vdpc, uniform4]
+    return [int8, patch, stage_only, no_vdpc, uniform_row(ctx=ctx, bits=4, tail=False),
+            quantmcu, no_vdpc_tail, uniform_row(ctx=ctx, bits=4, tail=True),
+            uniform_row(ctx=ctx, bits=2, tail=True)]
 
 
 def sweep(*, ctx: dict, args, name: str, values, make) -> list[tuple[float, Row, object]]:
@@ -244,8 +266,51 @@ def parse_args(argv: list[str]):
     parser.add_argument("--density-ratio", type=float, default=1.0)
     parser.add_argument("--classify-on", choices=("first", "any"), default="first")
     parser.add_argument("--no-sweeps", action="store_true")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=list(LAMBDAS))
+    parser.add_argument("--bins-sweep", type=int, nargs="+", default=[],
+                        help="bin counts k for an extra lambda sweep each (with tail)")
+    parser.add_argument("--only-sweeps", action="store_true",
+                        help="skip the policy rows (int8 and patch int8 still measured)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "bench")
     return parser.parse_args(argv)
+
+
+def print_policies(*, ctx: dict, args, rows: list[Row]) -> None:
+    result = ctx["main_result"]
+    print_table(title="Policies", rows=rows, reference=rows[1])
+    print(f"\n(delta vs patch int8, which equals int8; BitOPs ratio vs patch int8.) "
+          f"VDPC classes: {json.dumps(result.to_dict()['class_counts'])}, outlier branches "
+          f"{list(result.outlier_branches)}; tail: {json.dumps(result.to_dict()['tail'])}. "
+          f"'search s' = statistics over the 512 calibration images, whole graph "
+          f"({ctx['statistics_s']:.2f} s) + VDPC and VDQS ({result.search_time_s:.3f} s)")
+
+
+def run_sweeps(*, ctx: dict, args, rows: list[Row]) -> dict:
+    lambdas = tuple(args.lambdas)
+    sweeps = {}
+    sweeps["lambda (phi 0.96)"] = sweep(ctx=ctx, args=args, name="lambda", values=lambdas,
+                                        make=lambda v: options_from(args=args, lam=v))
+    print_table(title=f"Lambda sweep, QuantMCU with tail, bins {args.bins} (paper Table III)",
+                rows=[p[1] for p in sweeps["lambda (phi 0.96)"]], reference=rows[1])
+    for bins in args.bins_sweep:
+        points = sweep(ctx=ctx, args=args, name=f"lambda (bins {bins})", values=lambdas,
+                       make=lambda v, k=bins: options_from(args=args, lam=v, bins=k))
+        print_table(title=f"Lambda sweep, QuantMCU with tail, bins {bins}",
+                    rows=[p[1] for p in points], reference=rows[1])
+    if args.only_sweeps:
+        return sweeps
+    sweeps["lambda (no VDPC)"] = sweep(
+        ctx=ctx, args=args, name="lambda, no VDPC", values=lambdas,
+        make=lambda v: options_from(args=args, lam=v, use_vdpc=False))
+    print_table(title="Lambda sweep, every branch searched (no VDPC), with tail",
+                rows=[p[1] for p in sweeps["lambda (no VDPC)"]], reference=rows[1])
+    sweeps["phi (lambda 0.6)"] = sweep(ctx=ctx, args=args, name="phi", values=PHIS,
+                                       make=lambda v: options_from(args=args, phi=v))
+    print_table(title="Phi sweep (paper Fig. 5), with tail",
+                rows=[p[1] for p in sweeps["phi (lambda 0.6)"]], reference=rows[1])
+    print("\nOutlier branches per phi: " + ", ".join(
+        f"{v}: {len(r.outlier_branches)}" for v, _, r in sweeps["phi (lambda 0.6)"]))
+    return sweeps
 
 
 def main(argv: list[str]) -> int:
@@ -256,30 +321,14 @@ def main(argv: list[str]) -> int:
     print(f"model {MODEL.name}; evaluation: {args.data}, {len(evaluator.labels)} images; "
           f"calibration: {CALIBRATION.name}; SRAM budget {args.sram:g} KB; bins {args.bins}, "
           f"density ratio {args.density_ratio}, classify on {args.classify_on}")
-    rows = main_rows(ctx=ctx, args=args)
-    result = ctx["main_result"]
-    print_table(title="Policies", rows=rows, reference=rows[1])
-    print(f"\n(delta vs patch int8, which equals int8; BitOPs ratio vs patch int8.) "
-          f"VDPC classes: {json.dumps(result.to_dict()['class_counts'])}, outlier branches "
-          f"{list(result.outlier_branches)}. 'search s' = statistics over the 512 calibration "
-          f"images ({ctx['statistics_s']:.2f} s) + VDPC and VDQS ({result.search_time_s:.3f} s)")
-    sweeps = {}
+    if args.only_sweeps:
+        rows = baseline_rows(ctx=ctx)
+        print_table(title="Baselines", rows=rows, reference=rows[1])
+    else:
+        rows = main_rows(ctx=ctx, args=args)
+        print_policies(ctx=ctx, args=args, rows=rows)
     if not args.no_sweeps:
-        sweeps["lambda (phi 0.96)"] = sweep(ctx=ctx, args=args, name="lambda", values=LAMBDAS,
-                                            make=lambda v: options_from(args=args, lam=v))
-        print_table(title="Lambda sweep, QuantMCU (paper Table III)",
-                    rows=[p[1] for p in sweeps["lambda (phi 0.96)"]], reference=rows[1])
-        sweeps["lambda (no VDPC)"] = sweep(
-            ctx=ctx, args=args, name="lambda, no VDPC", values=LAMBDAS,
-            make=lambda v: options_from(args=args, lam=v, use_vdpc=False))
-        print_table(title="Lambda sweep, every branch searched (no VDPC)",
-                    rows=[p[1] for p in sweeps["lambda (no VDPC)"]], reference=rows[1])
-        sweeps["phi (lambda 0.6)"] = sweep(ctx=ctx, args=args, name="phi", values=PHIS,
-                                           make=lambda v: options_from(args=args, phi=v))
-        print_table(title="Phi sweep (paper Fig. 5)",
-                    rows=[p[1] for p in sweeps["phi (lambda 0.6)"]], reference=rows[1])
-        print("\nOutlier branches per phi: " + ", ".join(
-            f"{v}: {len(r.outlier_branches)}" for v, _, r in sweeps["phi (lambda 0.6)"]))
+        sweeps = run_sweeps(ctx=ctx, args=args, rows=rows)
         plot(path=args.out, sweeps=sweeps, patch_row=rows[1], int8_row=rows[0])
     print(f"\ntotal bench time {time.perf_counter() - start:.0f} s")
     return 0

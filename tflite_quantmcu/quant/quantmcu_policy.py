@@ -69,6 +69,7 @@ from tflite_quantmcu.analysis.memory import MemoryPlan, plan_memory
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.errors import CalibrationDataError, ConfigError
 from tflite_quantmcu.ir.graph import Graph, Subgraph
+from tflite_quantmcu.ir.schema import TensorType
 from tflite_quantmcu.patches.branches import PatchBranch, PatchFeatureMap, patch_branches
 from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
@@ -81,12 +82,14 @@ from tflite_quantmcu.quant.vdqs import (BIT_CHOICES, BranchSpec, ConsumerCost, V
 from tflite_quantmcu.reference.executor import run_graph
 
 CLASSIFY_ON = ("first", "any")
+TAIL = "tail"
 
 
 @dataclass(frozen=True)
 class QuantMCUOptions:
     """phi: VDPC central mass; lam: VDQS accuracy weight; bins: VDQS k; the VDPC rule's
-    parameters (``vdpc.VdpcOptions``); candidates; use_vdpc; classify_on (module doc)."""
+    parameters (``vdpc.VdpcOptions``); candidates; use_vdpc; classify_on; search_tail:
+    also search the layer-based part after the patch stage as branch "tail" (module doc)."""
 
     phi: float = 0.96
     lam: float = 0.6
@@ -97,6 +100,7 @@ class QuantMCUOptions:
     candidates: tuple[int, ...] = BIT_CHOICES
     use_vdpc: bool = True
     classify_on: str = "first"
+    search_tail: bool = True
 
     def __post_init__(self) -> None:
         if self.classify_on not in CLASSIFY_ON:
@@ -139,10 +143,11 @@ class QuantMCUResult:
     num_samples: int
     statistics_time_s: float
     search_time_s: float
+    tail_keys: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready figures for a report (the plan itself: ``plan.to_dict()``)."""
-        names = [b.branch for b in self.branch_limits]
+        names = [b.branch for b in self.branch_limits if b.branch != TAIL]
         return {
             "patch_classes": [c.to_dict() for c in self.patch_classes],
             "branch_classes": {n: ("outlier" if n in self.outlier_branches else "non_outlier")
@@ -150,6 +155,7 @@ class QuantMCUResult:
             "class_counts": {"outlier": len(self.outlier_branches),
                              "non_outlier": len(names) - len(self.outlier_branches)},
             "branch_limits": [dataclasses.asdict(b) for b in self.branch_limits],
+            "tail": {"searched": bool(self.tail_keys), "feature_maps": len(self.tail_keys)},
             "num_samples": self.num_samples,
             "statistics_time_s": self.statistics_time_s,
             "search_time_s": self.search_time_s,
@@ -181,40 +187,66 @@ def stage_map_regions(*, graph: Graph,
     return result
 
 
+def tail_map_keys(*, graph: Graph, patch_plan: PatchPlan) -> tuple[str, ...]:
+    """Int8 activation tensors written by the original ops after the split, in op order
+    (the patched graph keeps these keys)."""
+    sub = graph.main
+    keys = []
+    for op in sub.operators[int(patch_plan.split_op) + 1:]:
+        for key in op.outputs:
+            tensor = sub.tensors[key]
+            if tensor.dtype == TensorType.INT8 and not tensor.is_constant and key not in keys:
+                keys.append(key)
+    return tuple(keys)
+
+
 def collect_patch_statistics(*, graph: Graph, patch_plan: PatchPlan,
-                             calibration: Iterable[np.ndarray]) -> dict[str, TensorStatistics]:
+                             calibration: Iterable[np.ndarray],
+                             tail: bool = True) -> dict[str, TensorStatistics]:
     """Statistics of every stage feature map and its patch regions over ``calibration``
-    (an iterable of model-input batches, leading axis = samples)."""
+    (an iterable of model-input batches, leading axis = samples); with ``tail`` the whole
+    original graph runs once per batch and the tail maps (:func:`tail_map_keys`) get
+    whole-tensor statistics too, else only the stage runs."""
     if not patch_plan.is_patched:
         raise ConfigError("QuantMCU needs a patched plan (grid larger than 1x1)")
     regions = stage_map_regions(graph=graph, patch_plan=patch_plan)
-    stage = stage_graph(graph=graph, patch_plan=patch_plan)
+    observed = {key: regions.get(key) for key in regions}
+    if tail:
+        observed.update({key: None for key in tail_map_keys(graph=graph, patch_plan=patch_plan)})
+    runnable = graph if tail else stage_graph(graph=graph, patch_plan=patch_plan)
     collector = StatisticsCollector()
 
     def observe(_index, _op, produced):
         for key, values in produced.items():
-            if key in regions:
-                tensor = stage.main.tensors[key]
-                quant = tensor.quantization
-                values = values.reshape((values.shape[0],) + tuple(tensor.shape[-3:]))
-                collector.update(key=key, values=values, scale=quant.scale[0],
-                                 zero_point=quant.zero_point[0], regions=regions[key])
+            if key in observed:
+                _observe_tensor(collector=collector, tensor=runnable.main.tensors[key], key=key,
+                                values=values, regions=observed[key])
 
     batches = 0
     for batch in calibration:
-        run_graph(graph=stage, inputs=[batch], observer=observe)
+        run_graph(graph=runnable, inputs=[batch], observer=observe)
         batches += 1
     if batches == 0:
         raise CalibrationDataError("calibration data holds no batches")
     return collector.finish()
 
 
+def _observe_tensor(*, collector: StatisticsCollector, tensor, key: str, values: np.ndarray,
+                    regions: Mapping[str, tuple[int, int, int, int]] | None) -> None:
+    quant = tensor.quantization
+    sample_shape = tuple(tensor.shape[-3:]) if regions else tuple(tensor.shape[1:])
+    values = values.reshape((values.shape[0],) + sample_shape)
+    collector.update(key=key, values=values, scale=quant.scale[0],
+                     zero_point=quant.zero_point[0], regions=regions)
+
+
 # -- 2. VDPC -----------------------------------------------------------------------------------
 def classify_stage(*, statistics: Mapping[str, TensorStatistics],
                    options: QuantMCUOptions) -> tuple[PatchClasses, ...]:
-    """VDPC on every stage feature map (statistics order = op order)."""
+    """VDPC on every stage feature map (statistics order = op order; tail maps, which
+    have no patch regions, are not classified)."""
     return tuple(classify_patches(statistics=s, options=options.vdpc_options())
-                 for s in statistics.values())
+                 for s in statistics.values() if s.regions)
 
 
 def classify_branches(*, classes: tuple[PatchClasses, ...],
@@ -224,6 +256,43 @@ def classify_branches(*, classes: tuple[PatchClasses, ...],
         return ()
     deciding = classes[:1] if options.classify_on == "first" else classes
     return tuple(sorted({name for c in deciding for name in c.outlier_patches}))
+
+
+# -- 2b. the tail: the layer-based part after the patch stage --------------------------------
+@dataclass(frozen=True)
+class TailFeatureMap:
+    """A tail map: its key (the same in the original and the patched graph), its producer
+    and the ops reading it in the patched graph."""
+
+    key: str
+    producer: int
+    compute_consumers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TailBranch:
+    """The tail as one more dataflow branch: its maps in execution order."""
+
+    name: str
+    feature_maps: tuple[TailFeatureMap, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(m.key for m in self.feature_maps)
+
+
+def tail_branch(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph) -> TailBranch:
+    """The tail maps (:func:`tail_map_keys`) located in the patched graph."""
+    sub = patched_graph.main
+    producers, consumers = sub.producers(), sub.consumers()
+    maps = []
+    for key in tail_map_keys(graph=graph, patch_plan=patch_plan):
+        if key not in producers:
+            raise ConfigError(f"tail tensor {key!r} of the original graph is produced by no op "
+                              "of the patched graph: it was made from another model or plan")
+        maps.append(TailFeatureMap(key=key, producer=producers[key],
+                                   compute_consumers=tuple(sorted(set(consumers.get(key, ()))))))
+    return TailBranch(name=TAIL, feature_maps=tuple(sorted(maps, key=lambda m: m.producer)))
 
 
 # -- 3. M --------------------------------------------------------------------------------------
@@ -238,18 +307,38 @@ def branch_memory_limits(*, patched_graph: Graph, branches: tuple[PatchBranch, .
 def _branch_limit(*, memory: MemoryPlan, branch: PatchBranch,
                   sram_budget: int | None) -> BranchLimit:
     prefix = f"{branch.name}/"
-    steps = range(min(m.producer for m in branch.feature_maps),
-                  max(m.producer for m in branch.feature_maps) + 1)
-    resident = max(sum(b.size for b in memory.live_during_op(i) if not b.key.startswith(prefix))
+    return _limit_over_ops(memory=memory, name=branch.name,
+                           producers=[m.producer for m in branch.feature_maps],
+                           owned=lambda key: key.startswith(prefix), sram_budget=sram_budget)
+
+
+def _limit_over_ops(*, memory: MemoryPlan, name: str, producers: list[int], owned,
+                    sram_budget: int | None) -> BranchLimit:
+    """Largest sum of live non-branch buffers over the ops from the branch's first to its
+    last producer, and M = budget minus that."""
+    steps = range(min(producers), max(producers) + 1)
+    resident = max(sum(b.size for b in memory.live_during_op(i) if not owned(b.key))
                    for i in steps)
     limit = None if sram_budget is None else \
         branch_memory_limit(sram_bytes=int(sram_budget), resident_bytes=resident)
-    return BranchLimit(branch=branch.name, resident_bytes=resident, memory_limit=limit)
+    return BranchLimit(branch=name, resident_bytes=resident, memory_limit=limit)
+
+
+def tail_memory_limit(*, patched_graph: Graph, tail: TailBranch,
+                      sram_budget: int | None) -> BranchLimit:
+    """M of the tail, derived like a patch branch's: what is live besides the tail's own
+    maps while they are produced (the stage output while the first tail op reads it,
+    kernel scratch)."""
+    memory = plan_memory(graph=patched_graph, scratch=scratch_requests)
+    owned = set(tail.keys)
+    return _limit_over_ops(memory=memory, name=tail.name,
+                           producers=[m.producer for m in tail.feature_maps],
+                           owned=lambda key: key in owned, sram_budget=sram_budget)
 
 
 # -- 4. VDQS -----------------------------------------------------------------------------------
-def consumer_costs(*, subgraph: Subgraph, feature_map: PatchFeatureMap) -> tuple[ConsumerCost,
-                                                                                   ...]:
+def consumer_costs(*, subgraph: Subgraph,
+                   feature_map: PatchFeatureMap | TailFeatureMap) -> tuple[ConsumerCost, ...]:
     """MACs and weight bits of the patched ops that read the map's values."""
     return tuple(ConsumerCost(macs=op_macs(subgraph=subgraph, op=subgraph.operators[i]),
                               weight_bits=weight_bits(subgraph=subgraph,
@@ -281,6 +370,27 @@ def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
         memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
     return BranchSpec(name=branch.name, feature_maps=maps, memory_limit=memory_limit,
                       outlier_class=outlier_class)
+
+
+def tail_spec(*, patched_graph: Graph, tail: TailBranch,
+              statistics: Mapping[str, TensorStatistics], limit: BranchLimit,
+              allowed: Mapping[str, Iterable[int]], options: QuantMCUOptions) -> BranchSpec:
+    """The VDQS input of the tail: whole-tensor statistics, never outlier-class."""
+    sub = patched_graph.main
+    missing = [k for k in tail.keys if k not in statistics]
+    if missing:
+        raise ConfigError(f"statistics lack the tail maps {missing[:3]} (of {len(missing)}): "
+                          "collect them with collect_patch_statistics(tail=True) or set "
+                          "QuantMCUOptions(search_tail=False)")
+    maps = tuple(feature_map_from_statistics(
+        key=m.key, shape=sub.tensors[m.key].shape, statistics=statistics[m.key],
+        consumers=consumer_costs(subgraph=sub, feature_map=m),
+        candidates=map_candidates(key=m.key, allowed=allowed, options=options))
+        for m in tail.feature_maps)
+    memory_limit = limit.memory_limit
+    if memory_limit is None:
+        memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
+    return BranchSpec(name=tail.name, feature_maps=maps, memory_limit=memory_limit)
 
 
 def search_branch(*, spec: BranchSpec, options: QuantMCUOptions) -> BitwidthPlan:
@@ -325,6 +435,15 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
         patched_graph=patched_graph, branch=b, statistics=statistics, limit=lim,
         allowed=allowed, outlier_class=b.name in outliers, options=options), options=options)
         for b, lim in zip(branches, limits)]
+    tail = _searched_tail(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
+                          options=options)
+    if tail is not None:
+        tail_limit = tail_memory_limit(patched_graph=patched_graph, tail=tail,
+                                       sram_budget=sram_budget)
+        limits = limits + (tail_limit,)
+        plans.append(search_branch(spec=tail_spec(
+            patched_graph=patched_graph, tail=tail, statistics=statistics, limit=tail_limit,
+            allowed=allowed, options=options), options=options))
     merged = merge_plans(plans=plans)
     plan = dataclasses.replace(merged, policy="quantmcu" if options.use_vdpc else
                                "quantmcu-no-vdpc", options=options.to_dict())
@@ -332,17 +451,32 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
     return QuantMCUResult(plan=plan, patch_classes=classes, outlier_branches=outliers,
                           branch_limits=limits,
                           num_samples=next(iter(statistics.values())).num_samples,
-                          statistics_time_s=collected - start, search_time_s=done - collected)
+                          statistics_time_s=collected - start, search_time_s=done - collected,
+                          tail_keys=() if tail is None else tail.keys)
+
+
+def _searched_tail(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph,
+                   options: QuantMCUOptions) -> TailBranch | None:
+    """The tail when it is searched: option on and at least 2 maps (a VDQS branch)."""
+    if not options.search_tail:
+        return None
+    tail = tail_branch(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph)
+    return tail if len(tail.feature_maps) >= 2 else None
 
 
 def uniform_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, bits: int = 4,
-                 allowed: Mapping[str, Iterable[int]] | None = None) -> BitwidthPlan:
-    """Every per-patch feature map at ``bits`` where the graph pass allows it, else 8."""
+                 allowed: Mapping[str, Iterable[int]] | None = None,
+                 tail: bool = False) -> BitwidthPlan:
+    """Every per-patch feature map (and with ``tail`` every tail map) at ``bits`` where the
+    graph pass allows it, else 8."""
     if bits not in BIT_CHOICES:
         raise ConfigError(f"uniform plan: bits must be one of {BIT_CHOICES}, got {bits}")
     if allowed is None:
         allowed = allowed_subbyte_bits(patched_graph=patched_graph)
     branches = patch_branches(graph=graph, patched_graph=patched_graph, plan=patch_plan)
-    chosen = {m.patched_key: (bits if bits in set(allowed.get(m.patched_key, ())) else 8)
-              for b in branches for m in b.feature_maps}
-    return BitwidthPlan(policy=f"uniform{bits}", options={"bits": bits}, bits=chosen)
+    keys = [m.patched_key for b in branches for m in b.feature_maps]
+    if tail:
+        keys += list(tail_map_keys(graph=graph, patch_plan=patch_plan))
+    chosen = {key: (bits if bits in set(allowed.get(key, ())) else 8) for key in keys}
+    return BitwidthPlan(policy=f"uniform{bits}" + ("-tail" if tail else ""),
+                        options={"bits": bits, "tail": tail}, bits=chosen)
