@@ -23,7 +23,8 @@ from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan, subbyte_candidates
 from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions, collect_patch_statistics,
-                                                   search_quantmcu, uniform_plan)
+                                                   search_quantmcu, tail_branch, tail_map_keys,
+                                                   uniform_plan)
 from tflite_quantmcu.reference.executor import run_graph
 
 SPEC = ModelSpec(input_shape=(24, 20, 3), seed=11, layers=(
@@ -216,3 +217,114 @@ def test_plan_from_subbyte_candidates_applies_and_cuts_bitops(model):
     assert analyze_model(graph=final).bitops < analyze_model(graph=patched).bitops
     x = calibration()[0]
     assert run_graph(graph=final, inputs=[x])[0].shape[0] == x.shape[0]
+
+
+# -- the tail: the layer-based ops after the patch stage ------------------------------------
+TAIL_SPEC = ModelSpec(input_shape=(24, 20, 3), seed=5, layers=(
+    Conv(filters=8, stride=(2, 2)),
+    DepthwiseConv(),
+    Conv(filters=8, kernel=(1, 1)),
+    Conv(filters=16, kernel=(1, 1)),                # the tail starts here (split = 2)
+    DepthwiseConv(stride=(2, 2)),
+    Conv(filters=8, kernel=(1, 1), activation="NONE"),
+    Conv(filters=16, kernel=(1, 1)),
+    DepthwiseConv(),
+    Conv(filters=8, kernel=(1, 1), activation="NONE"),
+    Residual(source=5),
+    Conv(filters=16, kernel=(1, 1)),
+    Mean(),
+))
+TAIL_SPLIT = 2
+
+
+@pytest.fixture(scope="module")
+def tail_model():
+    graph = build_int8_graph(spec=TAIL_SPEC)
+    plan = plan_patches(graph=graph, options=PatchOptions(split=TAIL_SPLIT, grid=(2, 2),
+                                                          max_file_growth=None))
+    patched = apply_patch_plan(graph=graph, plan=plan)
+    return graph, plan, patched
+
+
+def tail_search(model, **changes):
+    graph, plan, patched = model
+    options = QuantMCUOptions(**{"lam": 0.0, "use_vdpc": False, **changes})
+    return search_quantmcu(graph=graph, patch_plan=plan, patched_graph=patched,
+                           calibration=calibration(), sram_budget=None, options=options)
+
+
+def test_tail_maps_are_the_original_outputs_after_the_split(tail_model):
+    graph, plan, patched = tail_model
+    expected = [op.outputs[0] for op in graph.main.operators[TAIL_SPLIT + 1:]]
+    tail = tail_branch(graph=graph, patch_plan=plan, patched_graph=patched)
+    assert tail.name == "tail" and list(tail.keys) == expected
+    for m in tail.feature_maps:
+        assert patched.main.operators[m.producer].outputs == [m.key]
+        assert all(m.key in patched.main.operators[c].inputs for c in m.compute_consumers)
+
+
+def test_tail_statistics_are_histograms_of_the_whole_graph_run(tail_model):
+    graph, plan, _ = tail_model
+    batches = calibration()
+    stats = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=batches)
+    values = {}
+    for batch in batches:
+        run_graph(graph=graph, inputs=[batch],
+                  observer=lambda i, op, out: [values.setdefault(k, []).append(v)
+                                               for k, v in out.items()])
+    for key in tail_map_keys(graph=graph, patch_plan=plan):
+        codes = np.concatenate([v.reshape(-1) for v in values[key]]).astype(np.int64)
+        assert stats[key].histogram == tuple(np.bincount(codes + 128, minlength=256))
+        assert stats[key].num_samples == 24 and stats[key].regions == ()
+    stage_only = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=batches,
+                                          tail=False)
+    assert not set(tail_map_keys(graph=graph, patch_plan=plan)) & set(stage_only)
+    with pytest.raises(ConfigError, match="tail"):
+        search_quantmcu(graph=graph, patch_plan=plan, patched_graph=tail_model[2],
+                        calibration=None, sram_budget=None, statistics=stage_only)
+
+
+def test_tail_plan_is_deterministic_allowed_applies_and_cuts_bitops(tail_model):
+    graph, plan, patched = tail_model
+    first, second = tail_search(tail_model), tail_search(tail_model)
+    assert first.plan.to_json() == second.plan.to_json()
+    tail_keys = tail_map_keys(graph=graph, patch_plan=plan)
+    assert first.tail_keys == tail_keys
+    assert [b.name for b in first.plan.branches][-1] == "tail"
+    assert first.to_dict()["tail"] == {"searched": True, "feature_maps": len(tail_keys)}
+    allowed = subbyte_candidates(graph=patched)
+    for key in tail_keys:
+        assert key in patched.main.tensors and first.plan.bits[key] in allowed[key]
+    assert any(first.plan.bits[k] < 8 for k in tail_keys)
+    stage_only = tail_search(tail_model, search_tail=False)
+    assert not set(tail_keys) & set(stage_only.plan.bits)
+    final = apply_bitwidth_plan(graph=patched, plan=first.plan)
+    without_tail = apply_bitwidth_plan(graph=patched, plan=stage_only.plan)
+    assert analyze_model(graph=final).bitops < analyze_model(graph=without_tail).bitops
+    x = calibration()[0]
+    assert run_graph(graph=final, inputs=[x])[0].shape == run_graph(graph=graph,
+                                                                    inputs=[x])[0].shape
+
+
+def test_tail_memory_limit_counts_the_stage_output(tail_model):
+    graph, plan, patched = tail_model
+    budget = 64 * 1024
+    result = search_quantmcu(graph=graph, patch_plan=plan, patched_graph=patched,
+                             calibration=calibration(), sram_budget=budget,
+                             options=QuantMCUOptions(lam=0.0, use_vdpc=False))
+    limit = {b.branch: b for b in result.branch_limits}["tail"]
+    stage_out = tensor_bytes(tensor=graph.main.tensors[plan.split_tensor])
+    assert limit.resident_bytes >= stage_out      # read by the first tail op
+    assert limit.memory_limit == budget - limit.resident_bytes
+
+
+def test_uniform_plan_with_tail(tail_model):
+    graph, plan, patched = tail_model
+    allowed = subbyte_candidates(graph=patched)
+    result = uniform_plan(graph=graph, patch_plan=plan, patched_graph=patched, bits=4,
+                          tail=True)
+    for key in tail_map_keys(graph=graph, patch_plan=plan):
+        assert result.bits[key] == (4 if 4 in allowed[key] else 8)
+    stage_only = uniform_plan(graph=graph, patch_plan=plan, patched_graph=patched, bits=4)
+    assert set(result.bits) - set(stage_only.bits) == set(tail_map_keys(graph=graph,
+                                                                        patch_plan=plan))
