@@ -1,11 +1,12 @@
-/* TFLM glue of the QMCU_* custom ops: Init parses the flexbuffer options (docs/qmcu_ops.md),
- * Prepare validates tensors and requests scratch, Invoke only dispatches to qmcu_*(). */
+/* TFLM glue of the QMCU_* custom ops: Init parses the flexbuffer options (docs/qmcu_ops.md)
+ * with qmcu_parse_<op>_options() (qmcu_options_parse.h), Prepare validates tensors and requests
+ * scratch, Invoke only dispatches to qmcu_*(). */
 #include "qmcu_tflm_ops.h"
 
 #include <cstdint>
 
-#include "flatbuffers/flexbuffers.h"
 #include "qmcu/qmcu.h"
+#include "qmcu_options_parse.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
@@ -15,48 +16,11 @@
 namespace tflite {
 namespace {
 
-constexpr int kFormatVersion = 1;
 constexpr int kNoScratch = -1;
 
-// ---------------------------------------------------------------- option parsing
-int32_t ReadInt(const flexbuffers::Map& map, const char* key) {
-  return static_cast<int32_t>(map[key].AsInt64());
-}
-
-template <typename Vector>
-qmcu_dims DimsFrom(const Vector& v) {
-  qmcu_dims d = {0, 0, 0, 0};
-  if (v.size() == 4) {
-    d.n = v[0].AsInt32();
-    d.h = v[1].AsInt32();
-    d.w = v[2].AsInt32();
-    d.c = v[3].AsInt32();
-  }
-  return d;
-}
-
-// Logical [N, H, W, C]; all zeros (rejected later) when missing or not 4 long.
-qmcu_dims ReadDims(const flexbuffers::Map& map, const char* key) {
-  const flexbuffers::Reference ref = map[key];
-  if (ref.IsTypedVector()) return DimsFrom(ref.AsTypedVector());
-  return DimsFrom(ref.AsVector());
-}
-
-qmcu_geometry ReadGeometry(const flexbuffers::Map& map) {
-  qmcu_geometry g;
-  g.stride_h = ReadInt(map, "stride_h");
-  g.stride_w = ReadInt(map, "stride_w");
-  g.dilation_h = ReadInt(map, "dilation_h");
-  g.dilation_w = ReadInt(map, "dilation_w");
-  g.pad_top = ReadInt(map, "pad_top");
-  g.pad_bottom = ReadInt(map, "pad_bottom");
-  g.pad_left = ReadInt(map, "pad_left");
-  g.pad_right = ReadInt(map, "pad_right");
-  return g;
-}
-
-bool VersionOk(const flexbuffers::Map& map) {
-  return ReadInt(map, "version") == kFormatVersion;
+// Options bytes as the parsers take them; nullptr/0 make them return false.
+const uint8_t* OptionBytes(const char* buffer) {
+  return reinterpret_cast<const uint8_t*>(buffer);
 }
 
 // ---------------------------------------------------------------- tensor checks
@@ -96,27 +60,11 @@ void* ConvInitCommon(TfLiteContext* context, const char* buffer, size_t length,
   auto* data = static_cast<ConvData*>(
       GetMicroContext(context)->AllocatePersistentBuffer(sizeof(ConvData)));
   if (data == nullptr) return nullptr;
-  data->parsed = false;
   data->depthwise = depthwise;
   data->scratch_index = kNoScratch;
-  if (buffer == nullptr || length == 0) return data;
-  const flexbuffers::Map map =
-      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
-  if (!VersionOk(map)) return data;
-  qmcu_conv_params& p = data->params;
-  p.input = ReadDims(map, "in_shape");
-  p.filter = ReadDims(map, "filter_shape");
-  p.output = ReadDims(map, "out_shape");
-  p.in_bits = ReadInt(map, "in_bits");
-  p.w_bits = ReadInt(map, "w_bits");
-  p.out_bits = ReadInt(map, "out_bits");
-  p.in_zero_point = ReadInt(map, "in_zero_point");
-  p.out_zero_point = ReadInt(map, "out_zero_point");
-  p.act_min = ReadInt(map, "act_min");
-  p.act_max = ReadInt(map, "act_max");
-  p.depth_multiplier = depthwise ? ReadInt(map, "depth_multiplier") : 1;
-  p.geometry = ReadGeometry(map);
-  data->parsed = true;
+  data->parsed =
+      depthwise ? qmcu_parse_depthwise_conv_2d_options(OptionBytes(buffer), length, &data->params)
+                : qmcu_parse_conv_2d_options(OptionBytes(buffer), length, &data->params);
   return data;
 }
 
@@ -152,7 +100,7 @@ TfLiteStatus ConvPrepare(TfLiteContext* context, TfLiteNode* node) {
   TFLITE_DCHECK(node->user_data != nullptr);
   auto* data = static_cast<ConvData*>(node->user_data);
   if (!data->parsed) {
-    MicroPrintf("QMCU conv: custom options are not a version-%d QMCU map", kFormatVersion);
+    MicroPrintf("QMCU conv: custom options are not a version-%d QMCU map", QMCU_OPTIONS_VERSION);
     return kTfLiteError;
   }
   TF_LITE_ENSURE_EQ(context, NumInputs(node), 4);
@@ -219,29 +167,7 @@ void* AddInit(TfLiteContext* context, const char* buffer, size_t length) {
   auto* data = static_cast<AddData*>(
       GetMicroContext(context)->AllocatePersistentBuffer(sizeof(AddData)));
   if (data == nullptr) return nullptr;
-  data->parsed = false;
-  if (buffer == nullptr || length == 0) return data;
-  const flexbuffers::Map map =
-      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
-  if (!VersionOk(map)) return data;
-  qmcu_add_params& p = data->params;
-  p.shape = ReadDims(map, "shape");
-  p.in1_bits = ReadInt(map, "in1_bits");
-  p.in2_bits = ReadInt(map, "in2_bits");
-  p.out_bits = ReadInt(map, "out_bits");
-  p.in1_zero_point = ReadInt(map, "in1_zero_point");
-  p.in2_zero_point = ReadInt(map, "in2_zero_point");
-  p.out_zero_point = ReadInt(map, "out_zero_point");
-  p.left_shift = ReadInt(map, "left_shift");
-  p.in1_multiplier = ReadInt(map, "in1_multiplier");
-  p.in1_shift = ReadInt(map, "in1_shift");
-  p.in2_multiplier = ReadInt(map, "in2_multiplier");
-  p.in2_shift = ReadInt(map, "in2_shift");
-  p.out_multiplier = ReadInt(map, "out_multiplier");
-  p.out_shift = ReadInt(map, "out_shift");
-  p.act_min = ReadInt(map, "act_min");
-  p.act_max = ReadInt(map, "act_max");
-  data->parsed = true;
+  data->parsed = qmcu_parse_add_options(OptionBytes(buffer), length, &data->params);
   return data;
 }
 
@@ -285,27 +211,7 @@ void* PoolInit(TfLiteContext* context, const char* buffer, size_t length) {
   auto* data = static_cast<PoolData*>(
       GetMicroContext(context)->AllocatePersistentBuffer(sizeof(PoolData)));
   if (data == nullptr) return nullptr;
-  data->parsed = false;
-  if (buffer == nullptr || length == 0) return data;
-  const flexbuffers::Map map =
-      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
-  if (!VersionOk(map)) return data;
-  qmcu_avg_pool_params& p = data->params;
-  p.input = ReadDims(map, "in_shape");
-  p.output = ReadDims(map, "out_shape");
-  p.filter_h = ReadInt(map, "filter_h");
-  p.filter_w = ReadInt(map, "filter_w");
-  p.in_bits = ReadInt(map, "in_bits");
-  p.out_bits = ReadInt(map, "out_bits");
-  p.in_zero_point = ReadInt(map, "in_zero_point");
-  p.out_zero_point = ReadInt(map, "out_zero_point");
-  p.act_min = ReadInt(map, "act_min");
-  p.act_max = ReadInt(map, "act_max");
-  p.rescale = map["rescale"].AsBool() ? 1 : 0;
-  p.multiplier = ReadInt(map, "multiplier");
-  p.shift = ReadInt(map, "shift");
-  p.geometry = ReadGeometry(map);
-  data->parsed = true;
+  data->parsed = qmcu_parse_average_pool_2d_options(OptionBytes(buffer), length, &data->params);
   return data;
 }
 
@@ -348,21 +254,9 @@ void* RequantInitCommon(TfLiteContext* context, const char* buffer, size_t lengt
   auto* data = static_cast<RequantData*>(
       GetMicroContext(context)->AllocatePersistentBuffer(sizeof(RequantData)));
   if (data == nullptr) return nullptr;
-  data->parsed = false;
   data->pack = pack;
-  if (buffer == nullptr || length == 0) return data;
-  const flexbuffers::Map map =
-      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length).AsMap();
-  if (!VersionOk(map)) return data;
-  qmcu_requant_params& p = data->params;
-  p.shape = ReadDims(map, "shape");
-  p.in_bits = ReadInt(map, "in_bits");
-  p.out_bits = ReadInt(map, "out_bits");
-  p.in_zero_point = ReadInt(map, "in_zero_point");
-  p.out_zero_point = ReadInt(map, "out_zero_point");
-  p.multiplier = ReadInt(map, "multiplier");
-  p.shift = ReadInt(map, "shift");
-  data->parsed = true;
+  data->parsed = pack ? qmcu_parse_pack_options(OptionBytes(buffer), length, &data->params)
+                      : qmcu_parse_unpack_options(OptionBytes(buffer), length, &data->params);
   return data;
 }
 
