@@ -262,7 +262,7 @@ def parse_args(argv: list[str]):
     parser.add_argument("--sram", type=float, default=256, help="SRAM budget in KB")
     parser.add_argument("--split", type=int, default=None, help="force the stage's last op")
     parser.add_argument("--grid", type=int, nargs=2, default=None)
-    parser.add_argument("--bins", type=int, default=16)
+    parser.add_argument("--bins", type=int, default=24)
     parser.add_argument("--density-ratio", type=float, default=1.0)
     parser.add_argument("--classify-on", choices=("first", "any"), default="first")
     parser.add_argument("--no-sweeps", action="store_true")

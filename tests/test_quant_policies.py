@@ -288,7 +288,7 @@ def test_entropy_bins():
     assert feature_map_entropy(feature_map=flat, bits=8, bins=256) == pytest.approx(8.0)
     for bins in (16, 256):
         assert feature_map_entropy(feature_map=flat, bits=4, bins=bins) == pytest.approx(h4)
-    assert VdqsOptions().bins == 16
+    assert VdqsOptions().bins == 24
 
 
 def test_candidates_respect_packing():

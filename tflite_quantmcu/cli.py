@@ -55,7 +55,10 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--phi", type=float, default=0.96, help="VDPC central mass (0.96)")
     convert.add_argument("--lambda", dest="lam", type=float, default=0.6,
                          help="VDQS accuracy weight (0.6)")
-    convert.add_argument("--bins", type=int, default=16, help="VDQS entropy bins k (16)")
+    convert.add_argument("--bins", type=int, default=24, help="VDQS entropy bins k (24)")
+    convert.add_argument("--no-search-tail", action="store_true",
+                         help="search only the patch branches; layers after the patch stage "
+                              "stay 8-bit")
     convert.add_argument("--patch-grid", metavar="RxC", help="force the patch grid, e.g. 4x4")
     convert.add_argument("--split-after", metavar="OP",
                          help="force the last op of the patch stage: its index or output tensor name")
@@ -106,7 +109,8 @@ def _convert(args: argparse.Namespace) -> int:
         calibration_limit=args.calibration_limit,
         eval_data=Path(args.eval_data) if args.eval_data else None,
         plan_path=Path(args.plan) if args.plan else None,
-        quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins))
+        quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
+                                 search_tail=not args.no_search_tail))
     result = convert(options=options)
     print(format_conversion(conv=result))
     return 0

@@ -42,6 +42,7 @@ def conversion_report(*, conv: Conversion) -> dict:
         search = conv.search.to_dict()
         report["patch_classes"] = {key: search[key] for key in
                                    ("patch_classes", "branch_classes", "class_counts")}
+        report["tail"] = search.get("tail")
         report["branch_limits"] = search["branch_limits"]
         report["calibration_samples"] = search["num_samples"]
         report["statistics_time_s"] = round(search["statistics_time_s"], 3)
