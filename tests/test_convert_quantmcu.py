@@ -112,7 +112,9 @@ def test_bad_calibration_data_is_named_and_writes_nothing(tmp_path, bad, fragmen
     np.savez(tmp_path / "calib.npz", x=x)
     proc = _convert("--out", tmp_path / "o", "--calibration", tmp_path / "calib.npz")
     assert proc.returncode == 2, proc.stderr
-    assert fragment.lower() in proc.stderr.lower(), proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert fragment.lower() in lines[0].lower(), proc.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -110,7 +110,8 @@ def _convert(args: argparse.Namespace) -> int:
         eval_data=Path(args.eval_data) if args.eval_data else None,
         plan_path=Path(args.plan) if args.plan else None,
         quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
-                                 search_tail=not args.no_search_tail))
+                                 search_tail=not args.no_search_tail),
+        progress=sys.stderr.isatty())
     result = convert(options=options)
     print(format_conversion(conv=result))
     return 0

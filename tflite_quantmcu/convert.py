@@ -57,6 +57,7 @@ class ConvertOptions:
     plan_path: Path | None = None
     quantmcu: QuantMCUOptions = QuantMCUOptions()
     calibration_limit: int | None = None
+    progress: bool = False
 
 
 @dataclass
@@ -128,7 +129,7 @@ def choose_bitwidths(conv: Conversion) -> None:
     if opts.calibration is None:
         raise ConfigError("--policy quantmcu needs --calibration FILE (or --plan plan.json)")
     batches = calibration_batches(source=str(opts.calibration), graph=conv.graph,
-                                  limit=opts.calibration_limit)
+                                  limit=opts.calibration_limit, progress=opts.progress)
     conv.search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                                   patched_graph=conv.patched, calibration=batches,
                                   sram_budget=opts.sram_budget, options=opts.quantmcu)
@@ -146,8 +147,10 @@ def evaluate_accuracy(conv: Conversion) -> None:
     data = conv.options.eval_data
     if data is None:
         return
-    conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=str(data)),
-                     "final": top1_accuracy(graph=conv.converted, data=str(data))}
+    progress = conv.options.progress
+    conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=str(data), progress=progress),
+                     "final": top1_accuracy(graph=conv.converted, data=str(data),
+                                            progress=progress)}
 
 
 def verify_equivalence(conv: Conversion) -> None:
