@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from fixture_models import fixture_path
 
@@ -12,3 +13,8 @@ def model_path(request):
     if not path.exists():
         pytest.skip(f"{path} not generated (run `python3 testdata/make_fixtures.py`)")
     return path
+
+
+# Property tests draw the same examples on every run, so a CI result can be reproduced.
+settings.register_profile("reproducible", derandomize=True, print_blob=True)
+settings.load_profile("reproducible")
