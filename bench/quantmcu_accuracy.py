@@ -30,6 +30,7 @@ calibrated it -- use this one for any tuning, never the test set.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -196,6 +197,67 @@ def main_rows(*, ctx: dict, args) -> list[Row]:
             uniform_row(ctx=ctx, bits=2, tail=True)]
 
 
+def floor_plan(*, ctx: dict, eight_bit_branches) -> object:
+    """Every eligible feature map at 2 bits except the maps of ``eight_bit_branches``."""
+    plan = uniform_plan(graph=ctx["graph"], patch_plan=ctx["plan"], patched_graph=ctx["patched"],
+                        bits=2, tail=True)
+    keep = {key for record in ctx["main_result"].plan.branches
+            if record.name in set(eight_bit_branches) for key in record.keys}
+    bits = {key: (8 if key in keep else b) for key, b in plan.bits.items()}
+    return dataclasses.replace(plan, bits=bits)
+
+
+def floor_rows(*, ctx: dict) -> list[tuple[str, int, float]]:
+    """(case, BitOPs, patch-int8 / BitOPs) of the BitOPs floors (accuracy ignored)."""
+    result = ctx["main_result"]
+    stage = [r.name for r in result.plan.branches if r.name != "tail"]
+    cases = [("no outlier branch (no VDPC)", ())]
+    cases += [(f"{n} of {len(stage)} stage branches outlier-class", tuple(stage[:n]))
+              for n in range(1, len(stage) + 1)]
+    cases.append((f"VDPC's classes ({len(result.outlier_branches)} outlier: "
+                  f"{', '.join(result.outlier_branches)})", tuple(result.outlier_branches)))
+    out = []
+    for name, branches in cases:
+        final = apply_bitwidth_plan(graph=ctx["patched"],
+                                    plan=floor_plan(ctx=ctx, eight_bit_branches=branches))
+        out.append((name, analyze_model(graph=final).bitops))
+    return out
+
+
+def two_bit_thresholds(*, result) -> list[float]:
+    """Per searched map: the largest lambda at which S(i, 2) > S(i, 8) = 0 (Eq. 6), i.e.
+    Phi / (Omega + Phi) of its 2-bit candidate; 0 where 2 bits is not a candidate."""
+    out = []
+    for record in result.plan.branches:
+        for scores in record.scores:
+            two = [s for s in scores if s.bits == 2]
+            out.append(0.0 if not two else two[0].phi / (two[0].omega + two[0].phi)
+                       if two[0].omega + two[0].phi > 0 else 1.0)
+    return out
+
+
+def print_target_analysis(*, ctx: dict, args, rows: list[Row]) -> None:
+    """Why patch-int8 / 2.2 is or is not reachable on this model (issue 4's figure)."""
+    patch_bitops = rows[1].bitops
+    print("\n### BitOPs floor of feature-map quantization (accuracy ignored)\n")
+    print("Every eligible feature map (stage and tail) at 2 bits, the maps of outlier-class "
+          "branches at 8 bits (VDPC keeps them 8-bit); weights stay 8-bit.\n")
+    print("| case | BitOPs (M) | patch-int8 / BitOPs |")
+    print("|---|---:|---:|")
+    for name, bitops in floor_rows(ctx=ctx):
+        print(f"| {name} | {bitops / 1e6:,.1f} | {patch_bitops / bitops:.2f} |")
+    no_vdpc = search_quantmcu(graph=ctx["graph"], patch_plan=ctx["plan"],
+                              patched_graph=ctx["patched"], calibration=None,
+                              sram_budget=ctx["sram"], statistics=ctx["statistics"],
+                              options=options_from(args=args, use_vdpc=False))
+    limits = sorted(two_bit_thresholds(result=no_vdpc))
+    print(f"\nVDQS (Eq. 6) prefers 2 over 8 bits for a map only when lambda < Phi / (Omega + "
+          f"Phi) of its 2-bit candidate. Over the {len(limits)} searched maps (no VDPC, with "
+          f"tail, bins {args.bins}) that bound is: max {limits[-1]:.3f}, median "
+          f"{limits[len(limits) // 2]:.3f}; maps with bound >= 0.6: "
+          f"{sum(v >= 0.6 for v in limits)}, >= 0.2: {sum(v >= 0.2 for v in limits)}.")
+
+
 def sweep(*, ctx: dict, args, name: str, values, make) -> list[tuple[float, Row, object]]:
     out = []
     for value in values:
@@ -327,6 +389,7 @@ def main(argv: list[str]) -> int:
     else:
         rows = main_rows(ctx=ctx, args=args)
         print_policies(ctx=ctx, args=args, rows=rows)
+        print_target_analysis(ctx=ctx, args=args, rows=rows)
     if not args.no_sweeps:
         sweeps = run_sweeps(ctx=ctx, args=args, rows=rows)
         plot(path=args.out, sweeps=sweeps, patch_row=rows[1], int8_row=rows[0])
