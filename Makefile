@@ -53,6 +53,7 @@ bench: deps apt-deps fixtures
 	$(PY) bench/memory_vs_tflm.py
 	$(PY) bench/patch_memory.py
 	$(PY) bench/quantmcu_accuracy.py
+	$(PY) bench/bundled_top1_runtimes.py
 	$(PY) bench/quantmcu_speed.py
 	$(PY) bench/kernels_cortexm.py
 
