@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from tflite_quantmcu.analysis.costs import op_bitops, op_macs
 from tflite_quantmcu.analysis.memory import MemoryPlan, plan_memory, tensor_bytes
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
+from tflite_quantmcu.analysis.tflm_tail import DEFAULT_TARGET, arena_tail, target_named
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.writer import write_model_bytes
 
@@ -27,9 +28,52 @@ class LayerFigures:
 
 
 @dataclass(frozen=True)
-class ModelAnalysis:
-    """Totals plus the layers; `peak_tensors` are the buffers live at the peak op."""
+class ArenaBytes:
+    """What TFLite Micro's arena must hold on `target`: head (planned activations and
+    kernel scratch) + tail (persistent data, `tflm_tail`). `lower_bound` when some op's
+    scratch or persistent data is not modelled (`unmodelled` names those ops)."""
 
+    target: str
+    head: int
+    tail: int
+    tail_parts: Mapping[str, int]
+    unmodelled: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return self.head + self.tail
+
+    @property
+    def lower_bound(self) -> bool:
+        return bool(self.unmodelled)
+
+    def to_json(self) -> dict:
+        return {"head": self.head, "tail": self.tail, "total": self.total,
+                "lower_bound": self.lower_bound}
+
+
+def arena_bytes(*, graph: Graph, target: str = DEFAULT_TARGET,
+                memory: MemoryPlan | None = None) -> ArenaBytes:
+    """Head + tail of the main subgraph's arena on `target` (the firmware's arena size)."""
+    memory = memory or plan_memory(graph=graph, scratch=scratch_requests)
+    sub = graph.main
+    requests = [scratch_requests(subgraph=sub, op=op) for op in sub.operators]
+    tail = arena_tail(graph=graph, target=target_named(target),
+                      scratch_requests=sum(len(r) for r in requests if r))
+    unmodelled = {sub.operators[i].type for i in memory.unmodelled_ops} | set(tail.unmodelled_ops)
+    return ArenaBytes(target=target, head=memory.peak_bytes, tail=tail.bytes,
+                      tail_parts=dict(tail.parts), unmodelled=tuple(sorted(unmodelled)))
+
+
+@dataclass(frozen=True)
+class ModelAnalysis:
+    """Totals plus the layers; `peak_tensors` are the buffers live at the peak op.
+
+    `peak_sram_bytes` is the arena head (activations and scratch) only; the memory a
+    firmware needs is `arena.total`.
+    """
+
+    arena: ArenaBytes
     peak_sram_bytes: int
     peak_op: int
     peak_tensors: tuple[str, ...]
@@ -42,11 +86,16 @@ class ModelAnalysis:
 
     def to_json(self) -> dict:
         data = asdict(self)
+        del data["arena"]
+        data = {"target": self.arena.target, "arena_bytes": self.arena.to_json(),
+                "arena_tail_parts": dict(self.arena.tail_parts),
+                "arena_unmodelled_ops": list(self.arena.unmodelled), **data}
         data["layers"] = [asdict(layer) for layer in self.layers]
         return data
 
 
-def analyze_model(*, graph: Graph, bitwidths: Mapping[str, int] | None = None) -> ModelAnalysis:
+def analyze_model(*, graph: Graph, bitwidths: Mapping[str, int] | None = None,
+                  target: str = DEFAULT_TARGET) -> ModelAnalysis:
     """Figures of the main subgraph; `bitwidths` overrides activation/weight bits per tensor."""
     sub = graph.main
     plan = plan_memory(graph=graph, bitwidths=bitwidths, scratch=scratch_requests)
@@ -55,6 +104,7 @@ def analyze_model(*, graph: Graph, bitwidths: Mapping[str, int] | None = None) -
     peak_op = plan.peak_op()
     weights = {id(t.buffer): len(t.buffer.data) for t in sub.tensors.values() if t.is_constant}
     return ModelAnalysis(
+        arena=arena_bytes(graph=graph, target=target, memory=plan),
         peak_sram_bytes=plan.peak_bytes,
         peak_op=peak_op,
         peak_tensors=tuple(sub.tensors[b.key].name if b.key in sub.tensors else b.key

@@ -41,6 +41,11 @@ ARENA_ALIGNMENT = 16
 INT32_BYTES = 4
 
 # (size, alignment) per struct. Measured with sizeof/alignof on tflite-micro 90b983c2.
+# host64 is the tflite-micro wheel (0.dev20261023, newer than 90b983c2): where it differs
+# from 90b983c2 the wheel's value is used, found from its allocation report on single-op
+# and whole models (RecordingMicroAllocator 248 -> 280, TfLiteFullyConnectedParams
+# 16 -> 33..36, OpDataConv 72 -> 80, OpDataFullyConnected 64 -> 72, concatenation's
+# OpData 40 -> 80). tests/test_arena_total.py checks every figure against the wheel.
 _HOST64 = {
     "SingleArenaBufferAllocator": (72, 8), "RecordingSingleArenaBufferAllocator": (104, 8),
     "GreedyMemoryPlanner": (72, 8), "MicroAllocator": (72, 8),
@@ -53,7 +58,7 @@ _HOST64 = {
     "TfLiteAddParams": (8, 4), "TfLiteArgMaxParams": (4, 4), "TfLiteArgMinParams": (4, 4),
     "TfLiteConcatenationParams": (8, 4), "TfLiteConvParams": (28, 4),
     "TfLiteDepthwiseConvParams": (28, 4), "TfLiteDivParams": (4, 4),
-    "TfLiteFullyConnectedParams": (32, 4), "TfLiteGatherParams": (8, 4),
+    "TfLiteFullyConnectedParams": (36, 4), "TfLiteGatherParams": (8, 4),
     "TfLiteLeakyReluParams": (4, 4), "TfLiteMirrorPaddingParams": (4, 4),
     "TfLiteMulParams": (4, 4), "TfLitePackParams": (8, 4), "TfLitePoolParams": (40, 4),
     "TfLiteReducerParams": (1, 1), "TfLiteReshapeParams": (36, 4),
@@ -64,9 +69,7 @@ _HOST64 = {
     "TfLiteSubParams": (8, 4), "TfLiteTransposeConvParams": (20, 4),
     "TfLiteUnpackParams": (8, 4), "TfLiteL2NormParams": (4, 4),
     "TfLiteDepthToSpaceParams": (4, 4), "TfLiteSpaceToDepthParams": (4, 4),
-    # kernel OpData (Init; allocated at the arena alignment, so only the size matters).
-    # OpDataConv, OpDataFullyConnected and concatenation's OpData measured in the wheel
-    # (single-op models): they grew after 90b983c2 (72, 64, 40 there).
+    # kernel OpData (Init; allocated at the arena alignment, so only the size matters)
     "OpDataConv": (80, 8), "OpDataFullyConnected": (72, 8), "OpDataPooling": (32, 4),
     "OpDataAdd": (60, 4), "OpDataSub": (52, 4), "OpDataMul": (36, 4),
     "OpDataConcatenation": (80, 8), "StridedSliceParams": (84, 4), "OpDataPad": (56, 4),
@@ -76,10 +79,12 @@ _HOST64 = {
     "OpDataTanh": (16, 4), "LeakyReluOpData": (24, 4), "PreluParams": (28, 4),
     "OpDataTransposeConv": (80, 8), "OpDataDiv": (28, 4), "OpDataComparisons": (32, 4),
     "L2NormalizationParams": (4, 4), "OpDataMirrorPad": (20, 4),
-    # QMCU_* glue (cmixnn_bridge/tflm/qmcu_tflm_ops.cc)
-    "QmcuConvData": (0, 8), "QmcuAddData": (0, 8), "QmcuPoolData": (0, 8),
-    "QmcuRequantData": (0, 8),
+    # QMCU_* glue (cmixnn_bridge/tflm/qmcu_tflm_ops.cc: ConvData, AddData, PoolData, RequantData)
+    "QmcuConvData": (120, 8), "QmcuAddData": (80, 8), "QmcuPoolData": (112, 8),
+    "QmcuRequantData": (44, 4),
 }
+# cortex-m: arm-none-eabi-g++ 12.2 -mcpu=cortex-m4 -mthumb (AAPCS: 4-byte pointers, enums
+# as small as their values), checked against a Cortex-M4 build of 90b983c2 under QEMU.
 _CORTEX_M = {
     "SingleArenaBufferAllocator": (36, 4), "RecordingSingleArenaBufferAllocator": (52, 4),
     "GreedyMemoryPlanner": (44, 4), "MicroAllocator": (36, 4),
@@ -111,8 +116,8 @@ _CORTEX_M = {
     "OpDataTanh": (16, 4), "LeakyReluOpData": (24, 4), "PreluParams": (28, 4),
     "OpDataTransposeConv": (72, 4), "OpDataDiv": (28, 4), "OpDataComparisons": (32, 4),
     "L2NormalizationParams": (4, 4), "OpDataMirrorPad": (20, 4),
-    "QmcuConvData": (0, 4), "QmcuAddData": (0, 4), "QmcuPoolData": (0, 4),
-    "QmcuRequantData": (0, 4),
+    "QmcuConvData": (120, 4), "QmcuAddData": (80, 4), "QmcuPoolData": (112, 4),
+    "QmcuRequantData": (44, 4),
 }
 
 
