@@ -29,6 +29,10 @@ class PatchOptions:
     max_file_growth: cap on the growth of the written .tflite file as a fraction
         of the original (per-patch ops and tensors cost about 200 bytes each;
         weights are shared, not copied), None for no cap.
+    target: TFLite Micro build whose whole arena (head + tail) the budget and the
+        objective count (`tflm_tail.TARGETS`).
+    objective: 'min-macs' (default): the plan that fits the budget with the fewest
+        extra MACs (without a budget: as min-memory); 'min-memory': the lowest total.
     """
 
     sram_budget: int | None = None
@@ -38,6 +42,8 @@ class PatchOptions:
     max_grid: int = 8
     in_place: bool | None = None
     max_file_growth: float | None = 0.05
+    target: str = "cortex-m"
+    objective: str = "min-macs"
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,12 @@ class PatchCandidate:
     exact: bool
     in_place: bool = False
     file_growth: float | None = None
+    total_bytes: int | None = None
 
     def to_json(self) -> dict:
         return {"split_op": self.split_op, "split_tensor": self.split_tensor,
                 "grid": list(self.grid), "peak_bytes": self.peak_bytes,
+                "total_bytes": self.total_bytes,
                 "mac_overhead": self.mac_overhead, "exact": self.exact,
                 "in_place": self.in_place, "file_growth": self.file_growth}
 
@@ -64,7 +72,8 @@ class PatchCandidate:
         return cls(split_op=data["split_op"], split_tensor=data["split_tensor"],
                    grid=tuple(data["grid"]), peak_bytes=data["peak_bytes"],
                    mac_overhead=data["mac_overhead"], exact=data["exact"],
-                   in_place=data["in_place"], file_growth=data["file_growth"])
+                   in_place=data["in_place"], file_growth=data["file_growth"],
+                   total_bytes=data.get("total_bytes"))
 
 
 def pareto_front(candidates: tuple[PatchCandidate, ...] | list[PatchCandidate]
@@ -87,7 +96,8 @@ class PatchPlan:
     feature map of the stage, stage input and output included; a region is
     [row_start, row_stop, col_start, col_stop) of the full tensor.
     peak_tensors: names of the tensors (and scratch buffers) live at the peak of
-    the returned plan. MACs count the whole model.
+    the returned plan. MACs count the whole model. `*_peak` are arena heads,
+    `*_total` whole arenas (head + tail) on `target`.
     """
 
     split_op: int | None
@@ -102,6 +112,9 @@ class PatchPlan:
     macs_layer: int
     macs_patch: int
     peak_tensors: tuple[str, ...]
+    layer_based_total: int = 0
+    patch_based_total: int = 0
+    target: str = "cortex-m"
     file_growth: float = 0.0
     regions: tuple[tuple[str, tuple[Region, ...]], ...] = ()
     reason: str | None = None
@@ -118,6 +131,11 @@ class PatchPlan:
         return self.patch_based_peak if self.is_patched else self.layer_based_peak
 
     @property
+    def total_bytes(self) -> int:
+        """Whole arena of the model this plan produces, on `target`."""
+        return self.patch_based_total if self.is_patched else self.layer_based_total
+
+    @property
     def redundant_macs(self) -> int:
         return self.macs_patch - self.macs_layer
 
@@ -131,7 +149,10 @@ class PatchPlan:
             "input_tensor": self.input_tensor, "grid": list(self.grid),
             "row_bounds": list(self.row_bounds), "col_bounds": list(self.col_bounds),
             "in_place": self.in_place, "layer_based_peak": self.layer_based_peak,
-            "patch_based_peak": self.patch_based_peak, "macs_layer": self.macs_layer,
+            "patch_based_peak": self.patch_based_peak,
+            "layer_based_total": self.layer_based_total,
+            "patch_based_total": self.patch_based_total, "target": self.target,
+            "macs_layer": self.macs_layer,
             "macs_patch": self.macs_patch, "redundant_macs": self.redundant_macs,
             "file_growth": self.file_growth,
             "mac_overhead": self.mac_overhead, "peak_tensors": list(self.peak_tensors),
@@ -151,6 +172,9 @@ class PatchPlan:
                    in_place=data["in_place"], layer_based_peak=data["layer_based_peak"],
                    patch_based_peak=data["patch_based_peak"], macs_layer=data["macs_layer"],
                    macs_patch=data["macs_patch"], peak_tensors=tuple(data["peak_tensors"]),
+                   layer_based_total=data.get("layer_based_total", 0),
+                   patch_based_total=data.get("patch_based_total", 0),
+                   target=data.get("target", "cortex-m"),
                    file_growth=data.get("file_growth", 0.0), regions=regions,
                    reason=data.get("reason"), notes=tuple(data.get("notes", ())),
                    candidates=tuple(PatchCandidate.from_json(c)
@@ -162,7 +186,7 @@ def _region(values: list[int]) -> Region:
 
 
 class PatchBudgetError(BudgetError):
-    """The SRAM budget cannot be met; carries the best achievable peak and its tensors."""
+    """The SRAM budget cannot be met; carries the best achievable total and its tensors."""
 
     def __init__(self, message: str, *, best_peak: int, peak_tensors: tuple[str, ...],
                  budget: int) -> None:

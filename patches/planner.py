@@ -10,17 +10,21 @@ Search (automatic plan):
    estimate: max(stage input + finished outputs + one patch's working set,
    the final reassembly, the live bytes of the ops after the split);
 3. candidates over the MAC cap or (estimated) file-growth cap are dropped; the
-   best few by estimate are rewritten and planned exactly with
-   `plan_memory(..., scratch=scratch_requests)` (the figure TFLM reports as its
-   arena head), with and without the in-place offline plan for row strips; then
-   a few cheaper ones (fewer MACs) estimated within 15 % of the best exact peak;
+   best few by estimate are rewritten and their whole arena computed exactly:
+   head from `plan_memory(..., scratch=scratch_requests)` (TFLM's greedy plan),
+   tail from `tflm_tail` for the target (every patch op has its own op data),
+   with and without the in-place offline plan for row strips; then a few cheaper
+   ones (fewer MACs) estimated within 15 % of the best total or within the budget;
    the written file of the winner is checked against the growth cap;
-4. the lowest exact peak wins (ties: fewer MACs). If it is not below the
-   layer-based peak, the plan keeps layer-based and says why.
-If an SRAM budget is given and even the best plan exceeds it, a
-`PatchBudgetError` (a `BudgetError`) gives the best peak and its tensors.
+4. objective min-macs with a budget: the fitting plan with the fewest MACs (ties:
+   lower total); otherwise (min-memory, or no budget) the lowest total (ties: fewer
+   MACs). A plan whose total is not below the layer-based total is never returned:
+   the model stays layer-based and the plan says why.
+If the layer-based model already fits the budget it is kept (nothing forced). If
+even the best plan exceeds the budget, a `PatchBudgetError` (a `BudgetError`) gives
+the best total and the tensors live at its peak.
 A forced split and/or grid restricts the search to them; a forced split and
-grid is returned even when it does not lower the peak or exceeds the MAC or
+grid is returned even when it does not lower the total or exceeds the MAC or
 file-growth caps (`notes` say so).
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 
 from tflite_quantmcu.analysis.costs import op_macs
 from tflite_quantmcu.analysis.memory import MemoryPlan, align, plan_memory, tensor_bytes
+from tflite_quantmcu.analysis.model_analysis import arena_bytes
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.graph import Graph, Subgraph
@@ -86,6 +91,9 @@ class _Scored:
     added_ops: int
 
 
+OBJECTIVES = ("min-macs", "min-memory")
+
+
 @dataclass(frozen=True)
 class _Exact:
     layout: _Layout
@@ -93,13 +101,40 @@ class _Exact:
     in_place: bool
     memory: MemoryPlan
     graph: Graph
+    total: int
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """The layer-based model: its head plan, whole arena and MACs."""
+
+    memory: MemoryPlan
+    total: int
+    macs: int
 
 
 def plan_patches(*, graph: Graph, options: PatchOptions = PatchOptions()) -> PatchPlan:
-    """The patch plan with the lowest peak (see the module doc for the search)."""
+    """The patch plan the objective asks for (see the module doc for the search)."""
+    if options.objective not in OBJECTIVES:
+        raise ConfigError(f"objective {options.objective!r}: expected one of "
+                          f"{', '.join(OBJECTIVES)}")
     subgraph = graph.main
     layer = plan_memory(graph=graph, scratch=scratch_requests)
     macs_layer = sum(op_macs(subgraph=subgraph, op=op) for op in subgraph.operators)
+    base = _Baseline(memory=layer, macs=macs_layer,
+                     total=arena_bytes(graph=graph, target=options.target, memory=layer).total)
+    forced = options.split is not None or options.grid is not None
+    budget = options.sram_budget
+    if budget is not None and base.total <= budget and not forced:
+        return _layer_plan(graph=graph, base=base, target=options.target, reason=(
+            f"the layer-based model already fits: its arena needs {base.total} B "
+            f"({options.target}), the budget is {budget} B"))
+    return _search(graph=graph, base=base, options=options)
+
+
+def _search(*, graph: Graph, base: _Baseline, options: PatchOptions) -> PatchPlan:
+    subgraph = graph.main
+    layer, macs_layer = base.memory, base.macs
     original_size = len(write_model_bytes(graph=graph))
     stages, why_none = _candidate_stages(subgraph=subgraph, options=options)
     tail = _live_bytes_from(layer=layer, num_ops=len(subgraph.operators))
@@ -112,10 +147,10 @@ def plan_patches(*, graph: Graph, options: PatchOptions = PatchOptions()) -> Pat
     allowed = [s for s in scored if _within_cap(s.macs, macs_layer, capped)
                and _likely_within_growth(s, original_size, capped)]
     exact = _evaluate_best(graph=graph, scored=allowed, options=options)
-    best, growth = _smallest_within_growth(exact=exact, original_size=original_size,
-                                           options=capped)
+    best, growth = _best_within_growth(exact=exact, original_size=original_size,
+                                       options=capped)
     candidates = _candidate_records(scored=scored, exact=exact, macs_layer=macs_layer)
-    plan = _decide(graph=graph, best=best, growth=growth, layer=layer, macs_layer=macs_layer,
+    plan = _decide(graph=graph, best=best, growth=growth, base=base, target=options.target,
                    candidates=candidates, forced=forced, why_none=why_none,
                    dropped=len(scored) - len(allowed))
     if forced and plan.is_patched:
@@ -323,33 +358,44 @@ def _evaluate_best(*, graph: Graph, scored: list[_Scored], options: PatchOptions
     """Exact peaks (the rewritten graph, planned like TFLM) of the best candidates by estimate,
     then of cheaper candidates (fewer MACs) whose estimate is near the best exact peak."""
     ranked = sorted(scored, key=lambda s: (s.estimate, s.macs))[:EXACT_EVALUATIONS]
-    results = [_evaluate(graph=graph, item=item, in_place=in_place)
+    results = [_evaluate(graph=graph, item=item, in_place=in_place, target=options.target)
                for item in ranked
                for in_place in _in_place_choices(layout=item.layout, options=options)]
     if not results:
         return results
-    best = min(results, key=lambda e: (e.memory.peak_bytes, e.macs))
-    near = best.memory.peak_bytes * (1 + ESTIMATE_SLACK)
+    best = min(results, key=lambda e: (e.total, e.macs))
+    near = max(best.total * (1 + ESTIMATE_SLACK), options.sram_budget or 0)
     cheaper = sorted((s for s in scored if s.macs < best.macs and s.estimate <= near
                       and s not in ranked), key=lambda s: (s.macs, s.estimate))
-    results += [_evaluate(graph=graph, item=item, in_place=in_place)
+    results += [_evaluate(graph=graph, item=item, in_place=in_place, target=options.target)
                 for item in cheaper[:EXACT_EVALUATIONS]
                 for in_place in _in_place_choices(layout=item.layout, options=options)]
     return results
 
 
-def _evaluate(*, graph: Graph, item: _Scored, in_place: bool) -> _Exact:
+def _evaluate(*, graph: Graph, item: _Scored, in_place: bool, target: str) -> _Exact:
     patched = build_patched_graph(graph=graph, stage=item.layout.stage,
                                   row_bounds=item.layout.rows.bounds,
                                   col_bounds=item.layout.cols.bounds, in_place=in_place)
     memory = plan_memory(graph=patched, scratch=scratch_requests)
-    return _Exact(item.layout, item.macs, in_place, memory, patched)
+    total = arena_bytes(graph=patched, target=target, memory=memory).total
+    return _Exact(item.layout, item.macs, in_place, memory, patched, total)
 
 
-def _smallest_within_growth(*, exact: list[_Exact], original_size: int,
-                            options: PatchOptions) -> tuple[_Exact | None, float]:
-    """The lowest exact peak (ties: fewer MACs) whose written file is within the growth cap."""
-    for item in sorted(exact, key=lambda e: (e.memory.peak_bytes, e.macs)):
+def _preference(*, exact: list[_Exact], options: PatchOptions) -> list[_Exact]:
+    """Candidates in the order the objective prefers them."""
+    budget = options.sram_budget
+    if options.objective == "min-macs" and budget is not None:
+        fitting = sorted((e for e in exact if e.total <= budget), key=lambda e: (e.macs, e.total))
+        rest = sorted((e for e in exact if e.total > budget), key=lambda e: (e.total, e.macs))
+        return fitting + rest
+    return sorted(exact, key=lambda e: (e.total, e.macs))
+
+
+def _best_within_growth(*, exact: list[_Exact], original_size: int,
+                        options: PatchOptions) -> tuple[_Exact | None, float]:
+    """The preferred candidate whose written file is within the growth cap."""
+    for item in _preference(exact=exact, options=options):
         growth = (len(write_model_bytes(graph=item.graph)) - original_size) / original_size
         if options.max_file_growth is None or growth <= options.max_file_growth:
             return item, growth
@@ -377,7 +423,8 @@ def _candidate_records(*, scored: list[_Scored], exact: list[_Exact],
 
     measured = {(e.layout.stage.split, e.layout.grid) for e in exact}
     records = [PatchCandidate(e.layout.stage.split, e.layout.stage.output_key, e.layout.grid,
-                              e.memory.peak_bytes, overhead(e.macs), True, e.in_place)
+                              e.memory.peak_bytes, overhead(e.macs), True, e.in_place,
+                              total_bytes=e.total)
                for e in exact]
     records += [PatchCandidate(s.layout.stage.split, s.layout.stage.output_key, s.layout.grid,
                                s.estimate, overhead(s.macs), False)
@@ -386,30 +433,30 @@ def _candidate_records(*, scored: list[_Scored], exact: list[_Exact],
 
 
 # -- the decision ---------------------------------------------------------------------------
-def _decide(*, graph: Graph, best: _Exact | None, growth: float, layer: MemoryPlan,
-            macs_layer: int, candidates: tuple[PatchCandidate, ...], forced: bool,
+def _decide(*, graph: Graph, best: _Exact | None, growth: float, base: _Baseline,
+            target: str, candidates: tuple[PatchCandidate, ...], forced: bool,
             why_none: str | None, dropped: int) -> PatchPlan:
-    layer_peak = layer.peak_bytes
     if best is None:
         reason = why_none or (
             f"all {dropped} candidates exceed the MAC overhead cap or the file growth cap "
             f"(each patch op adds about {BYTES_PER_ADDED_OP} bytes to the file)" if dropped
             else "no evaluated candidate is within the file growth cap")
-        return _layer_plan(graph=graph, layer=layer, macs_layer=macs_layer, reason=reason,
+        return _layer_plan(graph=graph, base=base, target=target, reason=reason,
                            candidates=candidates)
-    if best.memory.peak_bytes >= layer_peak and not forced:
-        reason = (f"patching does not lower the peak: the best candidate (split "
+    if best.total >= base.total and not forced:
+        reason = (f"patching does not lower the arena: the best candidate (split "
                   f"{graph.main.op_label(best.layout.stage.split)}, grid "
-                  f"{best.layout.grid[0]}x{best.layout.grid[1]}) needs "
-                  f"{best.memory.peak_bytes} B, layer-based needs {layer_peak} B")
-        return _layer_plan(graph=graph, layer=layer, macs_layer=macs_layer, reason=reason,
+                  f"{best.layout.grid[0]}x{best.layout.grid[1]}) needs {best.total} B "
+                  f"({target}, head {best.memory.peak_bytes} B), layer-based needs "
+                  f"{base.total} B (head {base.memory.peak_bytes} B)")
+        return _layer_plan(graph=graph, base=base, target=target, reason=reason,
                            candidates=candidates)
     notes = ()
-    if best.memory.peak_bytes >= layer_peak:
-        notes = (f"forced plan: its peak {best.memory.peak_bytes} B is not below the "
-                 f"layer-based {layer_peak} B",)
-    return _patched_plan(best=best, growth=growth, layer_peak=layer_peak,
-                         macs_layer=macs_layer, candidates=candidates, notes=notes)
+    if best.total >= base.total:
+        notes = (f"forced plan: its arena {best.total} B is not below the "
+                 f"layer-based {base.total} B",)
+    return _patched_plan(best=best, growth=growth, base=base, target=target,
+                         candidates=candidates, notes=notes)
 
 
 def _cap_notes(*, plan: PatchPlan, options: PatchOptions) -> tuple[str, ...]:
@@ -424,17 +471,19 @@ def _cap_notes(*, plan: PatchPlan, options: PatchOptions) -> tuple[str, ...]:
     return tuple(notes)
 
 
-def _layer_plan(*, graph: Graph, layer: MemoryPlan, macs_layer: int, reason: str,
-                candidates: tuple[PatchCandidate, ...]) -> PatchPlan:
+def _layer_plan(*, graph: Graph, base: _Baseline, target: str, reason: str,
+                candidates: tuple[PatchCandidate, ...] = ()) -> PatchPlan:
+    layer = base.memory
     return PatchPlan(split_op=None, split_tensor=None, input_tensor=None, grid=(1, 1),
                      row_bounds=(), col_bounds=(), in_place=False,
                      layer_based_peak=layer.peak_bytes, patch_based_peak=layer.peak_bytes,
-                     macs_layer=macs_layer, macs_patch=macs_layer,
+                     layer_based_total=base.total, patch_based_total=base.total,
+                     target=target, macs_layer=base.macs, macs_patch=base.macs,
                      peak_tensors=peak_tensors(subgraph=graph.main, memory=layer),
                      reason=reason, candidates=candidates)
 
 
-def _patched_plan(*, best: _Exact, growth: float, layer_peak: int, macs_layer: int,
+def _patched_plan(*, best: _Exact, growth: float, base: _Baseline, target: str,
                   candidates: tuple[PatchCandidate, ...], notes: tuple[str, ...]) -> PatchPlan:
     layout = best.layout
     rows, cols = layout.rows.intervals, layout.cols.intervals
@@ -443,8 +492,10 @@ def _patched_plan(*, best: _Exact, growth: float, layer_peak: int, macs_layer: i
     return PatchPlan(split_op=layout.stage.split, split_tensor=layout.stage.output_key,
                      input_tensor=layout.stage.input_key, grid=layout.grid,
                      row_bounds=layout.rows.bounds, col_bounds=layout.cols.bounds,
-                     in_place=best.in_place, layer_based_peak=layer_peak,
-                     patch_based_peak=best.memory.peak_bytes, macs_layer=macs_layer,
+                     in_place=best.in_place, layer_based_peak=base.memory.peak_bytes,
+                     patch_based_peak=best.memory.peak_bytes,
+                     layer_based_total=base.total, patch_based_total=best.total,
+                     target=target, macs_layer=base.macs,
                      macs_patch=best.macs, file_growth=growth,
                      peak_tensors=peak_tensors(subgraph=best.graph.main, memory=best.memory),
                      regions=regions, notes=notes, candidates=candidates)
@@ -459,13 +510,15 @@ def peak_tensors(*, subgraph: Subgraph, memory: MemoryPlan) -> tuple[str, ...]:
 
 def _check_budget(*, plan: PatchPlan, options: PatchOptions) -> None:
     budget = options.sram_budget
-    if budget is None or plan.peak_bytes <= budget:
+    if budget is None or plan.total_bytes <= budget:
         return
-    best = min(plan.peak_bytes, plan.layer_based_peak)
+    best = min(plan.total_bytes, plan.layer_based_total)
+    head = plan.peak_bytes if plan.total_bytes <= plan.layer_based_total \
+        else plan.layer_based_peak
     raise PatchBudgetError(
-        f"SRAM budget {budget} B cannot be met: the best achievable peak is {best} B "
-        f"({_describe(plan)}{_caps(options)}); live at the peak: "
-        f"{', '.join(plan.peak_tensors)}",
+        f"SRAM budget {budget} B cannot be met: the best achievable arena is {best} B on "
+        f"{options.target} (head {head} B + tail {best - head} B; {_describe(plan)}"
+        f"{_caps(options)}); live at the peak: {', '.join(plan.peak_tensors)}",
         best_peak=best, peak_tensors=plan.peak_tensors, budget=budget)
 
 

@@ -8,7 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model
+from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
+from tflite_quantmcu.analysis.tflm_tail import DEFAULT_TARGET, TARGETS
+from tflite_quantmcu.io_types import IO_TYPES
+from tflite_quantmcu.patches.planner import OBJECTIVES
 from tflite_quantmcu.convert import POLICIES, Conversion, ConvertOptions, convert
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
@@ -30,16 +33,26 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("model", help="int8 .tflite model")
     analyze.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
     analyze.add_argument("--tflm", action="store_true",
-                         help="also measure the arena head in TFLite Micro and compare")
+                         help="also measure the arena in the tflite-micro wheel (host64) "
+                              "and compare")
+    _add_target(analyze)
     _add_convert_parser(commands)
     return parser
+
+
+def _add_target(parser) -> None:
+    parser.add_argument("--target", default=DEFAULT_TARGET, choices=tuple(TARGETS),
+                        help="TFLite Micro build whose whole arena (head + tail) is counted: "
+                             "cortex-m (32-bit MCU, default) or host64 (the tflite-micro "
+                             "Python wheel)")
 
 
 def _add_convert_parser(commands) -> None:
     convert = commands.add_parser("convert", help="rewrite a model to fit an MCU budget")
     convert.add_argument("model", help="int8 .tflite model")
     convert.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    convert.add_argument("--sram", required=True, help="SRAM budget, e.g. 256KB")
+    convert.add_argument("--sram", required=True,
+                         help="SRAM budget for TFLite Micro's whole arena, e.g. 256KB")
     convert.add_argument("--flash", help="flash budget, e.g. 1MB")
     convert.add_argument("--policy", default="quantmcu", choices=POLICIES,
                          help="quantmcu (default): patches + VDPC/VDQS sub-byte feature maps; "
@@ -64,10 +77,22 @@ def _add_convert_parser(commands) -> None:
                          help="force the last op of the patch stage: its index or output tensor name")
     convert.add_argument("--max-mac-overhead", type=float, metavar="FRACTION",
                          help="cap on redundant MACs, e.g. 0.2 for +20 %%")
+    convert.add_argument("--objective", default="min-macs", choices=OBJECTIVES,
+                         help="min-macs (default): the patch plan that fits with the fewest "
+                              "extra MACs; min-memory: the smallest arena")
+    convert.add_argument("--max-file-growth", type=float, default=0.05, metavar="FRACTION",
+                         help="cap on the growth of the .tflite file by patching (0.05)")
+    convert.add_argument("--input-type", default="keep", choices=IO_TYPES,
+                         help="model input type: keep (default), int8 (drop the float "
+                              "QUANTIZE), uint8")
+    convert.add_argument("--output-type", default="keep", choices=IO_TYPES,
+                         help="model output type: keep (default), int8 (drop the float "
+                              "DEQUANTIZE), uint8")
+    _add_target(convert)
     convert.add_argument("--no-verify", action="store_true",
                          help="skip the LiteRT equivalence check of the rewrite")
     convert.add_argument("--no-tflm", action="store_true",
-                         help="do not measure arena heads in TFLite Micro")
+                         help="do not measure the arenas in the tflite-micro wheel")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     graph = read_model_file(path=args.model)
     require_int8(graph=graph, source=args.model)
-    result = analyze_model(graph=graph)
+    result = analyze_model(graph=graph, target=args.target)
     print(format_analysis(analysis=result, title=Path(args.model).name))
-    if args.tflm or result.unmodelled_scratch_ops:
+    if args.tflm or result.arena.lower_bound:
         _print_tflm_comparison(model_path=args.model, analysis=result)
     if args.json:
         write_json_atomically(data=result.to_json(), path=args.json)
@@ -111,7 +136,9 @@ def _convert(args: argparse.Namespace) -> int:
         plan_path=Path(args.plan) if args.plan else None,
         quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
                                  search_tail=not args.no_search_tail),
-        progress=sys.stderr.isatty())
+        progress=sys.stderr.isatty(), target=args.target, objective=args.objective,
+        max_file_growth=args.max_file_growth, input_type=args.input_type,
+        output_type=args.output_type)
     result = convert(options=options)
     print(format_conversion(conv=result))
     return 0
@@ -140,12 +167,15 @@ def format_conversion(*, conv: Conversion) -> str:
         lines.append(f"patch stage: ops #0..#{plan.split_op} (ends at {plan.split_tensor}), "
                      f"grid {plan.grid[0]}x{plan.grid[1]}, redundant MACs "
                      f"{plan.redundant_macs:,} (+{plan.mac_overhead * 100:.1f} %)")
-    lines.append(f"peak SRAM: layer-based {conv.layer_based.peak_sram_bytes:,} B -> "
-                 f"{conv.final.peak_sram_bytes:,} B (budget {conv.options.sram_budget:,} B)")
-    heads = conv.tflm_heads
-    if heads.get("patch_based") is not None:
-        lines.append(f"TFLite Micro arena head: {heads.get('layer_based')} B -> "
-                     f"{heads['patch_based']} B")
+    before, after = conv.layer_based.arena, conv.final.arena
+    bound = " (lower bound)" if after.lower_bound else ""
+    lines.append(f"arena ({after.target}): layer-based {before.total:,} B -> "
+                 f"{after.total:,} B{bound} = head {after.head:,} + tail {after.tail:,} "
+                 f"(budget {conv.options.sram_budget:,} B)")
+    wheel = conv.tflm_arenas
+    if wheel.get("patch_based") is not None and wheel.get("layer_based") is not None:
+        lines.append(f"tflite-micro wheel (host64) arena: {wheel['layer_based']['tflm']['total']:,}"
+                     f" B -> {wheel['patch_based']['tflm']['total']:,} B (patch int8)")
     lines.append(f"MACs: {conv.layer_based.macs:,} -> {conv.final.macs:,}")
     lines.append(f"BitOPs: layer-based {conv.layer_based.bitops:,}, patch int8 "
                  f"{conv.patched_analysis.bitops:,}, final {conv.final.bitops:,}")
@@ -168,17 +198,17 @@ def format_conversion(*, conv: Conversion) -> str:
 
 def _print_tflm_comparison(*, model_path: str, analysis: ModelAnalysis) -> None:
     try:
-        head = measure_arena(model_bytes=Path(model_path).read_bytes()).head
+        tflm = measure_arena(model_bytes=Path(model_path).read_bytes())
     except UnsupportedModelError as err:
-        print(f"TFLite Micro arena head: not measured ({err})")
+        print(f"tflite-micro wheel arena: not measured ({err})")
         return
-    diff = (analysis.peak_sram_bytes - head) / head * 100 if head else 0.0
-    print(f"TFLite Micro arena head: {head} B; ours: {analysis.peak_sram_bytes} B "
-          f"({diff:+.2f} %)")
-    if analysis.unmodelled_scratch_ops:
-        print("  ours leaves out the kernel scratch of: "
-              + ", ".join(analysis.unmodelled_scratch_ops)
-              + " (no model of what these kernels request)")
+    ours = arena_bytes(graph=read_model_file(path=model_path), target="host64")
+    print(f"tflite-micro wheel (host64) arena: head {tflm.head} + tail {tflm.tail} = "
+          f"{tflm.total} B; ours for host64: {ours.head} + {ours.tail} = {ours.total} B")
+    if analysis.arena.lower_bound:
+        print("  ours leaves out the scratch or persistent data of: "
+              + ", ".join(analysis.arena.unmodelled)
+              + " (no model of what these kernels allocate)")
 
 
 def format_analysis(*, analysis: ModelAnalysis, title: str) -> str:
@@ -191,10 +221,16 @@ def format_analysis(*, analysis: ModelAnalysis, title: str) -> str:
         shape = "x".join(str(d) for d in layer.output_shape)
         lines.append(f"{layer.index:>4} {layer.op:<24} {shape:<18} {layer.output_bytes:>9} "
                      f"{layer.macs:>12} {layer.live_bytes:>9} {layer.arena_end_bytes:>10}{mark}")
+    arena = analysis.arena
+    bound = " (LOWER BOUND: " + ", ".join(arena.unmodelled) + " not modelled)" \
+        if arena.lower_bound else ""
     lines += [
         "-" * len(header),
-        f"peak SRAM (TFLM greedy plan): {analysis.peak_sram_bytes} B "
-        f"({format_size(analysis.peak_sram_bytes)}) at op #{analysis.peak_op}",
+        f"arena ({arena.target}): {arena.total} B ({format_size(arena.total)}){bound}",
+        f"  head {arena.head} B (activations and scratch, TFLM greedy plan; peak at op "
+        f"#{analysis.peak_op})",
+        f"  tail {arena.tail} B (persistent: "
+        + ", ".join(f"{k} {v}" for k, v in arena.tail_parts.items()) + ")",
         f"  made by: {', '.join(analysis.peak_tensors)}",
         f"flash (model file): {analysis.flash_bytes} B ({format_size(analysis.flash_bytes)}), "
         f"weights {analysis.weight_bytes} B",

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model
+from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
 from tflite_quantmcu.errors import BudgetError, ConfigError, UnsupportedModelError
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_file
+from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.output_files import json_bytes, write_outputs_atomically
-from tflite_quantmcu.patches.plan import PatchOptions, PatchPlan
+from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
@@ -36,6 +37,7 @@ from tflite_quantmcu.runtimes.tflm import measure_arena
 
 POLICIES = ("quantmcu", "patch-int8")
 VERIFY_SAMPLES = 2
+TFLM_WHEEL_TARGET = "host64"  # the tflite-micro wheel that `measure_in_tflm` runs
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class ConvertOptions:
     quantmcu: QuantMCUOptions = QuantMCUOptions()
     calibration_limit: int | None = None
     progress: bool = False
+    target: str = "cortex-m"
+    objective: str = "min-macs"
+    max_file_growth: float | None = 0.05
+    input_type: str = "keep"
+    output_type: str = "keep"
 
 
 @dataclass
@@ -67,6 +74,8 @@ class Conversion:
     options: ConvertOptions
     original_bytes: bytes = b""
     graph: Graph | None = None
+    input_graph: Graph | None = None
+    input_bytes: bytes = b""
     layer_based: ModelAnalysis | None = None
     patch_plan: PatchPlan | None = None
     planner_time_s: float = 0.0
@@ -79,7 +88,7 @@ class Conversion:
     accuracy: dict[str, float] = field(default_factory=dict)
     model_bytes: bytes = b""
     header: str = ""
-    tflm_heads: dict[str, int | None] = field(default_factory=dict)
+    tflm_arenas: dict[str, dict | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -90,6 +99,7 @@ class Conversion:
 def read_input(conv: Conversion) -> None:
     conv.graph = read_model_file(path=conv.options.model_path)
     conv.original_bytes = conv.options.model_path.read_bytes()
+    conv.input_graph, conv.input_bytes = conv.graph, conv.original_bytes
 
 
 def check_int8(conv: Conversion) -> None:
@@ -97,15 +107,32 @@ def check_int8(conv: Conversion) -> None:
 
 
 def measure_layer_based(conv: Conversion) -> None:
-    conv.layer_based = analyze_model(graph=conv.graph)
+    conv.layer_based = analyze_model(graph=conv.graph, target=conv.options.target)
+
+
+def set_io_types(conv: Conversion) -> None:
+    opts = conv.options
+    if (opts.input_type, opts.output_type) == ("keep", "keep"):
+        return
+    conv.graph = convert_io_types(graph=conv.graph, options=IoTypes(
+        input_type=opts.input_type, output_type=opts.output_type))
+    conv.original_bytes = write_model_bytes(graph=conv.graph)
 
 
 def plan_patch_stage(conv: Conversion) -> None:
     opts = conv.options
     start = time.perf_counter()
-    conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
-        sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
-        split=opts.split_after, grid=opts.patch_grid))
+    try:
+        conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
+            sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
+            split=opts.split_after, grid=opts.patch_grid, max_file_growth=opts.max_file_growth,
+            target=opts.target, objective=opts.objective))
+    except PatchBudgetError as err:
+        hint = dominant_input_hint(graph=conv.graph, peak_tensors=err.peak_tensors)
+        if not hint:
+            raise
+        raise PatchBudgetError(f"{err}{hint}", best_peak=err.best_peak,
+                               peak_tensors=err.peak_tensors, budget=err.budget) from err
     conv.planner_time_s = time.perf_counter() - start
     if conv.patch_plan.reason:
         conv.notes.append(f"layer-based kept: {conv.patch_plan.reason}")
@@ -115,7 +142,7 @@ def rewrite_patch_stage(conv: Conversion) -> None:
     plan = conv.patch_plan
     conv.patched = apply_patch_plan(graph=conv.graph, plan=plan) if plan.is_patched \
         else conv.graph
-    conv.patched_analysis = analyze_model(graph=conv.patched)
+    conv.patched_analysis = analyze_model(graph=conv.patched, target=conv.options.target)
 
 
 def choose_bitwidths(conv: Conversion) -> None:
@@ -170,8 +197,15 @@ def verify_equivalence(conv: Conversion) -> None:
 
 
 def check_budgets(conv: Conversion) -> None:
-    conv.final = analyze_model(graph=conv.converted)
     opts = conv.options
+    conv.final = analyze_model(graph=conv.converted, target=opts.target)
+    arena = conv.final.arena
+    if arena.total > opts.sram_budget:
+        raise BudgetError(
+            f"SRAM budget {opts.sram_budget} B cannot be met: the converted model's arena "
+            f"needs {arena.total} B on {opts.target} (head {arena.head} B + tail "
+            f"{arena.tail} B); live at the peak: {', '.join(conv.final.peak_tensors)}"
+            f"{dominant_input_hint(graph=conv.converted, peak_tensors=conv.final.peak_tensors)}")
     if opts.flash_budget is not None and conv.final.flash_bytes > opts.flash_budget:
         raise BudgetError(
             f"flash budget {opts.flash_budget} B cannot be met: the converted model needs "
@@ -180,20 +214,29 @@ def check_budgets(conv: Conversion) -> None:
 
 def serialize_outputs(conv: Conversion) -> None:
     conv.model_bytes = write_model_bytes(graph=conv.converted)
-    conv.header = op_resolver_header(graph=conv.converted, stem=conv.stem)
+    conv.header = op_resolver_header(graph=conv.converted, stem=conv.stem,
+                                     arena=conv.final.arena)
 
 
 def measure_in_tflm(conv: Conversion) -> None:
+    """The whole arena the tflite-micro wheel (a 64-bit host build) allocates, beside
+    our host64 figure, for the layer-based and the patched model (builtin ops only)."""
     if not conv.options.measure_tflm:
         return
     patched = conv.model_bytes if conv.converted is conv.patched else \
         write_model_bytes(graph=conv.patched)
-    for name, data in (("layer_based", conv.original_bytes), ("patch_based", patched)):
+    for name, data, graph in (("layer_based", conv.input_bytes, conv.input_graph),
+                              ("patch_based", patched, conv.patched)):
         try:
-            conv.tflm_heads[name] = measure_arena(model_bytes=data).head
+            tflm = measure_arena(model_bytes=data)
         except UnsupportedModelError as err:
-            conv.tflm_heads[name] = None
+            conv.tflm_arenas[name] = None
             conv.notes.append(f"TFLM arena of the {name} model not measured: {err}")
+            continue
+        ours = arena_bytes(graph=graph, target=TFLM_WHEEL_TARGET)
+        conv.tflm_arenas[name] = {"tflm": {"head": tflm.head, "tail": tflm.tail,
+                                           "total": tflm.total},
+                                  "ours": ours.to_json()}
 
 
 def write_outputs(conv: Conversion) -> None:
@@ -213,16 +256,17 @@ Step = Callable[[Conversion], None]
 PIPELINE: tuple[Step, ...] = (
     read_input,            # parse and validate the file (only the reader touches flatbuffers)
     check_int8,            # every policy here is defined for int8-quantized models
-    measure_layer_based,   # the baseline figures the report and the planner compare against
-    plan_patch_stage,      # choose split point and grid under the SRAM budget (or keep layers)
+    measure_layer_based,   # the baseline figures (whole arena on the target) of the input model
+    set_io_types,          # --input-type/--output-type: drop or retype the float I/O ops
+    plan_patch_stage,      # split point and grid under the arena budget (or keep layers)
     rewrite_patch_stage,   # run the memory-heavy stage patch by patch, sharing the weights
     verify_equivalence,    # a rewrite must not change numerics: compare outputs in LiteRT
     choose_bitwidths,      # QuantMCU: calibration -> VDPC -> VDQS per branch (or --plan replay)
     apply_bitwidths,       # packed 4/2-bit feature maps and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
-    check_budgets,         # final peak and flash figures against the user's budgets
+    check_budgets,         # final whole-arena and flash figures against the user's budgets
     serialize_outputs,     # model bytes and op resolver header, in memory
-    measure_in_tflm,       # the arena heads TFLite Micro itself reports, for the report
+    measure_in_tflm,       # the arena the tflite-micro wheel allocates, beside our host64 figure
     write_outputs,         # all output files or none
 )
 

@@ -3,6 +3,8 @@
 Everything here is deterministic except the fields ending in `_time_s`.
 Figures: `layer_based` is the input model, `patch_based` the all-int8 patched
 model, `final` the written model (sub-byte feature maps under --policy quantmcu).
+`arena_bytes` are TFLite Micro's whole arena (head + tail) on `target`; `fits`
+says whether the final arena fits the SRAM budget (and, if given, the file the flash).
 """
 from __future__ import annotations
 
@@ -21,9 +23,12 @@ def conversion_report(*, conv: Conversion) -> dict:
         "model": opts.model_path.name,
         "policy": opts.policy,
         "budgets": {"sram_bytes": opts.sram_budget, "flash_bytes": opts.flash_budget},
-        "peak_sram_bytes": {"layer_based": conv.layer_based.peak_sram_bytes,
-                            "patch_based": patched.peak_sram_bytes,
-                            "final": final.peak_sram_bytes},
+        "target": opts.target,
+        "fits": _fits(conv=conv),
+        "arena_bytes": {"layer_based": conv.layer_based.arena.to_json(),
+                        "patch_based": patched.arena.to_json(),
+                        "final": final.arena.to_json()},
+        "arena_unmodelled_ops": list(final.arena.unmodelled),
         "peak_tensors": {"layer_based": list(conv.layer_based.peak_tensors),
                          "final": list(final.peak_tensors)},
         "macs": {"layer_based": conv.layer_based.macs, "patch_based": patched.macs,
@@ -31,7 +36,7 @@ def conversion_report(*, conv: Conversion) -> dict:
         "bitops": {"layer_based": conv.layer_based.bitops, "patch_based": patched.bitops,
                    "final": final.bitops},
         "flash_bytes": {"original": len(conv.original_bytes), "final": len(conv.model_bytes)},
-        "tflm_arena_head_bytes": dict(conv.tflm_heads),
+        "tflm_wheel_arena_bytes": dict(conv.tflm_arenas),
         "patch_plan": plan.to_json(),
         "planner_time_s": round(conv.planner_time_s, 3),
         "notes": list(conv.notes),
@@ -50,3 +55,10 @@ def conversion_report(*, conv: Conversion) -> dict:
     if conv.accuracy:
         report["accuracy"] = dict(conv.accuracy)
     return report
+
+
+def _fits(*, conv: Conversion) -> bool:
+    opts = conv.options
+    fits_sram = conv.final.arena.total <= opts.sram_budget
+    fits_flash = opts.flash_budget is None or len(conv.model_bytes) <= opts.flash_budget
+    return fits_sram and fits_flash

@@ -10,6 +10,8 @@ import re
 
 from tflite_quantmcu.errors import UnsupportedOpError
 from tflite_quantmcu.ir import schema
+from tflite_quantmcu.analysis.memory import align
+from tflite_quantmcu.analysis.model_analysis import ArenaBytes
 from tflite_quantmcu.ir.graph import Graph
 
 QMCU_PREFIX = "QMCU_"
@@ -54,6 +56,13 @@ TFLM_ADD_METHODS = {
 }
 
 
+def _arena_caveat(arena: ArenaBytes) -> str:
+    if not arena.lower_bound:
+        return "rounded up to 16 B. "
+    return (f"a LOWER BOUND: not modelled for {', '.join(arena.unmodelled)}; measure "
+            "arena_used_bytes() once. ")
+
+
 def resolver_registrations(*, graph: Graph) -> list[str]:
     """One C++ registration statement per distinct op kind, builtins first, sorted."""
     builtins: set[str] = set()
@@ -80,7 +89,7 @@ def _checked_custom(name: str, label: str) -> str:
     return name
 
 
-def op_resolver_header(*, graph: Graph, stem: str) -> str:
+def op_resolver_header(*, graph: Graph, stem: str, arena: ArenaBytes) -> str:
     """The header text; `stem` names the model (e.g. 'fashion_mnv2_r96_int8')."""
     registrations = resolver_registrations(graph=graph)
     ident = re.sub(r"[^0-9A-Za-z_]", "_", stem)
@@ -101,6 +110,13 @@ def op_resolver_header(*, graph: Graph, stem: str) -> str:
         f"namespace {ident}_model {{",
         "",
         f"constexpr int kNumberOperators = {len(registrations)};",
+        "",
+        f"// Arena the model needs on {arena.target} with TFLite Micro's reference kernels:",
+        f"// head {arena.head} B (activations, scratch) + tail {arena.tail} B (persistent "
+        "data),",
+        f"// {_arena_caveat(arena)}Declare it 16-byte aligned:",
+        "//   alignas(16) static uint8_t tensor_arena[kTensorArenaSize];",
+        f"constexpr size_t kTensorArenaSize = {align(arena.total)};",
         "using OpResolver = tflite::MicroMutableOpResolver<kNumberOperators>;",
         "",
         "// Registers exactly the op kinds the model uses.",
