@@ -115,10 +115,15 @@ def test_analyze_json_has_the_documented_keys(tmp_path):
     assert proc.returncode == 0, proc.stderr
     import json
     data = json.loads(target.read_text())
-    for key in ("peak_sram_bytes", "flash_bytes", "macs", "bitops", "layers"):
+    for key in ("target", "arena_bytes", "peak_sram_bytes", "flash_bytes", "macs", "bitops",
+                "layers"):
         assert key in data
     assert data["peak_sram_bytes"] == max(layer["arena_end_bytes"] for layer in data["layers"])
-    assert "peak SRAM" in proc.stdout
+    arena = data["arena_bytes"]
+    assert arena["head"] == data["peak_sram_bytes"]
+    assert arena["total"] == arena["head"] + arena["tail"] and arena["tail"] > 0
+    assert data["target"] == "cortex-m"
+    assert f"arena (cortex-m): {arena['total']} B" in proc.stdout
 
 
 @pytest.mark.parametrize("args", [["analyze"], ["frobnicate", "x"]])

@@ -40,12 +40,19 @@ def test_writes_the_three_outputs(converted):
 
 def test_report_has_the_documented_figures(converted):
     report = json.loads((converted / "report.json").read_text())
-    peak = report["peak_sram_bytes"]
-    assert peak["patch_based"] < peak["layer_based"] and peak["patch_based"] <= 256 * 1024
+    arena = report["arena_bytes"]
+    assert report["target"] == "cortex-m" and report["fits"] is True
+    assert arena["patch_based"]["total"] < arena["layer_based"]["total"]
+    assert arena["final"]["total"] <= 256 * 1024
+    for figures in arena.values():
+        assert figures["total"] == figures["head"] + figures["tail"]
     assert report["macs"]["patch_based"] >= report["macs"]["layer_based"]
-    heads = report["tflm_arena_head_bytes"]
-    assert heads["layer_based"] == peak["layer_based"]
-    assert heads["patch_based"] == peak["patch_based"]
+    wheel = report["tflm_wheel_arena_bytes"]
+    for name in ("layer_based", "patch_based"):
+        ours, tflm = wheel[name]["ours"], wheel[name]["tflm"]
+        assert (ours["head"], ours["tail"], ours["total"]) == \
+            (tflm["head"], tflm["tail"], tflm["total"])
+        assert tflm["head"] == arena[name]["head"]
     plan = report["patch_plan"]
     assert plan["split_op"] is not None and len(plan["grid"]) == 2
     assert plan["regions"], "per-patch regions are reported"
@@ -72,7 +79,7 @@ def test_impossible_sram_budget_names_best_peak_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     proc = _convert(MODEL, "--out", out, "--sram", "16KB")
     assert proc.returncode == 2
-    assert "error: " in proc.stderr and "best achievable peak" in proc.stderr
+    assert "error: " in proc.stderr and "best achievable arena" in proc.stderr
     assert not out.exists() or list(out.iterdir()) == []
 
 

@@ -6,6 +6,7 @@ import re
 import pytest
 
 from fixture_models import all_fixture_names
+from tflite_quantmcu.analysis.model_analysis import arena_bytes
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
 from tflite_quantmcu.errors import UnsupportedOpError
 from tflite_quantmcu.ir import schema
@@ -23,7 +24,10 @@ def _camel(name: str) -> str:
 def test_header_registers_each_op_kind_once(model_path):
     graph = read_model_file(path=model_path)
     kinds = {op.type for op in graph.main.operators}
-    header = op_resolver_header(graph=graph, stem=model_path.stem)
+    arena = arena_bytes(graph=graph)
+    header = op_resolver_header(graph=graph, stem=model_path.stem, arena=arena)
+    size = int(re.search(r"kTensorArenaSize = (\d+);", header).group(1))
+    assert size % 16 == 0 and arena.total <= size < arena.total + 16
     calls = re.findall(r"resolver\.Add(\w+)\(\)", header)
     assert sorted(calls) == sorted(_camel(k) for k in kinds)
     count = int(re.search(r"kNumberOperators = (\d+);", header).group(1))
@@ -35,7 +39,8 @@ def test_qmcu_custom_ops_use_add_custom(model_path):
     graph = read_model_file(path=model_path)
     graph.main.operators[0].opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM,
                                             custom="QMCU_CONV_2D")
-    header = op_resolver_header(graph=graph, stem="demo")
+    header = op_resolver_header(graph=graph, stem="demo", arena=arena_bytes(graph=graph))
+    assert "LOWER BOUND" in header
     assert 'resolver.AddCustom("QMCU_CONV_2D", tflite::Register_QMCU_CONV_2D())' in header
     assert '#include "qmcu_tflm_ops.h"' in header
     kinds = {op.type for op in graph.main.operators}
@@ -48,4 +53,4 @@ def test_foreign_custom_op_is_named_in_error(model_path):
     graph.main.operators[2].opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM,
                                             custom="MyVendorOp")
     with pytest.raises(UnsupportedOpError, match=r"#2 .*'MyVendorOp' is not one of ours"):
-        op_resolver_header(graph=graph, stem="demo")
+        op_resolver_header(graph=graph, stem="demo", arena=arena_bytes(graph=graph))
