@@ -61,6 +61,7 @@ class Fixture:
     seed: int
     purpose: str
     arena_bytes: int = 8 << 20
+    float_io: bool = False  # keep the converter's float32 input/output (QUANTIZE/DEQUANTIZE)
 
     @property
     def file_name(self) -> str:
@@ -102,6 +103,18 @@ def fixture_table() -> tuple[Fixture, ...]:
             committed=True,
             seed=103,
             purpose="VWW-like MobileNetV1 alpha 0.25 at 96x96, 2 classes: plain conv/depthwise chain",
+        ),
+        Fixture(
+            name="mobilenetv1_w025_r96_float_io",
+            builder=build_mobilenetv1,
+            params={"alpha": 0.25, "classes": 2},
+            input_shape=(96, 96, 3),
+            committed=True,
+            seed=106,
+            purpose="VWW-like MobileNetV1 alpha 0.25 at 96x96 exported with float32 input and "
+            "output (the converter's default): --input-type/--output-type and the float input "
+            "that dominates the arena",
+            float_io=True,
         ),
         Fixture(
             name="mobilenetv2_w035_r144",
@@ -252,13 +265,14 @@ def init_batchnorm(*, keras, model, seed, input_shape):
         layer.momentum = 0.99
 
 
-def convert_full_int8(*, tf, model, calibration):
+def convert_full_int8(*, tf, model, calibration, float_io=False):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if not float_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         # Keras' export prints every captured tensor; the converter warns about input stats.
         warnings.simplefilter("ignore", UserWarning)
@@ -272,7 +286,8 @@ def build_fixture(*, tf, keras, fixture):
     model = fixture.builder(keras=keras, input_shape=fixture.input_shape, **fixture.params)
     init_batchnorm(keras=keras, model=model, seed=fixture.seed, input_shape=fixture.input_shape)
     calibration = float_inputs(seed=fixture.seed + 3, count=CALIBRATION_SAMPLES, input_shape=fixture.input_shape)
-    return convert_full_int8(tf=tf, model=model, calibration=calibration)
+    return convert_full_int8(tf=tf, model=model, calibration=calibration,
+                             float_io=fixture.float_io)
 
 
 def write_atomically(*, path: Path, data: bytes) -> None:
@@ -451,7 +466,10 @@ def verify_fixture(*, fixture: Fixture, testdata: Path, script: Path) -> dict:
     path = fixture.path(testdata=testdata)
     data = path.read_bytes()
     rng = np.random.default_rng(VERIFY_SEED)
-    samples = rng.integers(-128, 128, size=(VERIFY_SAMPLES, *fixture.input_shape), dtype=np.int8)
+    if fixture.float_io:
+        samples = rng.uniform(-1, 1, size=(VERIFY_SAMPLES, *fixture.input_shape)).astype(np.float32)
+    else:
+        samples = rng.integers(-128, 128, size=(VERIFY_SAMPLES, *fixture.input_shape), dtype=np.int8)
     litert = run_litert_reference(data=data, samples=samples)
     with tempfile.TemporaryDirectory() as tmp:
         inputs_path = Path(tmp) / "inputs.npz"
@@ -461,16 +479,17 @@ def verify_fixture(*, fixture: Fixture, testdata: Path, script: Path) -> dict:
             outputs_path=Path(tmp) / "outputs.npz", arena_bytes=fixture.arena_bytes,
         )
     tflm = tflm.reshape(litert.shape)
-    diff = np.abs(litert.astype(np.int32) - tflm.astype(np.int32))
+    wide = np.float64 if fixture.float_io else np.int32
+    diff = np.abs(litert.astype(wide) - tflm.astype(wide))
     return {
         "tflm_arena_head_bytes": arena["head_bytes"],
         "tflm_arena": arena,
         "verify": {
             "samples": VERIFY_SAMPLES,
             "litert_ref_equals_tflm": bool(diff.max() == 0),
-            "max_abs_diff_steps": int(diff.max()),
+            "max_abs_diff_steps": diff.max().item(),
             "differing_outputs": int((diff > 0).sum()),
-            "output_range": [int(litert.min()), int(litert.max())],
+            "output_range": [litert.min().item(), litert.max().item()],
         },
     }
 
