@@ -64,7 +64,7 @@ def load_patched(name: str):
     if not plan.is_patched and name == "conv_chain.tflite":
         # too small for patches to lower its whole arena; the rewrite is what is tested here
         plan = plan_patches(graph=graph, options=PatchOptions(max_file_growth=None, split=11,
-                                                              grid=(3, 4)))
+                                                              grid=(5, 6)))
     assert plan.is_patched, plan.reason
     return apply_patch_plan(graph=graph, plan=plan)
 
