@@ -8,4 +8,5 @@ BENCH_MODELS = [
     TESTDATA / "mobilenetv1_w025_r96.tflite",
     TESTDATA / "resnet8_cifar.tflite",
     TESTDATA / "fashion_mnv2_r96_int8.tflite",
+    TESTDATA / "mobilenetv1_w025_r96_float_io.tflite",
 ]

@@ -1,13 +1,12 @@
-"""Patch-based inference: TFLM-measured arena head, layer-based vs patch-based.
+"""Patch-based inference on the whole arena: cortex-m totals before/after for every bench model.
 
-For each model: the automatic plan with the default options (file growth
-capped at 5 %) and without the file-growth cap; the arena heads are measured
-in the tflite-micro wheel (`Arena allocation head`) on the original and on the
-rewritten model, next to the planner's own figure. Then, per model, the
-peak-vs-MAC-overhead front: the non-dominated candidates by the planner's
-estimate, each re-planned exactly (forced split and grid), non-dominated again.
-Prints Markdown tables.
-Usage: python bench/patch_memory.py [--no-front] [MODEL.tflite ...]
+Settings per model: the defaults under a 256 KB budget (objective min-macs: the plan that
+fits with the fewest extra MACs), min-memory with the 5 % file-growth cap, and min-memory
+without the cap. Float-I/O models also with `--input-type int8 --output-type int8`.
+Figures are our cortex-m head + tail (exact against a Cortex-M4 TFLite Micro build, see the
+README); the "wheel" column is the tflite-micro wheel's measured total of the written
+model, beside our host64 figure. Prints a Markdown table.
+Usage: python bench/patch_memory.py [MODEL.tflite ...]
 """
 from __future__ import annotations
 
@@ -16,80 +15,69 @@ import time
 from pathlib import Path
 
 from bench_models import BENCH_MODELS
+from tflite_quantmcu.analysis.model_analysis import arena_bytes
+from tflite_quantmcu.errors import BudgetError
+from tflite_quantmcu.io_types import IoTypes, convert_io_types
+from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.ir.writer import write_model_bytes
-from tflite_quantmcu.patches.plan import PatchCandidate, PatchOptions, PatchPlan, pareto_front
+from tflite_quantmcu.patches.plan import PatchOptions
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.runtimes.tflm import measure_arena
 
-DEFAULT_MODELS = BENCH_MODELS
-SETTINGS = {"default (file +5 % max)": PatchOptions(),
-            "no file cap": PatchOptions(max_file_growth=None)}
-FRONT_POINTS = 12
+BUDGET = 256 * 1024
+SETTINGS = {
+    "min-macs, 256 KB": PatchOptions(sram_budget=BUDGET),
+    "min-memory, file +5 %": PatchOptions(objective="min-memory"),
+    "min-memory, no file cap": PatchOptions(objective="min-memory", max_file_growth=None),
+}
 
 
-def table_row(*, path: Path, label: str, options: PatchOptions) -> tuple[str, PatchPlan]:
-    graph = read_model_file(path=path)
+def row(*, path: Path, label: str, options: PatchOptions, io_int8: bool) -> str:
+    original = read_model_file(path=path)
+    before = arena_bytes(graph=original)
+    graph = convert_io_types(graph=original, options=IoTypes(
+        input_type="int8", output_type="int8")) if io_int8 else original
+    label = f"{label}, int8 I/O" if io_int8 else label
     start = time.perf_counter()
-    plan = plan_patches(graph=graph, options=options)
+    try:
+        plan = plan_patches(graph=graph, options=options)
+    except BudgetError as err:
+        return (f"| {path.stem} | {label} | {before.total:,} | does not fit: best "
+                f"{err.best_peak:,} | | | | | | | |")
     seconds = time.perf_counter() - start
-    layer_head = measure_arena(model_bytes=path.read_bytes()).head
-    patched = write_model_bytes(graph=apply_patch_plan(graph=graph, plan=plan))
-    patch_head = measure_arena(model_bytes=patched).head
+    final = apply_patch_plan(graph=graph, plan=plan)
+    after = arena_bytes(graph=final)
+    wheel = measure_arena(model_bytes=write_model_bytes(graph=final)).total
+    ours_host = arena_bytes(graph=final, target="host64").total
     chosen = (f"#{plan.split_op} {plan.grid[0]}x{plan.grid[1]}"
               f"{' in-place' if plan.in_place else ''}" if plan.is_patched else "layer-based")
-    never_worse = "yes" if patch_head <= layer_head else "NO"
-    row = (f"| {path.stem} | {label} | {layer_head:,} | {patch_head:,} | {plan.peak_bytes:,} "
-           f"| {layer_head / patch_head:.2f}x | {100 * plan.mac_overhead:+.1f} % "
-           f"| {100 * plan.file_growth:+.1f} % | {seconds:.2f} | {chosen} | {never_worse} |")
-    return row, plan
-
-
-def exact_front(*, path: Path, plan: PatchPlan) -> list[PatchCandidate]:
-    """The estimated front, each point re-planned exactly; non-dominated again."""
-    graph = read_model_file(path=path)
-    points = pareto_front(plan.candidates)
-    step = max(1, len(points) // FRONT_POINTS)
-    exact = []
-    for cand in points[::step]:
-        forced = plan_patches(graph=graph, options=PatchOptions(
-            split=cand.split_op, grid=cand.grid, max_file_growth=None))
-        exact.append(PatchCandidate(cand.split_op, cand.split_tensor, cand.grid,
-                                    forced.patch_based_peak, forced.mac_overhead, True,
-                                    forced.in_place, forced.file_growth))
-    return pareto_front(exact)
-
-
-def print_front(*, path: Path, plan: PatchPlan) -> None:
-    print(f"\n#### {path.stem}: peak vs MAC overhead (layer-based {plan.layer_based_peak:,} B, "
-          f"{len(plan.candidates)} candidates)\n")
-    print("| split op | grid | peak B (exact) | MAC overhead | file growth | in-place |")
-    print("|---:|---|---:|---:|---:|---|")
-    for cand in exact_front(path=path, plan=plan):
-        print(f"| #{cand.split_op} | {cand.grid[0]}x{cand.grid[1]} | {cand.peak_bytes:,} "
-              f"| {100 * cand.mac_overhead:+.1f} % | {100 * (cand.file_growth or 0):+.1f} % "
-              f"| {'yes' if cand.in_place else 'no'} |")
+    return (f"| {path.stem} | {label} | {before.total:,} ({before.head:,} + {before.tail:,}) "
+            f"| {after.total:,} ({after.head:,} + {after.tail:,}) "
+            f"| {before.total / after.total:.2f}x | {before.head / after.head:.2f}x "
+            f"| {100 * plan.mac_overhead:+.1f} % | {100 * plan.file_growth:+.1f} % "
+            f"| {chosen} | {'yes' if after.total <= before.total else 'NO'} "
+            f"| {wheel:,} / {ours_host:,} | {seconds:.1f} |")
 
 
 def main(argv: list[str]) -> int:
-    with_front = "--no-front" not in argv
-    models = [Path(a) for a in argv if not a.startswith("--")] or DEFAULT_MODELS
-    print("| model | options | layer-based TFLM head B | patch-based TFLM head B | planner peak B "
-          "| ratio | MAC overhead | file growth | planner s | split / grid | never worse |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    uncapped: dict[Path, PatchPlan] = {}
+    models = [Path(a) for a in argv] or BENCH_MODELS
+    print("| model | setting | original total B (head + tail) | converted total B (head + tail) "
+          "| total ratio | head ratio | MAC overhead | file growth | split / grid "
+          "| never larger | wheel total B measured / ours host64 | planner s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|:-:|---:|---:|")
     for path in models:
         if not path.exists():
-            print(f"| {path.stem} | missing: not generated or not bundled yet | | | | | | | | | |")
+            print(f"| {path.stem} | missing: run `make fixtures` | | | | | | | | | | |")
             continue
+        float_io = read_model_file(path=path).main
+        has_float_io = any(float_io.tensors[k].dtype == schema.TensorType.FLOAT32
+                           for k in float_io.inputs)
         for label, options in SETTINGS.items():
-            row, plan = table_row(path=path, label=label, options=options)
-            print(row, flush=True)
-            uncapped[path] = plan
-    if with_front:
-        for path, plan in uncapped.items():
-            print_front(path=path, plan=plan)
+            print(row(path=path, label=label, options=options, io_int8=False), flush=True)
+            if has_float_io:
+                print(row(path=path, label=label, options=options, io_int8=True), flush=True)
     return 0
 
 
