@@ -146,7 +146,9 @@ def _search(*, graph: Graph, base: _Baseline, options: PatchOptions) -> PatchPla
                                  max_file_growth=None) if forced else options
     allowed = [s for s in scored if _within_cap(s.macs, macs_layer, capped)
                and _likely_within_growth(s, original_size, capped)]
-    exact = _evaluate_best(graph=graph, scored=allowed, options=options)
+    per_op_tail = (base.total - layer.peak_bytes) / max(1, len(subgraph.operators))
+    exact = _evaluate_best(graph=graph, scored=allowed, options=options,
+                           per_op_tail=per_op_tail)
     best, growth = _best_within_growth(exact=exact, original_size=original_size,
                                        options=capped)
     candidates = _candidate_records(scored=scored, exact=exact, macs_layer=macs_layer)
@@ -354,10 +356,13 @@ def _within_cap(macs: int, macs_layer: int, options: PatchOptions) -> bool:
 
 
 # -- exact evaluation -----------------------------------------------------------------------
-def _evaluate_best(*, graph: Graph, scored: list[_Scored], options: PatchOptions) -> list[_Exact]:
+def _evaluate_best(*, graph: Graph, scored: list[_Scored], options: PatchOptions,
+                   per_op_tail: float) -> list[_Exact]:
     """Exact peaks (the rewritten graph, planned like TFLM) of the best candidates by estimate,
     then of cheaper candidates (fewer MACs) whose estimate is near the best exact peak."""
-    ranked = sorted(scored, key=lambda s: (s.estimate, s.macs))[:EXACT_EVALUATIONS]
+    # head estimate + the tail the added ops bring (the model's mean tail per op)
+    ranked = sorted(scored, key=lambda s: (s.estimate + s.added_ops * per_op_tail,
+                                           s.macs))[:EXACT_EVALUATIONS]
     results = [_evaluate(graph=graph, item=item, in_place=in_place, target=options.target)
                for item in ranked
                for in_place in _in_place_choices(layout=item.layout, options=options)]
