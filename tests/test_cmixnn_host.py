@@ -345,3 +345,38 @@ def test_same_comparisons_under_sanitizers():
     tail = (result.stdout + result.stderr)[-4000:]
     assert result.returncode == 0, tail
     assert "passed" in result.stdout and "failed" not in result.stdout, tail
+
+
+SCRATCH_SHAPES = CONV_SHAPES + [((1, 4, 4, 32), 8, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+                                ((1, 3, 3, 160), 16, (1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
+                                ((1, 3, 3, 96), 8, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1))]
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_python_scratch_sizes_equal_the_c_library(kernels, depthwise):
+    """The arena figures use analysis/qmcu_scratch.py; the C library is the oracle."""
+    from tflite_quantmcu.analysis.qmcu_scratch import conv_scratch_bytes, depthwise_scratch_bytes
+
+    shapes = DW_SHAPES if depthwise else SCRATCH_SHAPES
+    fn = kernels.lib.qmcu_depthwise_conv_2d_scratch_size if depthwise else \
+        kernels.lib.qmcu_conv_2d_scratch_size
+    fn.restype = ctypes.c_size_t
+    compared = nonzero = 0
+    for bits in itertools.product(BITS, BITS, BITS):
+        for shape in shapes:
+            spec = _conv_spec(bits=bits, shape=shape, depthwise=depthwise)
+            if not _packable(spec=spec):
+                continue
+            o = gold.random_conv_case(rng=np.random.default_rng(0), spec=spec).options
+            if depthwise:
+                ours = depthwise_scratch_bytes(filter_shape=o.filter_shape,
+                                               in_channels=o.in_shape[3],
+                                               out_channels=o.out_shape[3], in_bits=o.in_bits,
+                                               depth_multiplier=o.depth_multiplier)
+            else:
+                ours = conv_scratch_bytes(filter_shape=o.filter_shape, in_channels=o.in_shape[3],
+                                          w_bits=o.w_bits)
+            assert ours == fn(ctypes.byref(conv_params(o))), (bits, shape)
+            compared += 1
+            nonzero += ours > 0
+    assert compared > 20 and nonzero > 5

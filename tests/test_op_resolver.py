@@ -1,6 +1,7 @@
 """The generated TFLite Micro op resolver header lists exactly the model's ops."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -37,10 +38,14 @@ def test_header_registers_each_op_kind_once(model_path):
 @pytest.mark.parametrize("model_path", ["conv_chain.tflite"], indirect=True)
 def test_qmcu_custom_ops_use_add_custom(model_path):
     graph = read_model_file(path=model_path)
+    arena = arena_bytes(graph=graph)
     graph.main.operators[0].opcode = OpCode(builtin=schema.BuiltinOperator.CUSTOM,
                                             custom="QMCU_CONV_2D")
-    header = op_resolver_header(graph=graph, stem="demo", arena=arena_bytes(graph=graph))
-    assert "LOWER BOUND" in header
+    header = op_resolver_header(graph=graph, stem="demo", arena=arena)
+    assert "LOWER BOUND" not in header
+    bounded = dataclasses.replace(arena, unmodelled=("SOME_OP",))
+    assert "LOWER BOUND: not modelled for SOME_OP" in op_resolver_header(
+        graph=graph, stem="demo", arena=bounded)
     assert 'resolver.AddCustom("QMCU_CONV_2D", tflite::Register_QMCU_CONV_2D())' in header
     assert '#include "qmcu_tflm_ops.h"' in header
     kinds = {op.type for op in graph.main.operators}

@@ -6,6 +6,7 @@ ops whose scratch we do not model (the analyzer then says so).
 """
 from __future__ import annotations
 
+from tflite_quantmcu.analysis.qmcu_scratch import qmcu_scratch_requests
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Operator, Subgraph
 
@@ -17,7 +18,9 @@ _UNMODELLED = frozenset({"ADD_N", "SVDF", "UNIDIRECTIONAL_SEQUENCE_LSTM", "CUSTO
 def scratch_requests(*, subgraph: Subgraph, op: Operator) -> list[int] | None:
     """Byte sizes of the scratch buffers TFLM requests for `op`, None if unknown."""
     kind = op.type
-    if op.opcode.builtin == schema.BuiltinOperator.CUSTOM or kind in _UNMODELLED:
+    if op.opcode.builtin == schema.BuiltinOperator.CUSTOM:
+        return qmcu_scratch_requests(op_type=kind, custom_options=op.custom_options or b"")
+    if kind in _UNMODELLED:
         return None
     if kind in _INT4_FILTER_OPS:
         filt = subgraph.tensors[op.inputs[1]]

@@ -115,6 +115,8 @@ def op_resolver_header(*, graph: Graph, stem: str, arena: ArenaBytes) -> str:
         f"// head {arena.head} B (activations, scratch) + tail {arena.tail} B (persistent "
         "data),",
         f"// {_arena_caveat(arena)}Declare it 16-byte aligned:",
+        *(["// (QMCU_* kernels: sized for a QMCU_USE_OPT build; a reference build needs less.)"]
+          if uses_custom else []),
         "//   alignas(16) static uint8_t tensor_arena[kTensorArenaSize];",
         f"constexpr size_t kTensorArenaSize = {align(arena.total)};",
         "using OpResolver = tflite::MicroMutableOpResolver<kNumberOperators>;",
