@@ -27,7 +27,7 @@ setup(
         "flatbuffers==25.12.19",
         "absl-py",
         "ai-edge-litert==2.3.0",
-        "tflite-micro",
+        "tflite-micro==0.dev20261023182759",  # host64 arena tables match this build
         "threadpoolctl",
         "tqdm",
     ],
