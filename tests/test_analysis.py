@@ -77,12 +77,12 @@ BUILTIN_ONLY = [name for name in all_fixture_names()]
 
 
 @pytest.mark.parametrize("model_path", BUILTIN_ONLY, indirect=True)
-def test_peak_matches_tflm_arena_head_within_one_percent(model_path):
+def test_peak_equals_tflm_arena_head(model_path):
     graph = read_model_file(path=model_path)
     ours = plan_memory(graph=graph, scratch=scratch_requests)
     assert ours.unmodelled_ops == ()
     head = measure_arena(model_bytes=model_path.read_bytes()).head
-    assert abs(ours.peak_bytes - head) <= 0.01 * head, (ours.peak_bytes, head)
+    assert ours.peak_bytes == head
 
 
 @pytest.mark.parametrize("model_path", ["conv_chain.tflite"], indirect=True)

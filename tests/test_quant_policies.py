@@ -373,7 +373,7 @@ def test_algorithm1_result_satisfies_eq7_or_is_infeasible(sizes8, orders, limit)
     mem = [size[b] for size, b in zip(p.sizes, bits)]
     assert all(a + b <= limit for a, b in zip(mem, mem[1:]))
     for i, order in enumerate(p.orders):   # a map only ever moves down its order, to fewer bytes
-        assert order.index(bits[i]) >= 0 and mem[i] <= p.sizes[i][order[0]]
+        assert bits[i] in order and mem[i] <= p.sizes[i][order[0]]
     assert all(step.bytes_after < step.bytes_before for step in log)
 
 
