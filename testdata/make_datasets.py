@@ -31,6 +31,8 @@ sys.path.insert(0, HERE)
 import fashion_mnist  # noqa: E402
 
 CALIB_PATH = os.path.join(HERE, "fashion_mnist_calib.npz")
+TEST_SLICE_PATH = os.path.join(HERE, "fashion_mnist_test300.npz")
+TEST_SLICE = 300
 OUT_DIR = os.path.join(HERE, "generated")
 
 
@@ -61,14 +63,26 @@ def write_test_r96(*, out_dir: str, images, labels, limit: int) -> str:
     return path
 
 
+def write_test_slice(*, images, labels) -> str:
+    """The committed accuracy-test images: the first 300 Debian test images, 28x28 uint8
+    (tests/test_accuracy_regression.py; rewritten only by --write-test-slice)."""
+    fashion_mnist.save_npz(path=TEST_SLICE_PATH, arrays={"x": images[:TEST_SLICE],
+                                                         "y": labels[:TEST_SLICE]})
+    return TEST_SLICE_PATH
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None,
                         help="also write fashion_test_r96.npz with the first N test images")
     parser.add_argument("--out-dir", default=OUT_DIR)
+    parser.add_argument("--write-test-slice", action="store_true",
+                        help="(maintainers) rewrite the committed testdata/fashion_mnist_test300.npz")
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     images, labels = fashion_mnist.load_split(split="test")
+    if args.write_test_slice:
+        print(f"wrote {write_test_slice(images=images, labels=labels)}")
     written = [write_calibration(out_dir=args.out_dir),
                write_test_28(out_dir=args.out_dir, images=images, labels=labels)]
     if args.limit is not None:
