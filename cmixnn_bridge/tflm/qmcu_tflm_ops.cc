@@ -4,6 +4,7 @@
 #include "qmcu_tflm_ops.h"
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "qmcu/qmcu.h"
 #include "qmcu_options_parse.h"
@@ -24,10 +25,6 @@ const uint8_t* OptionBytes(const char* buffer) {
 }
 
 // ---------------------------------------------------------------- tensor checks
-int64_t ElementCount(const qmcu_dims& d) {
-  return static_cast<int64_t>(d.n) * d.h * d.w * d.c;
-}
-
 TfLiteType ActivationType(int32_t bits) { return bits == 8 ? kTfLiteInt8 : kTfLiteUInt8; }
 
 // The stored shape of a (possibly packed) NHWC tensor: innermost dim = C * bits / 8.
