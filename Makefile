@@ -26,6 +26,7 @@ apt-deps:
 	@missing=""; \
 	for pair in $(APT_CHECKS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	[ -f /usr/include/newlib/stdio.h ] || missing="$$missing libnewlib-arm-none-eabi"; \
+	[ -d /usr/include/newlib/c++ ] || missing="$$missing libstdc++-arm-none-eabi-dev"; \
 	[ -f /usr/include/flatbuffers/flexbuffers.h ] || missing="$$missing libflatbuffers-dev"; \
 	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
 	if [ -z "$$missing" ]; then echo "apt-deps: all present"; exit 0; fi; \
