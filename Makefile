@@ -36,7 +36,7 @@ apt-deps:
 	elif [ "$(ALLOW_SKIPS)" = "1" ]; then \
 	  echo "apt-deps: missing$$missing; ALLOW_SKIPS=1: the tests that need them will skip"; \
 	else \
-	  echo "apt-deps: missing$$missing (install them as root, or run with ALLOW_SKIPS=1)"; exit 1; \
+	  echo "apt-deps: missing$$missing (not root, or apt-get could not install them; install them, or run with ALLOW_SKIPS=1)"; exit 1; \
 	fi
 
 fixtures: deps
