@@ -18,6 +18,7 @@ from tflite_quantmcu import api
 from tflite_quantmcu.bridge_export import bridge_files
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
+from tflite_quantmcu.quant.calibration_data import data_batches
 from tflite_quantmcu.quant.evaluate import top1_accuracy
 from tflite_quantmcu.reference.executor import run_graph
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
@@ -150,14 +151,16 @@ def test_run_compare_reports_bit_identical_outputs_of_a_patch_rewrite(tmp_path, 
     expected = top1_accuracy(graph=read_model_file(path=BUNDLED), data=str(tmp_path / "data.npz"),
                              progress=False)
     assert f"top-1: {expected * 100:.2f} %" in proc.stdout
-    saved = np.load(tmp_path / "o.npy")
-    np.testing.assert_array_equal(saved, run_graph(graph=read_model_file(path=BUNDLED),
-                                                   inputs=[x[:20]])[0])
+    original = read_model_file(path=BUNDLED)
+    codes = np.concatenate([b.x for b in data_batches(source=str(tmp_path / "data.npz"),
+                                                      graph=original, progress=False)])
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"),
+                                  run_graph(graph=original, inputs=[codes])[0])
 
 
 def test_run_in_the_tflm_wheel_equals_the_reference_executor(tmp_path):
     graph = read_model_file(path=SMALL)
-    np.save(tmp_path / "x.npy", random_inputs(graph=graph, samples=3, seed=5)[0])
+    np.save(tmp_path / "x.npy", random_inputs(graph=graph, samples=3, seed=5)[0][:, 0])
     saved = {}
     for runtime in ("reference", "tflm"):
         proc = _cli("run", SMALL, "--data", tmp_path / "x.npy", "--runtime", runtime,

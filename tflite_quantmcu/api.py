@@ -21,8 +21,7 @@ from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.output_files import write_outputs_atomically
-from tflite_quantmcu.convert import Conversion, ConvertOptions, output_files
-from tflite_quantmcu.convert import convert as run_pipeline
+from tflite_quantmcu.pipeline import Conversion, ConvertOptions, output_files, run_pipeline
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.report import conversion_report
 from tflite_quantmcu.sizes import parse_size

@@ -14,7 +14,7 @@ from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model
 from tflite_quantmcu.analysis.tflm_tail import DEFAULT_TARGET, TARGETS
 from tflite_quantmcu.io_types import IO_TYPES
 from tflite_quantmcu.patches.planner import OBJECTIVES
-from tflite_quantmcu.convert import POLICIES, Conversion, ConvertOptions, convert
+from tflite_quantmcu.pipeline import POLICIES, Conversion, ConvertOptions, run_pipeline
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
 from tflite_quantmcu.ir.reader import read_model_file
@@ -202,7 +202,7 @@ def _convert(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(), target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
         output_type=args.output_type)
-    result = convert(options=options)
+    result = run_pipeline(options=options)
     print(format_conversion(conv=result))
     return 0
 

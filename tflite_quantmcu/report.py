@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tflite_quantmcu import __version__
 
 if TYPE_CHECKING:
-    from tflite_quantmcu.convert import Conversion
+    from tflite_quantmcu.pipeline import Conversion
 
 
 def conversion_report(*, conv: Conversion) -> dict:

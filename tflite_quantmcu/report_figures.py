@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tflite_quantmcu.analysis.model_analysis import ModelAnalysis
-    from tflite_quantmcu.convert import Conversion
+    from tflite_quantmcu.pipeline import Conversion
     from tflite_quantmcu.patches.plan import PatchPlan
     from tflite_quantmcu.quant.plan import BitwidthPlan
 

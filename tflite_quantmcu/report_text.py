@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from tflite_quantmcu.sizes import format_size
 
 if TYPE_CHECKING:
-    from tflite_quantmcu.convert import Conversion
+    from tflite_quantmcu.pipeline import Conversion
 
 NAME_WIDTH = 48
 

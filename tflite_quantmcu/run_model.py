@@ -84,8 +84,14 @@ def _run_batch(*, graph: Graph, x: np.ndarray, runtime: str, model_bytes: bytes
                ) -> list[np.ndarray]:
     if runtime == "reference":
         return list(run_graph(graph=graph, inputs=[x]))
-    return run_tflm(model_bytes=model_bytes, inputs=[x],
-                    num_outputs=len(graph.main.outputs)).outputs
+    sub = graph.main
+    shape = tuple(sub.tensors[sub.inputs[0]].shape)
+    per_sample = x[:, None] if len(shape) == x.ndim and shape[0] == 1 else x
+    outputs = run_tflm(model_bytes=model_bytes, inputs=[per_sample],
+                       num_outputs=len(sub.outputs)).outputs
+    # The reference executor's layout: samples first, then the output tensor's shape.
+    return [out.reshape(x.shape[0], *tuple(sub.tensors[key].shape))
+            for out, key in zip(outputs, sub.outputs)]
 
 
 def agreement(*, converted: ModelRun, original: ModelRun) -> Agreement:

@@ -1,4 +1,4 @@
-"""The `convert` pipeline: a literal list of steps over one `Conversion` record.
+"""The `convert` pipeline (`tflite-quantmcu convert`, `tflite_quantmcu.convert`): a literal list of steps over one `Conversion` record.
 
 Each step reads what earlier steps left in the record and adds its own part.
 Nothing is written until the last step, which writes every output file or
@@ -312,7 +312,7 @@ def _read_text(path: Path, option: str) -> str:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror})") from err
 
 
-def convert(*, options: ConvertOptions) -> Conversion:
+def run_pipeline(*, options: ConvertOptions) -> Conversion:
     conv = Conversion(options=options)
     for step in PIPELINE:
         step(conv)
