@@ -199,7 +199,8 @@ def _convert(args: argparse.Namespace) -> int:
         plan_path=Path(args.plan) if args.plan else None,
         quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
                                  search_tail=not args.no_search_tail),
-        progress=sys.stderr.isatty(), target=args.target, objective=args.objective,
+        progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
+        target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
         output_type=args.output_type)
     result = run_pipeline(options=options)

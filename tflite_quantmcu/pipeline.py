@@ -6,6 +6,7 @@ none (a failure anywhere leaves the output directory as it was).
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class ConvertOptions:
     input_type: str = "keep"
     output_type: str = "keep"
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
+    step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
 
 
 @dataclass
@@ -314,6 +316,10 @@ def _read_text(path: Path, option: str) -> str:
 
 def run_pipeline(*, options: ConvertOptions) -> Conversion:
     conv = Conversion(options=options)
-    for step in PIPELINE:
+    start = time.perf_counter()
+    for number, step in enumerate(PIPELINE, start=1):
+        if options.step_lines:
+            print(f"convert [{number}/{len(PIPELINE)}] {step.__name__.replace('_', ' ')} "
+                  f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
         step(conv)
     return conv
