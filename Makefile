@@ -54,6 +54,8 @@ demo: deps fixtures $(DEMO_EVAL)
 	$(CLI) analyze $(DEMO_MODEL) --json $(DEMO_OUT)/analysis.json
 	$(CLI) convert $(DEMO_MODEL) --out $(DEMO_OUT) --sram 256KB --flash 1MB --policy quantmcu \
 	  --calibration $(DEMO_CALIB) --calibration-limit 64 --eval-data $(DEMO_EVAL)
+	$(CLI) run $(DEMO_OUT)/fashion_mnv2_r96_int8.quantmcu.tflite --data $(DEMO_EVAL) \
+	  --compare $(DEMO_MODEL)
 
 # -rs prints every skip and its reason; QMCU_STRICT_SKIPS=1 (set by .ci/run) fails on any skip.
 test: deps apt-deps fixtures

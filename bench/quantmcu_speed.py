@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from testdata import fashion_mnist  # noqa: E402
-from tflite_quantmcu.convert import ConvertOptions, convert  # noqa: E402
+from tflite_quantmcu.pipeline import ConvertOptions, run_pipeline  # noqa: E402
 from tflite_quantmcu.ir.reader import read_model_file  # noqa: E402
 from tflite_quantmcu.patches.plan import PatchOptions  # noqa: E402
 from tflite_quantmcu.patches.planner import plan_patches  # noqa: E402
@@ -66,7 +66,7 @@ def search_only_seconds(*, model_path: Path, calib: Path) -> tuple[float, float]
 
 def convert_seconds(*, model_path: Path, calib: Path, out: Path) -> float:
     start = time.perf_counter()
-    convert(options=ConvertOptions(model_path=model_path, out_dir=out, sram_budget=SRAM,
+    run_pipeline(options=ConvertOptions(model_path=model_path, out_dir=out, sram_budget=SRAM,
                                    calibration=calib, measure_tflm=True))
     return time.perf_counter() - start
 

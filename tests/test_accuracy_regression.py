@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fixture_models import TESTDATA
-from tflite_quantmcu.convert import ConvertOptions, convert
+from tflite_quantmcu.pipeline import ConvertOptions, run_pipeline
 
 sys.path.insert(0, str(TESTDATA))
 import fashion_mnist  # noqa: E402  (testdata helper: 28x28 -> model input)
@@ -36,7 +36,7 @@ def conversion(tmp_path_factory):
         x, y = fashion_mnist.to_model_input(images=data["x"]), data["y"]
     np.savez(tmp / "calib.npz", x=calib)
     np.savez(tmp / "eval.npz", x=x, y=y)
-    return convert(options=ConvertOptions(
+    return run_pipeline(options=ConvertOptions(
         model_path=MODEL, out_dir=tmp / "out", sram_budget=256 * 1024, policy="quantmcu",
         calibration=tmp / "calib.npz", eval_data=tmp / "eval.npz", measure_tflm=False))
 

@@ -32,10 +32,13 @@ def converted(tmp_path_factory):
     return out
 
 
-def test_writes_the_three_outputs(converted):
+def test_writes_the_patch_int8_file_set(converted):
     names = sorted(p.name for p in converted.iterdir())
-    assert names == ["mobilenetv2_w035_r144.quantmcu.tflite",
-                     "mobilenetv2_w035_r144_op_resolver.h", "report.json"]
+    assert names == sorted(["mobilenetv2_w035_r144.patch-int8.tflite",
+                            "mobilenetv2_w035_r144_op_resolver.h",
+                            "mobilenetv2_w035_r144_model_data.h",
+                            "mobilenetv2_w035_r144_model_data.cc", "report.json", "report.md",
+                            "patch_candidates.json", "memory_per_layer.png", "patch_grid.png"])
 
 
 def test_report_has_the_documented_figures(converted):
@@ -62,7 +65,7 @@ def test_converted_model_is_bit_exact_in_tflm(converted):
     original = read_model_file(path=MODEL)
     inputs = random_inputs(graph=original, samples=2, seed=3)
     before = run_tflm(model_bytes=MODEL.read_bytes(), inputs=inputs, num_outputs=1)
-    after = run_tflm(model_bytes=(converted / "mobilenetv2_w035_r144.quantmcu.tflite")
+    after = run_tflm(model_bytes=(converted / "mobilenetv2_w035_r144.patch-int8.tflite")
                      .read_bytes(), inputs=inputs, num_outputs=1)
     np.testing.assert_array_equal(before.outputs[0], after.outputs[0])
 
@@ -71,8 +74,10 @@ def test_same_inputs_give_identical_model_and_header(converted, tmp_path):
     proc = _convert(MODEL, "--out", tmp_path, "--sram", "256KB", "--flash", "1MB",
                     "--no-tflm")
     assert proc.returncode == 0, proc.stderr
-    for name in ("mobilenetv2_w035_r144.quantmcu.tflite", "mobilenetv2_w035_r144_op_resolver.h"):
-        assert (tmp_path / name).read_bytes() == (converted / name).read_bytes()
+    for name in ("mobilenetv2_w035_r144.patch-int8.tflite", "mobilenetv2_w035_r144_op_resolver.h",
+                 "mobilenetv2_w035_r144_model_data.cc", "memory_per_layer.png",
+                 "patch_grid.png", "report.md"):
+        assert (tmp_path / name).read_bytes() == (converted / name).read_bytes(), name
 
 
 def test_impossible_sram_budget_names_best_peak_and_writes_nothing(tmp_path):

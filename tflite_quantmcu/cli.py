@@ -5,19 +5,24 @@ Every failure the user can cause prints one line `error: ...` and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from tflite_quantmcu import __version__
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.analysis.tflm_tail import DEFAULT_TARGET, TARGETS
 from tflite_quantmcu.io_types import IO_TYPES
 from tflite_quantmcu.patches.planner import OBJECTIVES
-from tflite_quantmcu.convert import POLICIES, Conversion, ConvertOptions, convert
+from tflite_quantmcu.pipeline import POLICIES, Conversion, ConvertOptions, run_pipeline
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.model_checks import require_int8
-from tflite_quantmcu.output_files import write_json_atomically
+from tflite_quantmcu.bridge_export import export_bridge
+from tflite_quantmcu.output_files import write_bytes_atomically, write_json_atomically
+from tflite_quantmcu.run_model import RUNTIMES, RunOptions, agreement, outputs_file_bytes, run_model
+from tflite_quantmcu.report_text import percent, short_name
 from tflite_quantmcu.runtimes.tflm import measure_arena
 from tflite_quantmcu.sizes import format_size, parse_size
 
@@ -28,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tflite-quantmcu",
         description="Make int8 TFLite models fit and run fast on microcontrollers.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
     analyze = commands.add_parser("analyze", help="per-layer memory, MACs and BitOPs of a model")
     analyze.add_argument("model", help="int8 .tflite model")
     analyze.add_argument("--json", metavar="OUT.json", help="also write the figures as JSON")
@@ -37,7 +43,27 @@ def _parser() -> argparse.ArgumentParser:
                               "and compare")
     _add_target(analyze)
     _add_convert_parser(commands)
+    _add_run_parser(commands)
+    bridge = commands.add_parser("bridge", help="export the C kernels and TFLite Micro glue "
+                                                "(cmixnn_bridge/) for a firmware")
+    bridge.add_argument("--out", required=True, metavar="DIR",
+                        help="writes DIR/cmixnn_bridge/")
     return parser
+
+
+def _add_run_parser(commands) -> None:
+    run = commands.add_parser("run", help="run a model (builtin and QMCU ops) on data")
+    run.add_argument("model", help=".tflite model, e.g. one that convert wrote")
+    run.add_argument("--data", required=True, metavar="FILE",
+                     help="inputs: .npy, .npz (x[, y] labels) or a directory of images")
+    run.add_argument("--compare", metavar="ORIGINAL.tflite",
+                     help="also run this model (the one converted from) and report agreement")
+    run.add_argument("--runtime", default="reference", choices=RUNTIMES,
+                     help="reference (numpy, bit-exact with TFLite Micro; default) or tflm "
+                          "(the tflite-micro wheel; builtin ops only)")
+    run.add_argument("--limit", type=int, metavar="N", help="only the first N samples")
+    run.add_argument("--save", metavar="OUT.npy",
+                     help="write the outputs: .npy (one output) or .npz (output_0, ...)")
 
 
 def _add_target(parser) -> None:
@@ -96,15 +122,52 @@ def _add_convert_parser(commands) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    commands = {"analyze": _analyze, "convert": _convert, "run": _run, "bridge": _bridge}
     try:
-        if args.command == "analyze":
-            return _analyze(args)
-        if args.command == "convert":
-            return _convert(args)
+        return commands[args.command](args)
     except QuantMCUError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `analyze ... | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = RunOptions(runtime=args.runtime, limit=args.limit, progress=sys.stderr.isatty())
+    graph = read_model_file(path=args.model)
+    result = run_model(graph=graph, data=args.data, options=options)
+    lines = [f"model: {Path(args.model).name}  samples: {result.samples}  runtime: "
+             f"{args.runtime}"]
+    if result.top1 is not None:
+        lines.append(f"top-1: {result.top1 * 100:.2f} %")
+    if args.compare:
+        original = run_model(graph=read_model_file(path=args.compare), data=args.data,
+                             options=options)
+        match = agreement(converted=result, original=original)
+        lines.append(f"vs {Path(args.compare).name}: {match.identical_samples}/{match.samples} "
+                     f"samples bit-identical, top-1 agreement {match.top1_agreement * 100:.2f} %,"
+                     f" largest output difference {match.max_abs_difference}")
+        if original.top1 is not None:
+            lines.append(f"top-1 of {Path(args.compare).name}: {original.top1 * 100:.2f} %")
+    if args.save:
+        write_bytes_atomically(data=outputs_file_bytes(run=result,
+                                                       path_suffix=Path(args.save).suffix),
+                               path=args.save)
+        lines.append(f"wrote {args.save}")
+    print("\n".join(lines))
+    return 0
+
+
+def _bridge(args: argparse.Namespace) -> int:
+    target = export_bridge(out_dir=args.out)
+    print(f"wrote {target}/ (C99 kernels, TFLite Micro glue, docs/qmcu_ops.md)")
     return 0
 
 
@@ -136,10 +199,11 @@ def _convert(args: argparse.Namespace) -> int:
         plan_path=Path(args.plan) if args.plan else None,
         quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
                                  search_tail=not args.no_search_tail),
-        progress=sys.stderr.isatty(), target=args.target, objective=args.objective,
+        progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
+        target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
         output_type=args.output_type)
-    result = convert(options=options)
+    result = run_pipeline(options=options)
     print(format_conversion(conv=result))
     return 0
 
@@ -164,9 +228,9 @@ def format_conversion(*, conv: Conversion) -> str:
     plan = conv.patch_plan
     lines = [f"model: {conv.options.model_path.name}  policy: {conv.options.policy}"]
     if plan.is_patched:
-        lines.append(f"patch stage: ops #0..#{plan.split_op} (ends at {plan.split_tensor}), "
+        lines.append(f"patch stage: ops #0..#{plan.split_op} (ends at {short_name(plan.split_tensor)}), "
                      f"grid {plan.grid[0]}x{plan.grid[1]}, redundant MACs "
-                     f"{plan.redundant_macs:,} (+{plan.mac_overhead * 100:.1f} %)")
+                     f"{plan.redundant_macs:,} ({percent(plan.mac_overhead)})")
     before, after = conv.layer_based.arena, conv.final.arena
     bound = " (lower bound)" if after.lower_bound else ""
     lines.append(f"arena ({after.target}): layer-based {before.total:,} B -> "
@@ -191,8 +255,8 @@ def format_conversion(*, conv: Conversion) -> str:
                      f"{conv.accuracy['final'] * 100:.2f} %")
     lines += [f"note: {note}" for note in conv.notes]
     plan_file = f", {conv.stem}.bitwidth_plan.json" if conv.bitwidth_plan is not None else ""
-    lines.append(f"wrote {conv.options.out_dir}/{conv.stem}.quantmcu.tflite, "
-                 f"{conv.stem}_op_resolver.h, report.json{plan_file}")
+    lines.append(f"wrote {conv.options.out_dir}/{conv.model_file}, {conv.stem}_op_resolver.h, "
+                 f"{conv.stem}_model_data.h/.cc, report.json{plan_file}")
     return "\n".join(lines)
 
 
@@ -231,7 +295,7 @@ def format_analysis(*, analysis: ModelAnalysis, title: str) -> str:
         f"#{analysis.peak_op})",
         f"  tail {arena.tail} B (persistent: "
         + ", ".join(f"{k} {v}" for k, v in arena.tail_parts.items()) + ")",
-        f"  made by: {', '.join(analysis.peak_tensors)}",
+        f"  made by: {', '.join(short_name(t) for t in analysis.peak_tensors)}",
         f"flash (model file): {analysis.flash_bytes} B ({format_size(analysis.flash_bytes)}), "
         f"weights {analysis.weight_bytes} B",
         f"MACs: {analysis.macs:,}   BitOPs: {analysis.bitops:,}",

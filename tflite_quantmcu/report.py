@@ -5,13 +5,18 @@ Figures: `layer_based` is the input model, `patch_based` the all-int8 patched
 model, `final` the written model (sub-byte feature maps under --policy quantmcu).
 `arena_bytes` are TFLite Micro's whole arena (head + tail) on `target`; `fits`
 says whether the final arena fits the SRAM budget (and, if given, the file the flash).
+`final_layers` are the per-op figures of the written model; the planner's candidates
+are in patch_candidates.json beside it.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from tflite_quantmcu import __version__
+
 if TYPE_CHECKING:
-    from tflite_quantmcu.convert import Conversion
+    from tflite_quantmcu.pipeline import Conversion
 
 
 def conversion_report(*, conv: Conversion) -> dict:
@@ -20,7 +25,9 @@ def conversion_report(*, conv: Conversion) -> dict:
     patched = conv.patched_analysis
     final = conv.final
     report = {
+        "tool": {"name": "tflite-quantmcu", "version": __version__},
         "model": opts.model_path.name,
+        "output_model": conv.model_file,
         "policy": opts.policy,
         "budgets": {"sram_bytes": opts.sram_budget, "flash_bytes": opts.flash_budget},
         "target": opts.target,
@@ -37,7 +44,9 @@ def conversion_report(*, conv: Conversion) -> dict:
                    "final": final.bitops},
         "flash_bytes": {"original": len(conv.original_bytes), "final": len(conv.model_bytes)},
         "tflm_wheel_arena_bytes": dict(conv.tflm_arenas),
-        "patch_plan": plan.to_json(),
+        "patch_plan": {k: v for k, v in plan.to_json().items() if k != "candidates"},
+        "patch_candidates": f"{len(plan.candidates)} candidates in patch_candidates.json",
+        "final_layers": [asdict(layer) for layer in final.layers],
         "planner_time_s": round(conv.planner_time_s, 3),
         "notes": list(conv.notes),
     }

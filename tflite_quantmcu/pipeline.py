@@ -1,4 +1,4 @@
-"""The `convert` pipeline: a literal list of steps over one `Conversion` record.
+"""The `convert` pipeline (`tflite-quantmcu convert`, `tflite_quantmcu.convert`): a literal list of steps over one `Conversion` record.
 
 Each step reads what earlier steps left in the record and adds its own part.
 Nothing is written until the last step, which writes every output file or
@@ -6,6 +6,7 @@ none (a failure anywhere leaves the output directory as it was).
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
+from tflite_quantmcu.codegen.model_data import model_data_header, model_data_source
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
 from tflite_quantmcu.errors import BudgetError, ConfigError, UnsupportedModelError
 from tflite_quantmcu.ir.graph import Graph
-from tflite_quantmcu.ir.reader import read_model_file
+from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
@@ -31,6 +33,8 @@ from tflite_quantmcu.quant.evaluate import top1_accuracy
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResult, search_quantmcu
 from tflite_quantmcu.report import conversion_report
+from tflite_quantmcu.report_figures import report_figures
+from tflite_quantmcu.report_text import conversion_markdown
 from tflite_quantmcu.runtimes.litert import run_litert
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
 from tflite_quantmcu.runtimes.tflm import measure_arena
@@ -45,7 +49,7 @@ class ConvertOptions:
     """What the user asked for on the command line."""
 
     model_path: Path
-    out_dir: Path
+    out_dir: Path | None
     sram_budget: int
     flash_budget: int | None = None
     policy: str = "quantmcu"
@@ -65,6 +69,8 @@ class ConvertOptions:
     max_file_growth: float | None = 0.05
     input_type: str = "keep"
     output_type: str = "keep"
+    model_bytes: bytes | None = None  # the model itself; model_path then only names it
+    step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
 
 
 @dataclass
@@ -95,10 +101,20 @@ class Conversion:
     def stem(self) -> str:
         return self.options.model_path.stem
 
+    @property
+    def model_file(self) -> str:
+        """The written model's file name: the input's stem and the policy."""
+        return f"{self.stem}.{self.options.policy}.tflite"
+
 
 def read_input(conv: Conversion) -> None:
-    conv.graph = read_model_file(path=conv.options.model_path)
-    conv.original_bytes = conv.options.model_path.read_bytes()
+    opts = conv.options
+    if opts.model_bytes is None:
+        conv.graph = read_model_file(path=opts.model_path)
+        conv.original_bytes = opts.model_path.read_bytes()
+    else:
+        conv.graph = read_model_bytes(data=opts.model_bytes, source=opts.model_path.name)
+        conv.original_bytes = opts.model_bytes
     conv.input_graph, conv.input_bytes = conv.graph, conv.original_bytes
 
 
@@ -155,7 +171,7 @@ def choose_bitwidths(conv: Conversion) -> None:
         return
     if opts.calibration is None:
         raise ConfigError("--policy quantmcu needs --calibration FILE (or --plan plan.json)")
-    batches = calibration_batches(source=str(opts.calibration), graph=conv.graph,
+    batches = calibration_batches(source=_data_source(opts.calibration), graph=conv.graph,
                                   limit=opts.calibration_limit, progress=opts.progress)
     conv.search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                                   patched_graph=conv.patched, calibration=batches,
@@ -175,8 +191,9 @@ def evaluate_accuracy(conv: Conversion) -> None:
     if data is None:
         return
     progress = conv.options.progress
-    conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=str(data), progress=progress),
-                     "final": top1_accuracy(graph=conv.converted, data=str(data),
+    conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=_data_source(data),
+                                           progress=progress),
+                     "final": top1_accuracy(graph=conv.converted, data=_data_source(data),
                                             progress=progress)}
 
 
@@ -215,7 +232,7 @@ def check_budgets(conv: Conversion) -> None:
 def serialize_outputs(conv: Conversion) -> None:
     conv.model_bytes = write_model_bytes(graph=conv.converted)
     conv.header = op_resolver_header(graph=conv.converted, stem=conv.stem,
-                                     arena=conv.final.arena)
+                                     arena=conv.final.arena, model_file=conv.model_file)
 
 
 def measure_in_tflm(conv: Conversion) -> None:
@@ -239,16 +256,30 @@ def measure_in_tflm(conv: Conversion) -> None:
                                   "ours": ours.to_json()}
 
 
-def write_outputs(conv: Conversion) -> None:
-    out = conv.options.out_dir
+def output_files(*, conv: Conversion) -> dict[str, bytes]:
+    """Every output file of a finished conversion: name -> bytes."""
+    figures = report_figures(conv=conv)
     files = {
-        f"{conv.stem}.quantmcu.tflite": conv.model_bytes,
+        conv.model_file: conv.model_bytes,
         f"{conv.stem}_op_resolver.h": conv.header.encode("utf-8"),
+        f"{conv.stem}_model_data.h": model_data_header(
+            stem=conv.stem, size=len(conv.model_bytes)).encode("utf-8"),
+        f"{conv.stem}_model_data.cc": model_data_source(
+            stem=conv.stem, data=conv.model_bytes).encode("utf-8"),
         "report.json": json_bytes(data=conversion_report(conv=conv)),
+        "report.md": conversion_markdown(conv=conv, figures=tuple(figures)).encode("utf-8"),
+        "patch_candidates.json": json_bytes(data=[c.to_json() for c in
+                                                  conv.patch_plan.candidates]),
+        **figures,
     }
     if conv.bitwidth_plan is not None:
         files[f"{conv.stem}.bitwidth_plan.json"] = json_bytes(data=conv.bitwidth_plan.to_dict())
-    write_outputs_atomically(directory=out, files=files)
+    return files
+
+
+def write_outputs(conv: Conversion) -> None:
+    if conv.options.out_dir is not None:
+        write_outputs_atomically(directory=conv.options.out_dir, files=output_files(conv=conv))
 
 
 Step = Callable[[Conversion], None]
@@ -267,8 +298,13 @@ PIPELINE: tuple[Step, ...] = (
     check_budgets,         # final whole-arena and flash figures against the user's budgets
     serialize_outputs,     # model bytes and op resolver header, in memory
     measure_in_tflm,       # the arena the tflite-micro wheel allocates, beside our host64 figure
-    write_outputs,         # all output files or none
+    write_outputs,         # all output files or none (none when out_dir is None: the API)
 )
+
+
+def _data_source(source):
+    """A file path as the data readers take it; arrays and iterables as given."""
+    return str(source) if isinstance(source, (str, Path)) else source
 
 
 def _read_text(path: Path, option: str) -> str:
@@ -278,8 +314,12 @@ def _read_text(path: Path, option: str) -> str:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror})") from err
 
 
-def convert(*, options: ConvertOptions) -> Conversion:
+def run_pipeline(*, options: ConvertOptions) -> Conversion:
     conv = Conversion(options=options)
-    for step in PIPELINE:
+    start = time.perf_counter()
+    for number, step in enumerate(PIPELINE, start=1):
+        if options.step_lines:
+            print(f"convert [{number}/{len(PIPELINE)}] {step.__name__.replace('_', ' ')} "
+                  f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
         step(conv)
     return conv
