@@ -107,6 +107,8 @@ from tflite_quantmcu.patches.branches import PatchBranch, PatchFeatureMap, patch
 from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
 from tflite_quantmcu.quant.plan import BitwidthPlan, merge_plans
+from tflite_quantmcu.quant.ranges import (DEFAULT_PERCENTILE_MASS, RANGE_RULES, RangeOptions,
+                                          SubbyteRange, choose_range, full_range)
 from tflite_quantmcu.quant.statistics import StatisticsCollector, TensorStatistics
 from tflite_quantmcu.quant.vdpc import PatchClasses, VdpcOptions, classify_patches
 from tflite_quantmcu.quant.vdqs import (BIT_CHOICES, BranchSpec, ConsumerCost, VdqsOptions,
@@ -134,6 +136,8 @@ class QuantMCUOptions:
     use_vdpc: bool = True
     classify_on: str = "first"
     search_tail: bool = True
+    range_rules: tuple[str, ...] = RANGE_RULES
+    percentile_mass: float = DEFAULT_PERCENTILE_MASS
 
     def __post_init__(self) -> None:
         if self.classify_on not in CLASSIFY_ON:
@@ -141,6 +145,10 @@ class QuantMCUOptions:
                               f"got {self.classify_on!r}")
         self.vdpc_options()
         self.vdqs_options()
+        self.range_options()
+
+    def range_options(self) -> RangeOptions:
+        return RangeOptions(rules=tuple(self.range_rules), percentile_mass=self.percentile_mass)
 
     def vdpc_options(self) -> VdpcOptions:
         return VdpcOptions(phi=self.phi, min_density_ratio=self.min_density_ratio,
@@ -153,6 +161,7 @@ class QuantMCUOptions:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["candidates"] = list(self.candidates)
+        data["range_rules"] = list(self.range_rules)
         return data
 
 
@@ -386,18 +395,41 @@ def map_candidates(*, key: str, allowed: Mapping[str, Iterable[int]],
     return tuple(b for b in options.candidates if b in permitted) or (8,)
 
 
+def map_ranges(*, statistics: TensorStatistics, check: TensorStatistics | None,
+               region: str | None, candidates: Iterable[int],
+               options: QuantMCUOptions) -> tuple[SubbyteRange, ...]:
+    """The chosen range (:func:`ranges.choose_range`) of a map at each sub-byte candidate:
+    fitted on ``statistics``, judged on the held-out ``check`` statistics (None: on the fit
+    samples)."""
+    def histogram(stats):
+        return stats.histogram if region is None else stats.region(region).histogram
+    return tuple(choose_range(fit_histogram=histogram(statistics),
+                              check_histogram=None if check is None else histogram(check),
+                              scale8=statistics.scale, zero_point8=statistics.zero_point,
+                              bits=b, options=options.range_options()).chosen
+                 for b in candidates if b < 8)
+
+
 def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
                 statistics: Mapping[str, TensorStatistics], limit: BranchLimit,
                 allowed: Mapping[str, Iterable[int]], outlier_class: bool,
-                options: QuantMCUOptions) -> BranchSpec:
+                options: QuantMCUOptions,
+                check_statistics: Mapping[str, TensorStatistics] | None = None) -> BranchSpec:
     """The VDQS input of one branch."""
     sub = patched_graph.main
-    maps = tuple(feature_map_from_statistics(
-        key=m.patched_key, shape=sub.tensors[m.patched_key].shape,
-        statistics=statistics[m.original_key], region=branch.name,
-        consumers=consumer_costs(subgraph=sub, feature_map=m),
-        candidates=map_candidates(key=m.patched_key, allowed=allowed, options=options))
-        for m in branch.feature_maps)
+    check = check_statistics or {}
+    maps = []
+    for m in branch.feature_maps:
+        candidates = map_candidates(key=m.patched_key, allowed=allowed, options=options)
+        maps.append(feature_map_from_statistics(
+            key=m.patched_key, shape=sub.tensors[m.patched_key].shape,
+            statistics=statistics[m.original_key], region=branch.name,
+            consumers=consumer_costs(subgraph=sub, feature_map=m), candidates=candidates,
+            ranges=map_ranges(statistics=statistics[m.original_key],
+                              check=check.get(m.original_key), region=branch.name,
+                              candidates=() if outlier_class else candidates,
+                              options=options)))
+    maps = tuple(maps)
     memory_limit = limit.memory_limit
     if memory_limit is None:
         memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
@@ -407,7 +439,8 @@ def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
 
 def tail_spec(*, patched_graph: Graph, tail: TailBranch,
               statistics: Mapping[str, TensorStatistics], limit: BranchLimit,
-              allowed: Mapping[str, Iterable[int]], options: QuantMCUOptions) -> BranchSpec:
+              allowed: Mapping[str, Iterable[int]], options: QuantMCUOptions,
+              check_statistics: Mapping[str, TensorStatistics] | None = None) -> BranchSpec:
     """The VDQS input of the tail: whole-tensor statistics, never outlier-class."""
     sub = patched_graph.main
     missing = [k for k in tail.keys if k not in statistics]
@@ -415,11 +448,16 @@ def tail_spec(*, patched_graph: Graph, tail: TailBranch,
         raise ConfigError(f"statistics lack the tail maps {missing[:3]} (of {len(missing)}): "
                           "collect them with collect_patch_statistics(tail=True) or set "
                           "QuantMCUOptions(search_tail=False)")
-    maps = tuple(feature_map_from_statistics(
-        key=m.key, shape=sub.tensors[m.key].shape, statistics=statistics[m.key],
-        consumers=consumer_costs(subgraph=sub, feature_map=m),
-        candidates=map_candidates(key=m.key, allowed=allowed, options=options))
-        for m in tail.feature_maps)
+    check = check_statistics or {}
+    maps = []
+    for m in tail.feature_maps:
+        candidates = map_candidates(key=m.key, allowed=allowed, options=options)
+        maps.append(feature_map_from_statistics(
+            key=m.key, shape=sub.tensors[m.key].shape, statistics=statistics[m.key],
+            consumers=consumer_costs(subgraph=sub, feature_map=m), candidates=candidates,
+            ranges=map_ranges(statistics=statistics[m.key], check=check.get(m.key),
+                              region=None, candidates=candidates, options=options)))
+    maps = tuple(maps)
     memory_limit = limit.memory_limit
     if memory_limit is None:
         memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
@@ -441,11 +479,15 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
                     calibration: Iterable[np.ndarray] | None, sram_budget: int | None,
                     options: QuantMCUOptions = QuantMCUOptions(),
                     statistics: Mapping[str, TensorStatistics] | None = None,
-                    allowed: Mapping[str, Iterable[int]] | None = None) -> QuantMCUResult:
+                    allowed: Mapping[str, Iterable[int]] | None = None,
+                    check_statistics: Mapping[str, TensorStatistics] | None = None
+                    ) -> QuantMCUResult:
     """QuantMCU's bit widths for the per-patch feature maps (module doc).
 
     ``statistics`` (from :func:`collect_patch_statistics`) skips step 1, e.g. for
-    parameter sweeps; ``allowed`` overrides ``subbyte_candidates`` of the patched graph.
+    parameter sweeps; ``allowed`` overrides ``subbyte_candidates`` of the patched graph;
+    ``check_statistics``: statistics of held-out calibration samples, on which each map's
+    range rule is chosen (:func:`ranges.choose_range`; None: on the fit samples).
     """
     if not patch_plan.is_patched:
         raise ConfigError("QuantMCU needs a patched plan (grid larger than 1x1); the patch "
@@ -466,7 +508,8 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
                                   sram_budget=sram_budget)
     plans = [search_branch(spec=branch_spec(
         patched_graph=patched_graph, branch=b, statistics=statistics, limit=lim,
-        allowed=allowed, outlier_class=b.name in outliers, options=options), options=options)
+        allowed=allowed, outlier_class=b.name in outliers, options=options,
+        check_statistics=check_statistics), options=options)
         for b, lim in zip(branches, limits)]
     tail = _searched_tail(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
                           options=options)
@@ -476,7 +519,8 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
         limits = limits + (tail_limit,)
         plans.append(search_branch(spec=tail_spec(
             patched_graph=patched_graph, tail=tail, statistics=statistics, limit=tail_limit,
-            allowed=allowed, options=options), options=options))
+            allowed=allowed, options=options, check_statistics=check_statistics),
+            options=options))
     merged = merge_plans(plans=plans)
     plan = dataclasses.replace(merged, policy="quantmcu" if options.use_vdpc else
                                "quantmcu-no-vdpc", options=options.to_dict())
@@ -499,17 +543,42 @@ def _searched_tail(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph,
 
 def uniform_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, bits: int = 4,
                  allowed: Mapping[str, Iterable[int]] | None = None,
-                 tail: bool = False) -> BitwidthPlan:
+                 tail: bool = False, statistics: Mapping[str, TensorStatistics] | None = None,
+                 check_statistics: Mapping[str, TensorStatistics] | None = None,
+                 range_rules: tuple[str, ...] = ("full",)) -> BitwidthPlan:
     """Every per-patch feature map (and with ``tail`` every tail map) at ``bits`` where the
-    graph pass allows it, else 8."""
+    graph pass allows it, else 8; each sub-byte map's range chosen among ``range_rules``
+    (:func:`map_ranges`; rules other than ``full`` need ``statistics``)."""
     if bits not in BIT_CHOICES:
         raise ConfigError(f"uniform plan: bits must be one of {BIT_CHOICES}, got {bits}")
     if allowed is None:
         allowed = allowed_subbyte_bits(patched_graph=patched_graph)
     branches = patch_branches(graph=graph, patched_graph=patched_graph, plan=patch_plan)
-    keys = [m.patched_key for b in branches for m in b.feature_maps]
+    where = {m.patched_key: (m.original_key, b.name) for b in branches for m in b.feature_maps}
     if tail:
-        keys += list(tail_map_keys(graph=graph, patch_plan=patch_plan))
-    chosen = {key: (bits if bits in set(allowed.get(key, ())) else 8) for key in keys}
+        where.update({k: (k, None) for k in tail_map_keys(graph=graph, patch_plan=patch_plan)})
+    chosen = {key: (bits if bits in set(allowed.get(key, ())) else 8) for key in where}
+    options = QuantMCUOptions(range_rules=tuple(range_rules))
+    ranges = {}
+    for key, width in chosen.items():
+        if width < 8:
+            original, region = where[key]
+            ranges[key] = _uniform_range(graph=graph, key=original, region=region, bits=width,
+                                         statistics=statistics, check=check_statistics,
+                                         options=options)
     return BitwidthPlan(policy=f"uniform{bits}" + ("-tail" if tail else ""),
-                        options={"bits": bits, "tail": tail}, bits=chosen)
+                        options={"bits": bits, "tail": tail, "range_rules": list(range_rules)},
+                        bits=chosen, ranges=ranges)
+
+
+def _uniform_range(*, graph: Graph, key: str, region: str | None, bits: int,
+                   statistics: Mapping[str, TensorStatistics] | None,
+                   check: Mapping[str, TensorStatistics] | None,
+                   options: QuantMCUOptions) -> SubbyteRange:
+    if statistics is None:
+        if tuple(options.range_rules) != ("full",):
+            raise ConfigError(f"range rules {options.range_rules} need calibration statistics")
+        quant = graph.main.tensors[key].quantization
+        return full_range(scale8=quant.scale[0], zero_point8=quant.zero_point[0], bits=bits)
+    return map_ranges(statistics=statistics[key], check=(check or {}).get(key), region=region,
+                      candidates=(bits,), options=options)[0]
