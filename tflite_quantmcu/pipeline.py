@@ -76,6 +76,7 @@ class ConvertOptions:
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
     max_accuracy_drop: float | None = 1.0
+    plan: BitwidthPlan | None = None  # a plan given as data (the API; e.g. fine-tuned ranges)
 
 
 @dataclass
@@ -172,6 +173,9 @@ def choose_bitwidths(conv: Conversion) -> None:
     """quantmcu: replay --plan, or calibrate and search (VDPC + VDQS); else all 8-bit."""
     opts = conv.options
     if opts.policy != "quantmcu":
+        return
+    if opts.plan is not None:
+        conv.bitwidth_plan = opts.plan
         return
     if opts.plan_path is not None:
         conv.bitwidth_plan = BitwidthPlan.from_json(_read_text(opts.plan_path, "--plan"))

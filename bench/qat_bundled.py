@@ -1,0 +1,189 @@
+"""PTQ vs quantization-aware fine-tuning (QAT) of the bundled model at several BitOPs ratios.
+
+    python3 bench/qat_bundled.py                        # defaults below
+    python3 bench/qat_bundled.py --ratios 1.5,2.0 --test-images 10000 --train-images 12000
+
+Keras source: ``testdata/make_bundled_model.py``'s ``build_model`` with the weights of the
+committed ``fashion_mnv2_r96_int8.tflite`` put back (int8 weights dequantized into the convs,
+the folded BN bias into the BN's beta, BN set to identity; BN stays frozen while
+fine-tuning). Retraining from scratch (10-17 min on 2 idle cores) was not affordable on
+the shared machine; this gives the same network in seconds.
+
+Per ratio: the plan is ``plan_for_bitops_ratio`` from all-int8 (greedy, BitOPs relative to
+the patched int8 model). PTQ = that plan applied to the int8 conversion with the whole
+int8 range per sub-byte map (rule ``full``); QAT = ``finetune`` from the same Keras model
+and plan (learned ranges, rule ``qat``), deployed by the convert pipeline. Every top-1 is
+the deployed integer model's, by the reference executor (bit-exact with TFLM), on the
+first ``--test-images`` images of the Fashion-MNIST test set. Prints a markdown table and
+writes ``build/qat_bundled.png`` (top-1 vs BitOPs ratio, PTQ and QAT).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "testdata"))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+import fashion_mnist  # noqa: E402
+import make_bundled_model as bundled  # noqa: E402  (imports TensorFlow)
+from tflite_quantmcu.api import convert  # noqa: E402
+from tflite_quantmcu.errors import ConfigError  # noqa: E402
+from tflite_quantmcu.ir.reader import read_model_file  # noqa: E402
+from tflite_quantmcu.keras import (FinetuneOptions, finetune, keras_layer_of,  # noqa: E402
+                                   keras_to_int8)
+from tflite_quantmcu.quant.bitops_target import plan_bitops, plan_for_bitops_ratio  # noqa: E402
+
+SRAM = "256KB"
+BUNDLED = os.path.join(ROOT, "testdata", bundled.TFLITE_NAME)
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def keras_from_bundled():
+    """build_model() with the committed int8 model's weights (module docstring)."""
+    keras = bundled.keras
+    model = bundled.build_model()
+    graph = read_model_file(path=BUNDLED)
+    sub = graph.main
+    kernels = [layer.name for layer in model.layers
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                     keras.layers.Dense))]
+    for op in sub.operators:
+        if op.type not in WEIGHT_OPS:
+            continue
+        w, b = sub.tensors[op.inputs[1]], sub.tensors[op.inputs[2]]
+        name = _kernel_layer(w.name, kernels) if op.type != "FULLY_CONNECTED" else "logits"
+        scale = np.asarray(w.quantization.scale, dtype=np.float32)
+        wf = w.array().astype(np.float32)
+        bias = b.array().astype(np.float64) * np.asarray(b.quantization.scale, dtype=np.float64)
+        layer = model.get_layer(name)
+        if op.type == "CONV_2D":
+            kernel = (wf * scale[:, None, None, None]).transpose(1, 2, 3, 0)
+        elif op.type == "DEPTHWISE_CONV_2D":
+            kernel = (wf * scale[None, None, None, :])[0][:, :, :, None]
+        else:
+            kernel = (wf * scale[:, None]).T if scale.size > 1 else (wf * scale[0]).T
+            layer.set_weights([kernel, bias.astype(np.float32)])
+            continue
+        layer.set_weights([kernel])
+        bn = model.get_layer(f"{name[:-5]}_bn" if name.endswith("_conv") else f"{name}_bn")
+        eps = np.float32(bn.epsilon)
+        ones = np.ones(kernel.shape[-2] if op.type == "DEPTHWISE_CONV_2D" else kernel.shape[-1],
+                       dtype=np.float32)
+        bn.set_weights([ones, bias.astype(np.float32), 0 * ones, ones - eps])
+    return model
+
+
+def _kernel_layer(name: str, kernels: list[str]) -> str:
+    for part in name.split(";"):
+        try:
+            return keras_layer_of(tensor_name=part, layer_names=kernels)
+        except ConfigError:
+            continue
+    raise SystemExit(f"no kernel layer in {name!r}")
+
+
+def data(*, train_images: int, test_images: int):
+    train_x, train_y = fashion_mnist.load_split(split="train")
+    test_x, test_y = fashion_mnist.load_split(split="test")
+    calib_x, _ = bundled.calibration_set(train_x=train_x, train_y=train_y)
+    pick = fashion_mnist.stratified_indices(labels=train_y, total=train_images,
+                                            seed=bundled.SEED + 7)
+    calib = [fashion_mnist.to_model_input(images=calib_x[k:k + 1]) for k in range(len(calib_x))]
+    train = (fashion_mnist.to_model_input(images=train_x[pick]), train_y[pick].astype(np.int32))
+    test = [(fashion_mnist.to_model_input(images=test_x[k:k + 500]), test_y[k:k + 500])
+            for k in range(0, test_images, 500)]
+    return calib, train, test
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratios", default="1.5,1.8,2.0")
+    parser.add_argument("--train-images", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--json", default=os.path.join(ROOT, "build", "qat_bundled.json"))
+    args = parser.parse_args(argv)
+    bundled.setup_determinism()
+    calib, train, test = data(train_images=args.train_images, test_images=args.test_images)
+    model = keras_from_bundled()
+    gen = lambda: ([c] for c in calib)  # noqa: E731
+    int8 = keras_to_int8(model, samples=calib)
+    common = {"measure_tflm": False, "verify": False}
+    base = convert(int8, sram=SRAM, policy="patch-int8", eval_data=test, **common)
+    patched = base.conversion.patched
+    reference = plan_bitops(graph=patched, bits={})
+    rows = [{"setting": "patch-int8", "ratio": 1.0, "ptq": base.report["accuracy"]["final"],
+             "qat": None, "arena": base.report["arena_bytes"]["final"]["total"],
+             "train_s": None, "maps": "-"}]
+    print(f"int8 (patch-int8) top-1 {rows[0]['ptq']:.4f}", flush=True)
+    for ratio in [float(r) for r in args.ratios.split(",")]:
+        plan = plan_for_bitops_ratio(patched=patched, start=None, ratio=ratio)
+        got = reference / plan_bitops(graph=patched, bits=plan.bits)
+        ptq = convert(int8, sram=SRAM, policy="quantmcu", plan=plan, eval_data=test,
+                      patch_grid=base.conversion.patch_plan.grid,
+                      split_after=base.conversion.patch_plan.split_tensor, **common)
+        tuned = finetune(model, plan=plan, train_data=train, epochs=args.epochs,
+                         representative_dataset=gen, sram=SRAM,
+                         options=FinetuneOptions(learning_rate=args.learning_rate, seed=0),
+                         **common)
+        qat = tuned.deploy(sram=SRAM, eval_data=test, **common)
+        counts = {w: sum(1 for v in plan.bits.values() if v == w) for w in (4, 2)}
+        row = {"setting": f"ratio {ratio:g}", "ratio": got,
+               "ptq": ptq.report["accuracy"]["final"], "qat": qat.report["accuracy"]["final"],
+               "arena": qat.report["arena_bytes"]["final"]["total"],
+               "train_s": tuned.train_time_s, "maps": f"{counts[4]}x4b {counts[2]}x2b",
+               "bitops_final": qat.report["bitops"]["final"],
+               "bitops_patch": qat.report["bitops"]["patch_based"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    _print_table(rows=rows, args=args)
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as handle:
+        json.dump({"rows": rows, "args": vars(args)}, handle, indent=1)
+    _plot(rows=rows, path=os.path.join(os.path.dirname(args.json), "qat_bundled.png"))
+    return 0
+
+
+def _print_table(*, rows, args) -> None:
+    print(f"\ntop-1 on the first {args.test_images} test images (deployed integer model, "
+          f"reference executor); QAT: {args.epochs} epoch(s) on {args.train_images} training "
+          "images, lr {args.learning_rate}\n".replace("{args.learning_rate}",
+                                                       str(args.learning_rate)))
+    print("| plan | BitOPs below patch-int8 | maps | PTQ top-1 | QAT top-1 | arena (M4) B "
+          "| training s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        qat = "-" if r["qat"] is None else f"{100 * r['qat']:.2f} %"
+        train = "-" if r["train_s"] is None else f"{r['train_s']:.0f}"
+        print(f"| {r['setting']} | {r['ratio']:.3f}x | {r['maps']} | {100 * r['ptq']:.2f} % "
+              f"| {qat} | {r['arena']} | {train} |")
+
+
+def _plot(*, rows, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ratios = [r["ratio"] for r in rows]
+    ax.plot(ratios, [100 * r["ptq"] for r in rows], "o-", label="PTQ (full int8 range)")
+    ax.plot(ratios, [100 * (r["qat"] if r["qat"] is not None else r["ptq"]) for r in rows],
+            "s-", label="QAT (learned ranges)")
+    ax.axhline(100 * rows[0]["ptq"] - 1.0, color="grey", ls="--", lw=0.8, label="int8 - 1 pt")
+    ax.set_xlabel("BitOPs below patch-int8 (x)")
+    ax.set_ylabel("top-1 (%) deployed")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
