@@ -102,6 +102,10 @@ def _add_convert_parser(commands) -> None:
                               "most PTS points below int8 (1.0)")
     convert.add_argument("--no-accuracy-guard", action="store_true",
                          help="keep the searched plan whatever its accuracy")
+    convert.add_argument("--bitops-ratio", type=float, default=None, metavar="R",
+                         help="after the search (and guard), lower feature-map widths until "
+                              "BitOPs are R x below patch-int8 (a start for QAT fine-tuning, "
+                              "see docs/qat.md; the accuracy guard is not rerun)")
     convert.add_argument("--range-rules", default=",".join(RANGE_RULES), metavar="RULES",
                          help="sub-byte range rules to choose among per map, comma-separated "
                               f"({','.join(RANGE_RULES)}; 'full' alone = the whole int8 range)")
@@ -211,6 +215,7 @@ def _convert(args: argparse.Namespace) -> int:
                                  search_tail=not args.no_search_tail,
                                  range_rules=_parse_rules(args.range_rules)),
         max_accuracy_drop=None if args.no_accuracy_guard else args.max_accuracy_drop,
+        bitops_ratio=args.bitops_ratio,
         progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
         target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,

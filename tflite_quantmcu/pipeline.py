@@ -29,6 +29,7 @@ from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPl
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
+from tflite_quantmcu.quant.bitops_target import plan_for_bitops_ratio
 from tflite_quantmcu.quant.accuracy_guard import GuardOptions, guard_plan, heldout_from_batches
 from tflite_quantmcu.quant.calibration_data import Batch, data_batches
 from tflite_quantmcu.quant.calibration_split import split_holdout
@@ -77,6 +78,7 @@ class ConvertOptions:
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
     max_accuracy_drop: float | None = 1.0
     plan: BitwidthPlan | None = None  # a plan given as data (the API; e.g. fine-tuned ranges)
+    bitops_ratio: float | None = None  # --bitops-ratio: lower widths to this BitOPs ratio
 
 
 @dataclass
@@ -223,6 +225,16 @@ def guard_accuracy(conv: Conversion) -> None:
         conv.notes.append(f"accuracy guard: {guarded.record['note']}")
 
 
+def target_bitops(conv: Conversion) -> None:
+    """--bitops-ratio: lower the searched plan's widths until BitOPs are R x below patch-int8."""
+    ratio = conv.options.bitops_ratio
+    if ratio is None or conv.search is None:
+        return
+    conv.bitwidth_plan = plan_for_bitops_ratio(patched=conv.patched, start=conv.bitwidth_plan,
+                                               ratio=ratio)
+    conv.search = dataclasses.replace(conv.search, plan=conv.bitwidth_plan)
+
+
 def apply_bitwidths(conv: Conversion) -> None:
     plan = conv.bitwidth_plan
     conv.converted = conv.patched if plan is None else \
@@ -345,6 +357,7 @@ PIPELINE: tuple[Step, ...] = (
     verify_equivalence,    # a rewrite must not change numerics: compare outputs in LiteRT
     choose_bitwidths,      # QuantMCU: calibration -> VDPC -> VDQS per branch (or --plan replay)
     guard_accuracy,        # --max-accuracy-drop: raise costly sub-byte maps on held-out calibration
+    target_bitops,         # --bitops-ratio: lower widths until BitOPs reach the requested ratio
     apply_bitwidths,       # packed 4/2-bit feature maps and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
     check_budgets,         # final whole-arena and flash figures against the user's budgets
