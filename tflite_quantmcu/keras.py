@@ -33,7 +33,8 @@ at its owner's width. Not emulated: int8 rounding of the 8-bit maps and of the w
 and the int8 step that precedes each sub-byte requantization in the deployed kernels.
 
 **Learned clipping.** Each sub-byte branch has a learnable interval ``[lo, hi]`` (``lo <= 0
-<= hi``, initialised from the plan's range, or the map's whole int8 range) with
+<= hi``, initialised from the plan's range, else by LSQ's rule from the representative
+samples, see ``initial_intervals``) with
 the quantizer ``s = (hi - lo) / (2^b - 1)``, ``zp = round(-lo / s)``,
 ``y = (clip(round(x / s) + zp, 0, 2^b - 1) - zp) * s``; rounding passes the gradient
 straight through, so ``lo``/``hi`` get LSQ-style gradients (from the clipped values and
@@ -70,6 +71,7 @@ from tflite_quantmcu.quant.ranges import INT8_HIGH, INT8_LOW, SubbyteRange, rang
 
 QAT_RULE = "qat"
 IO_TYPES = ("int8", "uint8", "float32")
+INIT_SAMPLES = 32
 _BRANCH_KEY = re.compile(r"^p(\d+)_(\d+)/(\d+)$")
 
 
@@ -241,14 +243,35 @@ def owner_map(*, regions, height: int, width: int) -> np.ndarray:
     return owner
 
 
-def initial_interval(*, graph: Graph, plan: BitwidthPlan, key: str, op: int) -> tuple[float, float]:
-    """(lo, hi) real values: the plan's range of `key`, else the map's whole int8 range."""
-    tensor = graph.main.tensors[graph.main.operators[op].outputs[0]]
-    scale8, zp8 = float(tensor.quantization.scale[0]), int(tensor.quantization.zero_point[0])
-    subbyte = plan.range_of(key)
-    low, high = (INT8_LOW, INT8_HIGH) if subbyte is None else (subbyte.low_code,
-                                                               subbyte.high_code)
-    return scale8 * (low - zp8), scale8 * (high - zp8)
+def initial_intervals(*, base, graph: Graph, plan: BitwidthPlan, sites: tuple[MapSite, ...],
+                      samples: list[np.ndarray]) -> dict[str, tuple[float, float]]:
+    """Key -> (lo, hi) to start from: the plan's range where it has one; else LSQ's
+    initialisation (step 2 mean|x| / sqrt(2^b - 1), Esser et al. 2020) from the layer's
+    float output on the representative samples, the interval ending at the map's int8
+    range and, for maps with negative values, reaching as far below 0 as above."""
+    _, keras = _tensorflow()
+    probe = keras.Model(base.inputs, [base.get_layer(s.layer).output for s in sites])
+    outputs = probe(np.concatenate([_batched(x, base) for x in samples]))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    out = {}
+    for site, values in zip(sites, outputs):
+        values = np.asarray(values)
+        tensor = graph.main.tensors[graph.main.operators[site.op_index].outputs[0]]
+        scale8, zp8 = float(tensor.quantization.scale[0]), int(tensor.quantization.zero_point[0])
+        full = (scale8 * (INT8_LOW - zp8), scale8 * (INT8_HIGH - zp8))
+        mean_abs = float(np.mean(np.abs(values)))
+        for key, bits in zip(site.keys, site.bits):
+            subbyte = plan.range_of(key)
+            if subbyte is not None:
+                out[key] = (scale8 * (subbyte.low_code - zp8), scale8 * (subbyte.high_code - zp8))
+                continue
+            levels = (1 << min(bits, 8)) - 1
+            span = min(2.0 * mean_abs / np.sqrt(levels) * levels, full[1] - full[0])
+            if float(values.min()) < 0:
+                out[key] = (max(-span / 2, full[0]), min(span / 2, full[1]))
+            else:
+                out[key] = (0.0, min(span, full[1]))
+    return out
 
 
 # ---- the fake-quantized model ------------------------------------------------------------------
@@ -279,7 +302,7 @@ def _fake_quant_layer(keras, tf):
             unit = tf.constant(self.unit)
             return tf.minimum(self.lo_var * unit, 0.0), tf.maximum(self.hi_var * unit, 0.0)
 
-        def call(self, inputs):
+        def call(self, inputs, mask=None):  # noqa: ARG002 -- Keras passes masks along
             y = self.inner(inputs)
             lo, hi = self.interval()
             levels = tf.constant(self.levels)
@@ -389,8 +412,8 @@ def finetune(model, *, plan: BitwidthPlan, train_data, epochs: int, representati
             layer.trainable = False
     sites = plan_sites(graph=graph, patch_plan=patch_plan, plan=plan,
                        layer_names=[layer.name for layer in base.layers])
-    intervals = {k: initial_interval(graph=graph, plan=plan, key=k, op=s.op_index)
-                 for s in sites for k in s.keys}
+    intervals = initial_intervals(base=base, graph=graph, plan=plan, sites=sites,
+                                  samples=samples[:INIT_SAMPLES])
     tuned = fake_quant_model(base, sites=sites, intervals=intervals,
                              range_speed=options.range_speed)
     tuned.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
