@@ -72,6 +72,13 @@ class ConvertOptions:
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
 
+    def __post_init__(self) -> None:
+        """Paths may be given as strings (Python callers); they are stored as Path."""
+        for name in ("model_path", "out_dir", "plan_path", "calibration", "eval_data"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+
 
 @dataclass
 class Conversion:
