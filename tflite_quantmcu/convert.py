@@ -19,7 +19,7 @@ from tflite_quantmcu.errors import BudgetError, ConfigError, UnsupportedModelErr
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
-from tflite_quantmcu.ir.writer import write_model_bytes
+from tflite_quantmcu.ir.writer import has_external_buffers, write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.output_files import json_bytes, write_outputs_atomically
 from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
@@ -100,6 +100,11 @@ def read_input(conv: Conversion) -> None:
     conv.graph = read_model_file(path=conv.options.model_path)
     conv.original_bytes = conv.options.model_path.read_bytes()
     conv.input_graph, conv.input_bytes = conv.graph, conv.original_bytes
+    if has_external_buffers(graph=conv.graph):
+        # TFLite Micro reads only inline buffer data: measure and write the model inline.
+        conv.input_bytes = write_model_bytes(graph=conv.graph, inline_buffers=True)
+        conv.notes.append("the input stores weights after the flatbuffer (Buffer.offset); "
+                          "TFLite Micro reads only inline data, so the output has them inline")
 
 
 def check_int8(conv: Conversion) -> None:
@@ -213,7 +218,7 @@ def check_budgets(conv: Conversion) -> None:
 
 
 def serialize_outputs(conv: Conversion) -> None:
-    conv.model_bytes = write_model_bytes(graph=conv.converted)
+    conv.model_bytes = write_model_bytes(graph=conv.converted, inline_buffers=True)
     conv.header = op_resolver_header(graph=conv.converted, stem=conv.stem,
                                      arena=conv.final.arena)
 
@@ -224,7 +229,7 @@ def measure_in_tflm(conv: Conversion) -> None:
     if not conv.options.measure_tflm:
         return
     patched = conv.model_bytes if conv.converted is conv.patched else \
-        write_model_bytes(graph=conv.patched)
+        write_model_bytes(graph=conv.patched, inline_buffers=True)
     for name, data, graph in (("layer_based", conv.input_bytes, conv.input_graph),
                               ("patch_based", patched, conv.patched)):
         try:
