@@ -22,6 +22,7 @@ from tflite_quantmcu.runtimes.tflm import measure_arena
 from tflite_quantmcu.sizes import format_size, parse_size
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     except QuantMCUError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as err:  # noqa: BLE001 (the one last-resort handler: never a traceback)
+        print(f"error: internal: {type(err).__name__}: {err} (please report this with the "
+              f"model)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     return 0
 
 

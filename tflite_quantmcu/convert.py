@@ -15,7 +15,8 @@ import numpy as np
 
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
-from tflite_quantmcu.errors import BudgetError, ConfigError, UnsupportedModelError
+from tflite_quantmcu.errors import (BudgetError, ConfigError, RuntimeCheckError,
+                                    UnsupportedModelError)
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
@@ -186,19 +187,30 @@ def evaluate_accuracy(conv: Conversion) -> None:
 
 
 def verify_equivalence(conv: Conversion) -> None:
-    """The rewrite must not change numerics: LiteRT reference kernels, random inputs."""
-    if not conv.options.verify or conv.patched is conv.graph:
+    """The input must run in LiteRT, and the rewrite must not change numerics (LiteRT
+    reference kernels, random inputs)."""
+    if not conv.options.verify:
+        return
+    inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
+    before = _litert_outputs(model_bytes=conv.original_bytes, inputs=inputs, what="input model")
+    if conv.patched is conv.graph:
         return
     rewritten = write_model_bytes(graph=conv.patched)
-    inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
-    before = run_litert(model_bytes=conv.original_bytes, inputs=inputs)
-    after = run_litert(model_bytes=rewritten, inputs=inputs)
+    after = _litert_outputs(model_bytes=rewritten, inputs=inputs, what="rewritten model")
     for j, (a, b) in enumerate(zip(before, after)):
         if not np.array_equal(a, b):
             raise UnsupportedModelError(
                 f"internal check failed: output {j} of the rewritten model differs from the "
                 f"original in LiteRT (max {np.abs(a.astype(int) - b.astype(int)).max()} steps); "
                 f"nothing was written")
+
+
+def _litert_outputs(*, model_bytes: bytes, inputs: list, what: str) -> list:
+    """LiteRT's outputs; its errors (ValueError/RuntimeError) become a typed error."""
+    try:
+        return run_litert(model_bytes=model_bytes, inputs=inputs)
+    except (ValueError, RuntimeError) as err:
+        raise RuntimeCheckError(f"LiteRT rejects the {what}: {str(err).strip()}") from err
 
 
 def check_budgets(conv: Conversion) -> None:

@@ -10,8 +10,9 @@ analysis and executor after it may rely on what is checked here:
   positive finite scales and zero points inside the type's range;
 - subgraph inputs/outputs name real tensors (no -1);
 - every op of a known type has its number of inputs/outputs, -1 only where the
-  input is optional, the builtin options its type defines, subgraph indices in
-  range; `QMCU_*` ops carry version-1 options that decode;
+  input is optional, the builtin options its type defines, shapes that agree with
+  its type (validate_shapes.py), subgraph indices in range; `QMCU_*` ops carry
+  version-1 options that decode;
 - ops are in topological order, each tensor is written at most once, never a
   constant or a subgraph input, and each input is available when read;
 - the `OfflineMemoryAllocation` metadata, if present, matches the tensor lists.
@@ -21,6 +22,7 @@ Errors name the file, subgraph, op and tensor and say what was expected.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 from flatbuffers import flexbuffers
@@ -30,13 +32,14 @@ from tflite_quantmcu.errors import InvalidModelError, UnsupportedModelError, Uns
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Graph, Operator, Subgraph, Tensor
 from tflite_quantmcu.ir.limits import DEFAULT_LIMITS, ReaderLimits
+from tflite_quantmcu.ir.validate_shapes import check_op_shapes
 
 OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
 _UNSIGNED_TYPES = frozenset({schema.TensorType.UINT8, schema.TensorType.UINT4,
                              schema.TensorType.UINT16, schema.TensorType.UINT32,
                              schema.TensorType.UINT64, schema.TensorType.BOOL})
 _FLEX_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
-                RecursionError, AttributeError)
+                RecursionError, AttributeError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,7 @@ class _SubgraphCheck:
         signature = OP_SIGNATURES.get(op.type)
         if signature is not None:
             _check_signature(op=op, signature=signature, label=label)
+            check_op_shapes(sub=self.sub, op=op, label=label)
         self._subgraph_indices(op, label)
 
     def _subgraph_indices(self, op: Operator, label: str) -> None:
