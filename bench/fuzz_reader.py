@@ -94,6 +94,7 @@ class _Run:
             proc = multiprocessing.Process(target=_worker, args=(
                 child, self.args.seed, indices, self.args.convert_every, timeouts))
             proc.start()
+            child.close()  # so a dead worker reads as EOF here, not as silence
             indices = self._drain(parent, proc, indices, timeouts)
 
     def _drain(self, conn, proc, indices, timeouts) -> list[int]:
@@ -121,7 +122,9 @@ class _Run:
     def _lost(self, current, kind, detail, indices) -> list[int]:
         if current is None:
             return []
-        self.record(current, kind, "", detail, [], False)
+        _, _, applied = _input(self.args.seed, current)
+        do_convert = self.args.convert_every > 0 and current % self.args.convert_every == 0
+        self.record(current, kind, "", detail, applied, do_convert)
         return indices[indices.index(current) + 1:]
 
 

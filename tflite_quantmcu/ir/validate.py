@@ -38,8 +38,10 @@ OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
 _UNSIGNED_TYPES = frozenset({schema.TensorType.UINT8, schema.TensorType.UINT4,
                              schema.TensorType.UINT16, schema.TensorType.UINT32,
                              schema.TensorType.UINT64, schema.TensorType.BOOL})
+_QUANTIZED_TYPES = frozenset({schema.TensorType.INT8, schema.TensorType.UINT8,
+                              schema.TensorType.INT16, schema.TensorType.INT4})
 _FLEX_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
-                RecursionError, AttributeError, struct.error)
+                RecursionError, AttributeError, AssertionError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,26 @@ def validate_graph(*, graph: Graph, source: str, limits: ReaderLimits = DEFAULT_
     _check_text(graph.description or "", f"{source}: model description")
     for m in graph.metadata:
         _check_text(m.name, f"{source}: metadata name")
-    for sig in graph.signature_defs:
-        _check_text(sig.key, f"{source}: signature key")
-        for name, _ in sig.inputs + sig.outputs:
-            _check_text(name, f"{source}: signature '{sig.key}' entry name")
     for index, sub in enumerate(graph.subgraphs):
         _SubgraphCheck(graph=graph, index=index, source=source, limits=limits).run()
+    for sig in graph.signature_defs:
+        _check_signature_def(graph=graph, sig=sig, source=source)
     _check_offline_plan(graph=graph, source=source)
+
+
+def _check_signature_def(*, graph: Graph, sig: object, source: str) -> None:
+    """Signature entries name the inputs and outputs of their subgraph."""
+    _check_text(sig.key, f"{source}: signature key")
+    sub = graph.subgraphs[sig.subgraph_index]
+    for kind, entries, allowed in (("input", sig.inputs, sub.inputs),
+                                   ("output", sig.outputs, sub.outputs)):
+        for name, key in entries:
+            _check_text(name, f"{source}: signature '{sig.key}' entry name")
+            if key not in allowed:
+                raise InvalidModelError(
+                    f"{source}: signature '{sig.key}' {kind} '{name}' is tensor "
+                    f"'{sub.tensors[key].name}', not one of subgraph {sig.subgraph_index}'s "
+                    f"{kind}s")
 
 
 def _check_text(text: str, where: str) -> None:
@@ -151,9 +166,9 @@ class _SubgraphCheck:
             if None in keys:
                 raise InvalidModelError(f"{self.where} {kind}: index -1 at position "
                                         f"{keys.index(None)}; expected a tensor index")
+        self._data_flow()
         for i, op in enumerate(sub.operators):
             self._operator(i, op)
-        self._data_flow()
 
     # -- tensors ----------------------------------------------------------------
     def _tensor(self, tensor: Tensor, where: str) -> None:
@@ -208,6 +223,9 @@ class _SubgraphCheck:
     # -- ops --------------------------------------------------------------------
     def _operator(self, i: int, op: Operator) -> None:
         label = f"{self.where} op #{i} {op.type}"
+        if not op.outputs:
+            raise UnsupportedOpError(f"{label}: no outputs; this tool handles ops that write "
+                                     f"at least one tensor")
         if op.opcode.custom is not None:
             _check_text(op.opcode.custom, f"{label} custom code")
         if op.opcode.builtin == schema.BuiltinOperator.CUSTOM:
@@ -219,8 +237,18 @@ class _SubgraphCheck:
         signature = OP_SIGNATURES.get(op.type)
         if signature is not None:
             _check_signature(op=op, signature=signature, label=label)
+            self._quantized_operands(op, label)
             check_op_shapes(sub=self.sub, op=op, label=label)
         self._subgraph_indices(op, label)
+
+    def _quantized_operands(self, op: Operator, label: str) -> None:
+        """Integer tensors of the ops we compute with carry a scale and zero point."""
+        for key in [k for k in op.inputs if k is not None] + op.outputs:
+            tensor = self.sub.tensors[key]
+            quant = tensor.quantization
+            if tensor.dtype in _QUANTIZED_TYPES and (quant is None or not quant.scale):
+                raise InvalidModelError(f"{label}: {tensor.type_name} tensor '{tensor.name}' "
+                                        f"has no quantization (scale, zero point)")
 
     def _subgraph_indices(self, op: Operator, label: str) -> None:
         count = len(self.graph.subgraphs)
@@ -252,6 +280,18 @@ class _SubgraphCheck:
             if key not in available and not _needs_no_writer(sub.tensors[key]):
                 raise InvalidModelError(f"{self.where}: output '{sub.tensors[key].name}' is "
                                         f"written by no op and is no input or constant")
+        self._dead_ops()
+
+    def _dead_ops(self) -> None:
+        """Every op feeds a later op or a subgraph output (converters prune dead code)."""
+        sub = self.sub
+        used = set(sub.outputs) | {k for op in sub.operators for k in op.inputs}
+        for i, op in enumerate(sub.operators):
+            if op.outputs and not used.intersection(op.outputs):
+                raise UnsupportedModelError(
+                    f"{self.where}: op #{i} {op.type}: no op reads its output "
+                    f"'{sub.tensors[op.outputs[0]].name}' and it is no subgraph output "
+                    f"(dead code; remove it, e.g. by re-converting)")
 
 
 def _writers(*, sub: Subgraph, where: str) -> dict[str, int]:
@@ -264,6 +304,8 @@ def _writers(*, sub: Subgraph, where: str) -> dict[str, int]:
             label = f"{where}: op #{i} {op.type} writes '{tensor.name}'"
             if tensor.is_constant:
                 raise InvalidModelError(f"{label}, a constant; expected an activation tensor")
+            if tensor.is_variable:
+                raise InvalidModelError(f"{label}, a variable tensor (only read as op state)")
             if key in inputs:
                 raise InvalidModelError(f"{label}, a subgraph input")
             if key in writer:
