@@ -1,16 +1,17 @@
 """Structure-aware fuzzing of the reader, validation, analysis and convert.
 
     python bench/fuzz_reader.py [--inputs 100000] [--seed S] [--workers 2]
-                                [--convert-every 25] [--out build/fuzz]
+                                [--convert-every 50] [--execute-every 0] [--out build/fuzz]
 
 Input i is `tests/model_mutations.mutated_model(rng=Random(f"{seed}:{i}"))`: a valid seed
 model (conv_chain, resnet8_cifar, a synthetic model with QMCU_* ops) with one to three
 fields changed, sometimes raw bytes flipped. Every input goes through read + validation,
 the int8 check and analysis; every `--convert-every`-th also through the whole convert
 pipeline (patch-int8, LiteRT verify step), and an accepted output must load and run in
-LiteRT. Workers are subprocesses; an input that takes more than 1 s (signal alarm, or
+LiteRT; every `--execute-every`-th runs the numpy reference executor on the model.
+Workers are subprocesses; an input that takes more than 1 s (signal alarm, or
 the parent's watchdog if the worker is stuck in C code) counts as a hang, a worker that
-dies counts as a crash. Convert inputs get `--convert-timeout` seconds instead of 1 s.
+dies counts as a crash. Convert and executor inputs get `--convert-timeout` seconds.
 Reproducers of every untyped exception, hang, crash and invalid model accepted are
 saved under --out with their traceback. Prints the seed and a table of outcome counts.
 """
@@ -46,20 +47,25 @@ def _input(seed: int, index: int):
     return mutated_model(rng=random.Random(f"{seed}:{index}"))
 
 
-def _worker(conn, seed: int, indices: list[int], convert_every: int, timeouts: tuple) -> None:
+def _every(index: int, every: int) -> bool:
+    return every > 0 and index % every == 0
+
+
+def _worker(conn, seed: int, indices: list[int], every: tuple, timeouts: tuple) -> None:
     from fuzz_harness import Outcome, run_input
 
     signal.signal(signal.SIGALRM, _on_alarm)
     for index in indices:
         seed_model, data, applied = _input(seed, index)
-        do_convert = convert_every > 0 and index % convert_every == 0
+        do_convert, do_execute = _every(index, every[0]), _every(index, every[1])
         conn.send(("start", index))
-        signal.setitimer(signal.ITIMER_REAL, timeouts[1] if do_convert else timeouts[0])
+        limit = timeouts[1] if do_convert or do_execute else timeouts[0]
+        signal.setitimer(signal.ITIMER_REAL, limit)
         try:
             outcome = run_input(data=data, sram_budget=seed_model.sram_budget,
-                                do_convert=do_convert)
+                                do_convert=do_convert, do_execute=do_execute)
         except _Hang:
-            outcome = Outcome("hang", "", f"over {timeouts[1] if do_convert else timeouts[0]} s")
+            outcome = Outcome("hang", "", f"over {limit} s")
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         conn.send(("done", index, outcome.kind, outcome.name, outcome.detail, applied,
@@ -91,8 +97,9 @@ class _Run:
         timeouts = (self.args.timeout, self.args.convert_timeout)
         while indices:
             parent, child = multiprocessing.Pipe()
+            every = (self.args.convert_every, self.args.execute_every)
             proc = multiprocessing.Process(target=_worker, args=(
-                child, self.args.seed, indices, self.args.convert_every, timeouts))
+                child, self.args.seed, indices, every, timeouts))
             proc.start()
             child.close()  # so a dead worker reads as EOF here, not as silence
             indices = self._drain(parent, proc, indices, timeouts)
@@ -123,7 +130,7 @@ class _Run:
         if current is None:
             return []
         _, _, applied = _input(self.args.seed, current)
-        do_convert = self.args.convert_every > 0 and current % self.args.convert_every == 0
+        do_convert = _every(current, self.args.convert_every)
         self.record(current, kind, "", detail, applied, do_convert)
         return indices[indices.index(current) + 1:]
 
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--convert-every", type=int, default=25)
+    parser.add_argument("--convert-every", type=int, default=50)
+    parser.add_argument("--execute-every", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--convert-timeout", type=float, default=10.0)
     parser.add_argument("--out", default=str(ROOT / "build" / "fuzz"))
@@ -145,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2 ** 31)
     print(f"fuzz_reader: seed {args.seed}, {args.inputs} inputs, {args.workers} workers, "
-          f"convert every {args.convert_every}th input", flush=True)
+          f"convert every {args.convert_every}th input, reference executor every "
+          f"{args.execute_every}th (0: never)", flush=True)
     start = time.perf_counter()
     run = _Run(args)
     indices = list(range(args.inputs))
@@ -161,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(run: _Run, elapsed: float) -> str:
     total = sum(run.counts.values())
-    lines = [f"inputs: {total} (through convert: {run.converted}), {elapsed:.0f} s, "
-             f"seed {run.args.seed}", "", "| outcome | inputs |", "|---|---:|"]
+    executed = sum(_every(i, run.args.execute_every) for i in range(run.args.inputs))
+    lines = [f"inputs: {total} (through convert: {run.converted}, through the reference "
+             f"executor: {executed}), {elapsed:.0f} s, seed {run.args.seed}", "",
+             "| outcome | inputs |", "|---|---:|"]
     order = ("ok", "typed", "untyped", "hang", "crash", "invalid-accepted")
     for kind in order:
         names = sorted(name for k, name in run.counts if k == kind)

@@ -1,7 +1,8 @@
 """What one fuzz input does to the tool: the outcome classes of the reader fuzzers.
 
 `run_input` feeds the bytes through the CLI's paths (read + validate, int8 check,
-analysis; for some inputs the whole `convert` pipeline) and classifies the result:
+analysis; for some inputs the reference executor on a random sample, for some the
+whole `convert` pipeline) and classifies the result:
 
 - `ok`: everything ran (and a converted model loads and runs in LiteRT);
 - `typed:<Class>`: one of our errors (tflite_quantmcu.errors), the expected failure;
@@ -23,6 +24,7 @@ from tflite_quantmcu.convert import ConvertOptions, convert
 from tflite_quantmcu.errors import QuantMCUError
 from tflite_quantmcu.ir.reader import read_model_bytes
 from tflite_quantmcu.model_checks import require_int8
+from tflite_quantmcu.reference.executor import run_graph
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
 
 
@@ -37,12 +39,15 @@ class Outcome:
         return self.kind if not self.name else f"{self.kind}:{self.name}"
 
 
-def run_input(*, data: bytes, sram_budget: int, do_convert: bool) -> Outcome:
+def run_input(*, data: bytes, sram_budget: int, do_convert: bool,
+              do_execute: bool = False) -> Outcome:
     """Classifies what the tool does with `data` (see the module docstring)."""
     try:
         graph = read_model_bytes(data=data, source="fuzz.tflite")
         require_int8(graph=graph, source="fuzz.tflite")
         analyze_model(graph=graph, target="cortex-m")
+        if do_execute:
+            run_graph(graph=graph, inputs=random_inputs(graph=graph, samples=1, seed=0))
         if do_convert:
             return _convert(data=data, sram_budget=sram_budget)
     except QuantMCUError as err:
