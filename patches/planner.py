@@ -401,7 +401,8 @@ def _best_within_growth(*, exact: list[_Exact], original_size: int,
                         options: PatchOptions) -> tuple[_Exact | None, float]:
     """The preferred candidate whose written file is within the growth cap."""
     for item in _preference(exact=exact, options=options):
-        growth = (len(write_model_bytes(graph=item.graph, inline_buffers=True)) - original_size) / original_size
+        size = len(write_model_bytes(graph=item.graph, inline_buffers=True))
+        growth = (size - original_size) / original_size
         if options.max_file_growth is None or growth <= options.max_file_growth:
             return item, growth
     return None, 0.0

@@ -38,6 +38,7 @@ OFFLINE_PLAN_METADATA = "OfflineMemoryAllocation"
 _UNSIGNED_TYPES = frozenset({schema.TensorType.UINT8, schema.TensorType.UINT4,
                              schema.TensorType.UINT16, schema.TensorType.UINT32,
                              schema.TensorType.UINT64, schema.TensorType.BOOL})
+_NUMERIC_TYPE_NAMES = tuple(sorted(schema.TENSOR_TYPE_NAMES[t] for t in schema.TENSOR_TYPE_BITS))
 _QUANTIZED_TYPES = frozenset({schema.TensorType.INT8, schema.TensorType.UINT8,
                               schema.TensorType.INT16, schema.TensorType.INT4})
 _FLEX_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
@@ -178,7 +179,7 @@ class _SubgraphCheck:
             known = tensor.dtype in schema.TENSOR_TYPE_NAMES
             error = UnsupportedModelError if known else InvalidModelError
             raise error(f"{where}: type {tensor.type_name} ({tensor.dtype}); expected a numeric "
-                        f"type ({', '.join(sorted(schema.TENSOR_TYPE_NAMES[t] for t in schema.TENSOR_TYPE_BITS))})")
+                        f"type ({', '.join(_NUMERIC_TYPE_NAMES)})")
         if any(d < 0 for d in tensor.shape):
             raise InvalidModelError(f"{where}: shape {list(tensor.shape)} has a negative "
                                     f"dimension; expected sizes >= 0")

@@ -3,9 +3,12 @@
 Buffers are written once per `Buffer` object (shared objects stay shared) and
 their data is 16-byte aligned in the file. A `Buffer` marked `external` keeps
 the placement it had in the input: its bytes follow the flatbuffer and the
-schema's `Buffer.offset` / `size` point at them (offsets from the file start). Output is deterministic: the same
-graph always gives the same bytes. `write_model_file` writes through a
-temporary file so a failure never leaves a partial model behind.
+schema's `Buffer.offset` / `size` point at them (offsets from the file start).
+LiteRT reads such files; TFLite Micro does not (it reads only inline
+`Buffer.data`), so `inline_buffers=True` writes every buffer inline, as a model
+for an MCU needs. Output is deterministic: the same graph always gives the same
+bytes. `write_model_file` writes through a temporary file so a failure never
+leaves a partial model behind.
 """
 from __future__ import annotations
 
@@ -232,7 +235,8 @@ class _ModelBuilder:
         return self._buffer(buffer)
 
     def _signature(self, sig: object) -> object:
-        index_of = {key: i for i, key in enumerate(self.graph.subgraphs[sig.subgraph_index].tensors)}
+        tensors = self.graph.subgraphs[sig.subgraph_index].tensors
+        index_of = {key: i for i, key in enumerate(tensors)}
         raw = fb.SignatureDefT()
         raw.signatureKey = sig.key
         raw.subgraphIndex = sig.subgraph_index
