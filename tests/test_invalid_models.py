@@ -347,3 +347,14 @@ def test_op_without_outputs():
     model.subgraphs[0].outputs = np.asarray([32], dtype=np.int32)  # op #13's output
     with pytest.raises(UnsupportedOpError, match=r"op #14 RESHAPE: no outputs"):
         _read(model)
+
+
+def test_litert_refusal_in_the_verify_step_is_one_typed_line(tmp_path, capsys):
+    model = tmp_path / "qmcu.tflite"
+    model.write_bytes(next(s.data for s in seed_models() if s.name == "synthetic_qmcu"))
+    code = cli.main(["convert", str(model), "--out", str(tmp_path / "out"), "--sram", "64KB",
+                     "--policy", "patch-int8", "--no-tflm"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: LiteRT rejects the input model: ") and "QMCU_CONV_2D" in err
+    assert not (tmp_path / "out").exists()

@@ -210,7 +210,9 @@ def _litert_outputs(*, model_bytes: bytes, inputs: list, what: str) -> list:
     try:
         return run_litert(model_bytes=model_bytes, inputs=inputs)
     except (ValueError, RuntimeError) as err:
-        raise RuntimeCheckError(f"LiteRT rejects the {what}: {str(err).strip()}") from err
+        message = " ".join(str(err).split())  # LiteRT's messages span lines; ours take one
+        raise RuntimeCheckError(f"LiteRT rejects the {what}: {message} (--no-verify skips "
+                                f"this check)") from err
 
 
 def check_budgets(conv: Conversion) -> None:
