@@ -135,7 +135,7 @@ def plan_patches(*, graph: Graph, options: PatchOptions = PatchOptions()) -> Pat
 def _search(*, graph: Graph, base: _Baseline, options: PatchOptions) -> PatchPlan:
     subgraph = graph.main
     layer, macs_layer = base.memory, base.macs
-    original_size = len(write_model_bytes(graph=graph))
+    original_size = len(write_model_bytes(graph=graph, inline_buffers=True))
     stages, why_none = _candidate_stages(subgraph=subgraph, options=options)
     tail = _live_bytes_from(layer=layer, num_ops=len(subgraph.operators))
     scored = [_score(subgraph=subgraph, layout=layout, tail=tail, macs_layer=macs_layer)
@@ -401,7 +401,8 @@ def _best_within_growth(*, exact: list[_Exact], original_size: int,
                         options: PatchOptions) -> tuple[_Exact | None, float]:
     """The preferred candidate whose written file is within the growth cap."""
     for item in _preference(exact=exact, options=options):
-        growth = (len(write_model_bytes(graph=item.graph)) - original_size) / original_size
+        size = len(write_model_bytes(graph=item.graph, inline_buffers=True))
+        growth = (size - original_size) / original_size
         if options.max_file_growth is None or growth <= options.max_file_growth:
             return item, growth
     return None, 0.0

@@ -108,7 +108,8 @@ def build_patched_graph(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ..
     if in_place and len(row_bounds) > 2 and not any(kept):
         placed = _strip_offsets(subgraph=result.main, stage=stage, strips=strips,
                                 row_bounds=row_bounds)
-    if placed or any(kept):
+    has_plan = any(m.name == OFFLINE_PLAN_METADATA for m in graph.metadata)
+    if placed or has_plan:  # an entry with only -1s must still follow the new tensor lists
         kept[0] = {**kept[0], **placed}
         result.metadata = _with_offline_plan(graph=result, offsets=kept)
     return result

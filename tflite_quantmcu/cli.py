@@ -27,6 +27,7 @@ from tflite_quantmcu.runtimes.tflm import measure_arena
 from tflite_quantmcu.sizes import format_size, parse_size
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -137,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         # The reader of stdout went away (e.g. `analyze ... | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as err:  # noqa: BLE001 (the one last-resort handler: never a traceback)
+        print(f"error: internal: {type(err).__name__}: {err} (please report this with the "
+              f"model)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 def _run(args: argparse.Namespace) -> int:

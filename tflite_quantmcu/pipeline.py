@@ -17,11 +17,12 @@ import numpy as np
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.codegen.model_data import model_data_header, model_data_source
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
-from tflite_quantmcu.errors import BudgetError, ConfigError, UnsupportedModelError
+from tflite_quantmcu.errors import (BudgetError, ConfigError, RuntimeCheckError,
+                                    UnsupportedModelError)
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
-from tflite_quantmcu.ir.writer import write_model_bytes
+from tflite_quantmcu.ir.writer import has_external_buffers, write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.output_files import json_bytes, write_outputs_atomically
 from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
@@ -123,6 +124,11 @@ def read_input(conv: Conversion) -> None:
         conv.graph = read_model_bytes(data=opts.model_bytes, source=opts.model_path.name)
         conv.original_bytes = opts.model_bytes
     conv.input_graph, conv.input_bytes = conv.graph, conv.original_bytes
+    if has_external_buffers(graph=conv.graph):
+        # TFLite Micro reads only inline buffer data: measure and write the model inline.
+        conv.input_bytes = write_model_bytes(graph=conv.graph, inline_buffers=True)
+        conv.notes.append("the input stores weights after the flatbuffer (Buffer.offset); "
+                          "TFLite Micro reads only inline data, so the output has them inline")
 
 
 def check_int8(conv: Conversion) -> None:
@@ -205,19 +211,32 @@ def evaluate_accuracy(conv: Conversion) -> None:
 
 
 def verify_equivalence(conv: Conversion) -> None:
-    """The rewrite must not change numerics: LiteRT reference kernels, random inputs."""
-    if not conv.options.verify or conv.patched is conv.graph:
+    """The input must run in LiteRT, and the rewrite must not change numerics (LiteRT
+    reference kernels, random inputs)."""
+    if not conv.options.verify:
+        return
+    inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
+    before = _litert_outputs(model_bytes=conv.original_bytes, inputs=inputs, what="input model")
+    if conv.patched is conv.graph:
         return
     rewritten = write_model_bytes(graph=conv.patched)
-    inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
-    before = run_litert(model_bytes=conv.original_bytes, inputs=inputs)
-    after = run_litert(model_bytes=rewritten, inputs=inputs)
+    after = _litert_outputs(model_bytes=rewritten, inputs=inputs, what="rewritten model")
     for j, (a, b) in enumerate(zip(before, after)):
         if not np.array_equal(a, b):
             raise UnsupportedModelError(
                 f"internal check failed: output {j} of the rewritten model differs from the "
                 f"original in LiteRT (max {np.abs(a.astype(int) - b.astype(int)).max()} steps); "
                 f"nothing was written")
+
+
+def _litert_outputs(*, model_bytes: bytes, inputs: list, what: str) -> list:
+    """LiteRT's outputs; its errors (ValueError/RuntimeError) become a typed error."""
+    try:
+        return run_litert(model_bytes=model_bytes, inputs=inputs)
+    except (ValueError, RuntimeError) as err:
+        message = " ".join(str(err).split())  # LiteRT's messages span lines; ours take one
+        raise RuntimeCheckError(f"LiteRT rejects the {what}: {message} (--no-verify skips "
+                                f"this check)") from err
 
 
 def check_budgets(conv: Conversion) -> None:
@@ -237,7 +256,7 @@ def check_budgets(conv: Conversion) -> None:
 
 
 def serialize_outputs(conv: Conversion) -> None:
-    conv.model_bytes = write_model_bytes(graph=conv.converted)
+    conv.model_bytes = write_model_bytes(graph=conv.converted, inline_buffers=True)
     conv.header = op_resolver_header(graph=conv.converted, stem=conv.stem,
                                      arena=conv.final.arena, model_file=conv.model_file)
 
@@ -248,7 +267,7 @@ def measure_in_tflm(conv: Conversion) -> None:
     if not conv.options.measure_tflm:
         return
     patched = conv.model_bytes if conv.converted is conv.patched else \
-        write_model_bytes(graph=conv.patched)
+        write_model_bytes(graph=conv.patched, inline_buffers=True)
     for name, data, graph in (("layer_based", conv.input_bytes, conv.input_graph),
                               ("patch_based", patched, conv.patched)):
         try:
