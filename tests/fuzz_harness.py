@@ -64,8 +64,9 @@ def _convert(*, data: bytes, sram_budget: int) -> Outcome:
         model.write_bytes(data)
         out = work / "out"
         run_pipeline(options=ConvertOptions(model_path=model, out_dir=out, sram_budget=sram_budget,
-                                       policy="patch-int8", measure_tflm=False, verify=True))
-        written = (out / "fuzz.quantmcu.tflite").read_bytes()
+                                            policy="patch-int8", measure_tflm=False,
+                                            verify=True))
+        written = (out / "fuzz.patch-int8.tflite").read_bytes()
         problem = litert_problem(model_bytes=written)
         if problem:
             return Outcome("invalid-accepted", problem.splitlines()[0][:120], problem)

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from cli_output import message_lines
+
 from fixture_models import TESTDATA, fixture_path
 from tflite_quantmcu.analysis.model_analysis import analyze_model
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
@@ -166,7 +168,7 @@ def test_bad_calibration_data_is_named_and_writes_nothing(tmp_path, bad, fragmen
     np.savez(tmp_path / "calib.npz", x=x)
     proc = _convert("--out", tmp_path / "o", "--calibration", tmp_path / "calib.npz")
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = message_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert fragment.lower() in lines[0].lower(), proc.stderr
     assert not (tmp_path / "o").exists()

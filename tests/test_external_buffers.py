@@ -120,7 +120,7 @@ def test_convert_gives_the_same_result_as_the_inline_model(models, tmp_path):
         out = tmp_path / f"{name}_out"
         report = json.loads((out / "report.json").read_text())
         results[name] = (report["arena_bytes"], report["macs"], report["patch_plan"],
-                         (out / "resnet8_cifar.quantmcu.tflite").read_bytes())
+                         (out / "resnet8_cifar.patch-int8.tflite").read_bytes())
     assert results["inline"] == results["external"]
     assert results["inline"][2]["split_op"] is not None, "the plan patches the model"
     converted = results["external"][3]
