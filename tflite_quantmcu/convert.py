@@ -2,10 +2,14 @@
 
 Each step reads what earlier steps left in the record and adds its own part.
 Nothing is written until the last step, which writes every output file or
-none (a failure anywhere leaves the output directory as it was).
+none (a failure anywhere leaves the output directory as it was). The output
+directory is locked for the whole run, so a second convert into it is refused
+(``output_files`` says how the set is committed and why signals cannot split it).
 """
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +25,8 @@ from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
-from tflite_quantmcu.output_files import json_bytes, write_outputs_atomically
+from tflite_quantmcu.output_files import (OutputDirectory, json_bytes, lock_output_directory,
+                                          write_outputs_atomically)
 from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
@@ -37,6 +42,7 @@ from tflite_quantmcu.runtimes.tflm import measure_arena
 
 POLICIES = ("quantmcu", "patch-int8")
 VERIFY_SAMPLES = 2
+MAX_TEXT_BYTES = 16 << 20   # --plan files (docs/limits.md)
 TFLM_WHEEL_TARGET = "host64"  # the tflite-micro wheel that `measure_in_tflm` runs
 
 
@@ -90,10 +96,17 @@ class Conversion:
     header: str = ""
     tflm_arenas: dict[str, dict | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    output: OutputDirectory | None = None   # the locked --out folder, set by `convert`
 
     @property
     def stem(self) -> str:
         return self.options.model_path.stem
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Every file name a convert of this model may write (the plan only with a plan)."""
+        return (f"{self.stem}.quantmcu.tflite", f"{self.stem}_op_resolver.h", "report.json",
+                f"{self.stem}.bitwidth_plan.json")
 
 
 def read_input(conv: Conversion) -> None:
@@ -240,7 +253,6 @@ def measure_in_tflm(conv: Conversion) -> None:
 
 
 def write_outputs(conv: Conversion) -> None:
-    out = conv.options.out_dir
     files = {
         f"{conv.stem}.quantmcu.tflite": conv.model_bytes,
         f"{conv.stem}_op_resolver.h": conv.header.encode("utf-8"),
@@ -248,7 +260,10 @@ def write_outputs(conv: Conversion) -> None:
     }
     if conv.bitwidth_plan is not None:
         files[f"{conv.stem}.bitwidth_plan.json"] = json_bytes(data=conv.bitwidth_plan.to_dict())
-    write_outputs_atomically(directory=out, files=files)
+    if conv.output is None:   # a step run outside `convert`
+        write_outputs_atomically(directory=conv.options.out_dir, files=files)
+    else:   # also removes what an earlier convert left (e.g. a plan of another policy)
+        conv.output.commit(files=files, replaces=conv.output_names)
 
 
 Step = Callable[[Conversion], None]
@@ -272,14 +287,28 @@ PIPELINE: tuple[Step, ...] = (
 
 
 def _read_text(path: Path, option: str) -> str:
+    """A UTF-8 text file of at most MAX_TEXT_BYTES (a plan is a few KB)."""
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{option} {path}: not a regular file")
+            data = handle.read(MAX_TEXT_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror})") from err
+    if len(data) > MAX_TEXT_BYTES:
+        raise ConfigError(f"{option} {path}: larger than {MAX_TEXT_BYTES:,} B, the limit for "
+                          "a plan file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {err.start}: "
+                          f"{err.reason})") from err
 
 
 def convert(*, options: ConvertOptions) -> Conversion:
     conv = Conversion(options=options)
-    for step in PIPELINE:
-        step(conv)
+    with lock_output_directory(directory=options.out_dir) as conv.output:
+        for step in PIPELINE:
+            step(conv)
+    conv.output = None
     return conv

@@ -40,3 +40,7 @@ class CalibrationDataError(QuantMCUError):
 
 class OutputError(QuantMCUError):
     """An output path cannot be written."""
+
+
+class OutputBusyError(OutputError):
+    """Another `convert` holds the lock of the output directory."""
