@@ -34,8 +34,10 @@ def converted(tmp_path_factory):
 
 def test_writes_the_three_outputs(converted):
     names = sorted(p.name for p in converted.iterdir())
-    assert names == ["mobilenetv2_w035_r144.quantmcu.tflite",
-                     "mobilenetv2_w035_r144_op_resolver.h", "report.json"]
+    outputs = ["mobilenetv2_w035_r144.quantmcu.tflite", "mobilenetv2_w035_r144_op_resolver.h",
+               "report.json"]
+    assert names == [".qmcu-manifest"] + outputs
+    assert json.loads((converted / ".qmcu-manifest").read_text()) == outputs
 
 
 def test_report_has_the_documented_figures(converted):
@@ -80,7 +82,7 @@ def test_impossible_sram_budget_names_best_peak_and_writes_nothing(tmp_path):
     proc = _convert(MODEL, "--out", out, "--sram", "16KB")
     assert proc.returncode == 2
     assert "error: " in proc.stderr and "best achievable arena" in proc.stderr
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists(), "a failed run leaves no (empty) output folder"
 
 
 def test_impossible_flash_budget_is_a_budget_error(tmp_path):

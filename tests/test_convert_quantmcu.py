@@ -50,9 +50,10 @@ def converted(data, tmp_path_factory):
 
 
 def test_writes_model_header_report_and_plan(converted):
-    assert sorted(p.name for p in converted.iterdir()) == sorted([
-        f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", "report.json",
-        f"{STEM}.bitwidth_plan.json"])
+    outputs = sorted([f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", "report.json",
+                      f"{STEM}.bitwidth_plan.json"])
+    assert sorted(p.name for p in converted.iterdir()) == sorted([".qmcu-manifest", *outputs])
+    assert json.loads((converted / ".qmcu-manifest").read_text()) == outputs
 
 
 def test_report_figures_are_consistent_with_the_written_model(converted):
