@@ -106,9 +106,11 @@ def data_batches(*, source, graph: Graph, batch_size: int = 64, require_labels: 
                  limit: int | None = None, progress: bool = True,
                  description: str = "calibration") -> Iterator[Batch]:
     """Model-ready batches of ``source`` (module doc); at most ``limit`` samples."""
-    if batch_size < 1 or (limit is not None and not 1 <= limit <= MAX_SAMPLES):
-        raise ConfigError(f"batch_size must be >= 1 and the sample limit (--calibration-limit) "
-                          f"None or 1..{MAX_SAMPLES:,}, got {batch_size}, {limit}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and not 1 <= limit <= MAX_SAMPLES:
+        raise ConfigError(f"sample limit (--calibration-limit) must be 1..{MAX_SAMPLES:,}, "
+                          f"got {limit}")
     spec = model_input(graph=graph)
     known = _known_total(source=source, limit=limit)
     if limit is None and known is not None and known > MAX_SAMPLES:
