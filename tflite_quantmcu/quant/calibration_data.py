@@ -206,11 +206,26 @@ def _npz_archive_chunks(*, path: str) -> Iterator[tuple[np.ndarray, np.ndarray |
                                        f"{sorted(n[:-4] for n in names if n.endswith('.npy'))}")
         labels = _npz_member_rows(archive=archive, member="y.npy", where=f"{path}['y']") \
             if "y.npy" in names else None
+        pending = [np.zeros(0, dtype=np.int64)]   # labels read, not yet paired
         for x in _npz_member_rows(archive=archive, member="x.npy", where=f"{path}['x']"):
-            y = None if labels is None else next(labels, np.zeros(0, dtype=np.int64))
+            y = None if labels is None else _next_labels(labels=labels, pending=pending,
+                                                         count=x.shape[0] if x.ndim else 1)
             yield x, y, path
-        if labels is not None and next(labels, None) is not None:
+        if labels is not None and (pending[0].size or next(labels, None) is not None):
             raise CalibrationDataError(f"{path}: 'y' has more labels than 'x' has samples")
+
+
+def _next_labels(*, labels: Iterator[np.ndarray], pending: list[np.ndarray],
+                 count: int) -> np.ndarray:
+    """The next `count` labels (x and y are read in chunks of different row counts); fewer
+    if 'y' ends early (reported by the label check)."""
+    while pending[0].shape[0] < count:
+        more = next(labels, None)
+        if more is None:
+            break
+        pending[0] = np.concatenate([pending[0], np.atleast_1d(more)])
+    taken, pending[0] = pending[0][:count], pending[0][count:]
+    return taken
 
 
 def _npz_member_rows(*, archive: zipfile.ZipFile, member: str,
