@@ -160,7 +160,8 @@ def test_signal_mid_convert_exits_128_plus_signal_and_writes_nothing(tmp_path, s
     out = tmp_path / "new" / "out"
     proc = _cli(*_convert_args(out), env_code=INTERRUPT_IN_STEP.format(sig=sig))
     assert proc.returncode == code, proc.stderr
-    assert proc.stderr.strip() == f"error: interrupted by {sig}; no partial output was written"
+    assert proc.stderr.strip() == \
+        f"error: interrupted by {sig}; outputs are written whole or not at all"
     assert not (tmp_path / "new").exists()
 
 
@@ -181,6 +182,7 @@ def test_signal_between_final_renames_leaves_the_whole_set(tmp_path, sig, code):
     write_outputs_atomically(directory=out, files={"report.json": b"old"})
     proc = _cli(*_convert_args(out), env_code=INTERRUPT_BETWEEN_RENAMES.format(sig=sig))
     assert proc.returncode == code, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: interrupted by {sig}")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([MANIFEST_NAME, f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h",
                             "report.json"]), names

@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"error: interrupted by {signal.Signals(signum).name}; no partial output was "
-              "written", file=sys.stderr)
+        print(f"error: interrupted by {signal.Signals(signum).name}; outputs are written "
+              "whole or not at all", file=sys.stderr)
         return EXIT_SIGNAL_BASE + signum
     return 0
 
