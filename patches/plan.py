@@ -8,9 +8,10 @@ rewrite (`apply_patch_plan`) needs only `split_op`, `row_bounds`,
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from tflite_quantmcu.errors import BudgetError
+from tflite_quantmcu.errors import BudgetError, ConfigError
 from tflite_quantmcu.patches.receptive_field import Interval, Region
 
 
@@ -44,6 +45,14 @@ class PatchOptions:
     max_file_growth: float | None = 0.05
     target: str = "cortex-m"
     objective: str = "min-macs"
+
+    def __post_init__(self) -> None:
+        for name in ("max_mac_overhead", "max_file_growth"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"patch options: {name} (--{name.replace('_', '-')}) must "
+                                  f"be a finite fraction >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,12 @@ def converted(data, tmp_path_factory):
 
 
 def test_writes_model_header_report_and_plan(converted):
-    assert sorted(p.name for p in converted.iterdir()) == sorted([
-        f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", "report.json",
-        f"{STEM}.bitwidth_plan.json", f"{STEM}_model_data.h", f"{STEM}_model_data.cc",
-        "report.md", "patch_candidates.json", "memory_per_layer.png", "patch_grid.png",
-        "bitwidths.png"])
+    outputs = sorted([f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", "report.json",
+                      f"{STEM}.bitwidth_plan.json", f"{STEM}_model_data.h",
+                      f"{STEM}_model_data.cc", "report.md", "patch_candidates.json",
+                      "memory_per_layer.png", "patch_grid.png", "bitwidths.png"])
+    assert sorted(p.name for p in converted.iterdir()) == sorted([".qmcu-manifest", *outputs])
+    assert sorted(json.loads((converted / ".qmcu-manifest").read_text())) == outputs
 
 
 def test_report_figures_are_consistent_with_the_written_model(converted):

@@ -1,12 +1,19 @@
 """The `tflite-quantmcu` command line.
 
 Every failure the user can cause prints one line `error: ...` and exits 2.
+Ctrl-C (SIGINT) or SIGTERM print `error: interrupted ...` and exit 128 + the signal
+number (130, 143); outputs are all or nothing either way (`output_files`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from tflite_quantmcu import __version__
@@ -28,6 +35,30 @@ from tflite_quantmcu.sizes import format_size, parse_size
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
+EXIT_SIGNAL_BASE = 128
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that cleanup runs (`finally`, context managers)."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated in the block (main thread only: Python's rule)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,10 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     commands = {"analyze": _analyze, "convert": _convert, "run": _run, "bridge": _bridge}
     try:
-        return commands[args.command](args)
+        with _sigterm_as_interrupt():
+            return commands[args.command](args)
     except QuantMCUError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name}; outputs are written "
+              "whole or not at all", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signum
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `analyze ... | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -213,19 +250,26 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+_GRID = re.compile(r"([0-9]{1,4})[xX]([0-9]{1,4})", re.ASCII)
+_OP_INDEX = re.compile(r"#?([0-9]{1,9})", re.ASCII)
+
+
 def _parse_grid(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--patch-grid: cannot read {text!r}; expected ROWSxCOLS such as 4x4")
-    return int(parts[0]), int(parts[1])
+    match = _GRID.fullmatch(text)
+    if match is None or 0 in (int(match.group(1)), int(match.group(2))):
+        raise ConfigError(f"--patch-grid: cannot read {text!r}; expected ROWSxCOLS of ASCII "
+                          "digits, 1 to 9999 each, such as 4x4")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _parse_split(text: str | None) -> int | str | None:
+    """An op index (`12` or `#12`, ASCII digits) or else an output tensor name."""
     if text is None:
         return None
-    return int(text.lstrip("#")) if text.lstrip("#").isdigit() else text
+    match = _OP_INDEX.fullmatch(text)
+    return int(match.group(1)) if match else text
 
 
 def format_conversion(*, conv: Conversion) -> str:

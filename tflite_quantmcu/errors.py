@@ -49,3 +49,7 @@ class OutputError(QuantMCUError):
 
 class RuntimeCheckError(QuantMCUError):
     """A runtime used as a check (LiteRT in the verify step) rejected or failed on a model."""
+
+
+class OutputBusyError(OutputError):
+    """Another `convert` holds the lock of the output directory."""

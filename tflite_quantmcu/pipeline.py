@@ -2,10 +2,14 @@
 
 Each step reads what earlier steps left in the record and adds its own part.
 Nothing is written until the last step, which writes every output file or
-none (a failure anywhere leaves the output directory as it was).
+none (a failure anywhere leaves the output directory as it was). The output
+directory is locked for the whole run, so a second convert into it is refused
+(``output_files`` says how the set is committed and why signals cannot split it).
 """
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +28,8 @@ from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
 from tflite_quantmcu.ir.writer import has_external_buffers, write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
-from tflite_quantmcu.output_files import json_bytes, write_outputs_atomically
+from tflite_quantmcu.output_files import (OutputDirectory, json_bytes, lock_output_directory,
+                                          write_outputs_atomically)
 from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
@@ -42,6 +47,7 @@ from tflite_quantmcu.runtimes.tflm import measure_arena
 
 POLICIES = ("quantmcu", "patch-int8")
 VERIFY_SAMPLES = 2
+MAX_TEXT_BYTES = 16 << 20   # --plan files (docs/limits.md)
 TFLM_WHEEL_TARGET = "host64"  # the tflite-micro wheel that `measure_in_tflm` runs
 
 
@@ -104,6 +110,7 @@ class Conversion:
     header: str = ""
     tflm_arenas: dict[str, dict | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    output: OutputDirectory | None = None   # the locked --out folder, set by `convert`
 
     @property
     def stem(self) -> str:
@@ -113,6 +120,16 @@ class Conversion:
     def model_file(self) -> str:
         """The written model's file name: the input's stem and the policy."""
         return f"{self.stem}.{self.options.policy}.tflite"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Every file name a convert of this model may write, whatever the policy: an
+        earlier convert's files that this one does not write again are removed."""
+        stem = self.stem
+        return (*(f"{stem}.{policy}.tflite" for policy in POLICIES), f"{stem}_op_resolver.h",
+                f"{stem}_model_data.h", f"{stem}_model_data.cc", "report.json", "report.md",
+                "patch_candidates.json", "memory_per_layer.png", "patch_grid.png",
+                "bitwidths.png", f"{stem}.bitwidth_plan.json")
 
 
 def read_input(conv: Conversion) -> None:
@@ -304,8 +321,13 @@ def output_files(*, conv: Conversion) -> dict[str, bytes]:
 
 
 def write_outputs(conv: Conversion) -> None:
-    if conv.options.out_dir is not None:
-        write_outputs_atomically(directory=conv.options.out_dir, files=output_files(conv=conv))
+    if conv.options.out_dir is None:   # the Python API: ConversionResult.save writes them
+        return
+    files = output_files(conv=conv)
+    if conv.output is None:   # a step run outside `run_pipeline`
+        write_outputs_atomically(directory=conv.options.out_dir, files=files)
+    else:   # also removes what an earlier convert left (e.g. a plan of another policy)
+        conv.output.commit(files=files, replaces=conv.output_names)
 
 
 Step = Callable[[Conversion], None]
@@ -334,18 +356,39 @@ def _data_source(source):
 
 
 def _read_text(path: Path, option: str) -> str:
+    """A UTF-8 text file of at most MAX_TEXT_BYTES (a plan is a few KB)."""
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{option} {path}: not a regular file")
+            data = handle.read(MAX_TEXT_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror})") from err
+    if len(data) > MAX_TEXT_BYTES:
+        raise ConfigError(f"{option} {path}: larger than {MAX_TEXT_BYTES:,} B, the limit for "
+                          "a plan file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {err.start}: "
+                          f"{err.reason})") from err
 
 
 def run_pipeline(*, options: ConvertOptions) -> Conversion:
     conv = Conversion(options=options)
+    if options.out_dir is None:
+        _run_steps(conv=conv)
+        return conv
+    with lock_output_directory(directory=options.out_dir) as conv.output:
+        _run_steps(conv=conv)
+    conv.output = None
+    return conv
+
+
+def _run_steps(*, conv: Conversion) -> None:
     start = time.perf_counter()
     for number, step in enumerate(PIPELINE, start=1):
-        if options.step_lines:
+        if conv.options.step_lines:
             print(f"convert [{number}/{len(PIPELINE)}] {step.__name__.replace('_', ' ')} "
                   f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
         step(conv)
-    return conv

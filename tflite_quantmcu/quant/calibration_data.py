@@ -25,14 +25,22 @@ Any other dtype, a NaN/inf, a shape that is neither ``input shape`` nor
 sample at all raise :class:`CalibrationDataError` saying what was expected and got.
 
 Memory does not grow with the number of samples: sources are read chunk by chunk
-and re-cut into batches of ``batch_size``. A progress bar (tqdm, a dependency of
+(at most ``READ_CHUNK_BYTES`` of file data at a time) and re-cut into batches of
+``batch_size``. Limits (docs/limits.md), each a :class:`CalibrationDataError` raised before
+the memory is spent: one sample at most ``MAX_SAMPLE_BYTES`` (checked from the ``.npy``
+header or the PNG header), at most ``MAX_SAMPLES`` samples (a ``limit`` above it is a
+:class:`ConfigError`; a larger source needs a ``limit``), PNG images as in :mod:`png_reader`.
+A file that cannot be read (not a zip, bad CRC, empty, a dangling link, a folder where a
+file should be) is a :class:`CalibrationDataError` naming it. A progress bar (tqdm, a dependency of
 ai-edge-litert) goes to stderr unless ``progress=False``.
 """
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -46,6 +54,9 @@ from tflite_quantmcu.quant.png_reader import read_png
 from tflite_quantmcu.reference.model_inputs import quantize_input
 
 NPY_READ_ROWS = 256
+READ_CHUNK_BYTES = 16 << 20
+MAX_SAMPLE_BYTES = 64 << 20
+MAX_SAMPLES = 100_000
 PIXEL_SCALE = 255.0
 SAMPLE_SUFFIXES = (".npy", ".png")
 
@@ -95,15 +106,22 @@ def data_batches(*, source, graph: Graph, batch_size: int = 64, require_labels: 
                  limit: int | None = None, progress: bool = True,
                  description: str = "calibration") -> Iterator[Batch]:
     """Model-ready batches of ``source`` (module doc); at most ``limit`` samples."""
-    if batch_size < 1 or (limit is not None and limit < 1):
-        raise ConfigError(f"batch_size must be >= 1 and limit None or >= 1, got {batch_size}, "
-                          f"{limit}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if limit is not None and not 1 <= limit <= MAX_SAMPLES:
+        raise ConfigError(f"sample limit (--calibration-limit) must be 1..{MAX_SAMPLES:,}, "
+                          f"got {limit}")
     spec = model_input(graph=graph)
+    known = _known_total(source=source, limit=limit)
+    if limit is None and known is not None and known > MAX_SAMPLES:
+        raise CalibrationDataError(f"calibration data: {known:,} samples, more than the limit "
+                                   f"of {MAX_SAMPLES:,}; pass a sample limit "
+                                   "(--calibration-limit)")
     chunks = (_model_ready(spec=spec, x=x, y=y, where=where, require_labels=require_labels)
               for x, y, where in source_chunks(source=source))
     batches = _rebatch(chunks=chunks, batch_size=batch_size, limit=limit)
     yield from _with_progress(batches=batches, enabled=progress, description=description,
-                              total=_known_total(source=source, limit=limit))
+                              total=known)
 
 
 def calibration_batches(*, source, graph: Graph, batch_size: int = 64,
@@ -140,13 +158,47 @@ def source_chunks(*, source) -> Iterator[tuple[np.ndarray, np.ndarray | None, st
 def _npy_chunks(*, path: str) -> Iterator[tuple[np.ndarray, None, str]]:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:
-        raise CalibrationDataError(f"{path}: not a readable .npy array ({err})") from err
-    for start in range(0, max(array.shape[0], 1) if array.ndim else 1, NPY_READ_ROWS):
-        yield (array[start:start + NPY_READ_ROWS] if array.ndim else array), None, path
+    except (ValueError, EOFError, OSError) as err:
+        raise CalibrationDataError(f"{path}: not a readable .npy array ({_reason(err)})") \
+            from err
+    if array.dtype.hasobject:
+        raise CalibrationDataError(f"{path}: dtype {array.dtype} holds Python objects; "
+                                   "expected int8 codes or float values")
+    if not array.ndim:
+        yield array, None, path
+        return
+    rows = _rows_per_read(shape=array.shape, dtype=array.dtype, where=path)
+    for start in range(0, max(array.shape[0], 1), rows):
+        yield array[start:start + rows], None, path
+
+
+def _rows_per_read(*, shape: tuple[int, ...], dtype: np.dtype, where: str) -> int:
+    """Rows per read under READ_CHUNK_BYTES; CalibrationDataError if one row (sample) is
+    larger than MAX_SAMPLE_BYTES or the rows are more than MAX_SAMPLES."""
+    row_bytes = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize
+    if row_bytes > MAX_SAMPLE_BYTES:
+        raise CalibrationDataError(f"{where}: one sample of shape {tuple(shape[1:])} "
+                                   f"({dtype}) is {row_bytes:,} B; the limit is "
+                                   f"{MAX_SAMPLE_BYTES:,} B")
+    return max(1, min(NPY_READ_ROWS, READ_CHUNK_BYTES // max(row_bytes, 1)))
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
 def _npz_chunks(*, path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None, str]]:
+    """Chunks of a .npz; a damaged archive (not a zip, bad CRC, truncated) is a
+    CalibrationDataError whenever it shows."""
+    try:
+        yield from _npz_archive_chunks(path=path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
+            NotImplementedError) as err:
+        raise CalibrationDataError(f"{path}: not a readable .npz archive "
+                                   f"({_reason(err)})") from err
+
+
+def _npz_archive_chunks(*, path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None, str]]:
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         if "x.npy" not in names:
@@ -154,24 +206,46 @@ def _npz_chunks(*, path: str) -> Iterator[tuple[np.ndarray, np.ndarray | None, s
                                        f"{sorted(n[:-4] for n in names if n.endswith('.npy'))}")
         labels = _npz_member_rows(archive=archive, member="y.npy", where=f"{path}['y']") \
             if "y.npy" in names else None
+        pending = [np.zeros(0, dtype=np.int64)]   # labels read, not yet paired
         for x in _npz_member_rows(archive=archive, member="x.npy", where=f"{path}['x']"):
-            y = None if labels is None else next(labels, np.zeros(0, dtype=np.int64))
+            y = None if labels is None else _next_labels(labels=labels, pending=pending,
+                                                         count=x.shape[0] if x.ndim else 1)
             yield x, y, path
-        if labels is not None and next(labels, None) is not None:
+        if labels is not None and (pending[0].size or next(labels, None) is not None):
             raise CalibrationDataError(f"{path}: 'y' has more labels than 'x' has samples")
+
+
+def _next_labels(*, labels: Iterator[np.ndarray], pending: list[np.ndarray],
+                 count: int) -> np.ndarray:
+    """The next `count` labels (x and y are read in chunks of different row counts); fewer
+    if 'y' ends early (reported by the label check)."""
+    while pending[0].shape[0] < count:
+        more = next(labels, None)
+        if more is None:
+            break
+        pending[0] = np.concatenate([pending[0], np.atleast_1d(more)])
+    taken, pending[0] = pending[0][:count], pending[0][count:]
+    return taken
 
 
 def _npz_member_rows(*, archive: zipfile.ZipFile, member: str,
                      where: str) -> Iterator[np.ndarray]:
-    """Rows of one .npy member, NPY_READ_ROWS at a time, without reading it whole."""
+    """Rows of one .npy member, at most READ_CHUNK_BYTES at a time, without reading it whole;
+    a header that promises more data than the member holds is refused before reading."""
+    size = archive.getinfo(member).file_size
     with archive.open(member) as handle:
         shape, dtype = _npy_header(handle=handle, where=where)
         if not shape:
             yield np.frombuffer(handle.read(dtype.itemsize), dtype=dtype).reshape(())
             return
+        promised = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if promised > size:
+            raise CalibrationDataError(f"{where}: header promises {promised:,} B of array "
+                                       f"data ({shape}, {dtype}), the member holds {size:,} B")
         row_items = int(np.prod(shape[1:], dtype=np.int64))
-        for start in range(0, shape[0], NPY_READ_ROWS):
-            rows = min(NPY_READ_ROWS, shape[0] - start)
+        step = _rows_per_read(shape=shape, dtype=dtype, where=where)
+        for start in range(0, shape[0], step):
+            rows = min(step, shape[0] - start)
             raw = handle.read(rows * row_items * dtype.itemsize)
             if len(raw) != rows * row_items * dtype.itemsize:
                 raise CalibrationDataError(f"{where}: truncated array data")
@@ -186,7 +260,7 @@ def _npy_header(*, handle, where: str) -> tuple[tuple[int, ...], np.dtype]:
         if reader is None:
             raise CalibrationDataError(f"{where}: .npy format version {version} not supported")
         shape, fortran, dtype = reader(handle)
-    except ValueError as err:
+    except (ValueError, EOFError) as err:
         raise CalibrationDataError(f"{where}: not a readable .npy array ({err})") from err
     if fortran and len(shape) > 1:
         raise CalibrationDataError(f"{where}: Fortran-ordered arrays are not supported; save it "
@@ -198,13 +272,32 @@ def _npy_header(*, handle, where: str) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def _directory_chunks(*, path: str) -> Iterator[tuple[np.ndarray, None, str]]:
-    names = sorted(n for n in os.listdir(path) if n.lower().endswith(SAMPLE_SUFFIXES))
+    try:
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(SAMPLE_SUFFIXES))
+    except OSError as err:
+        raise CalibrationDataError(f"{path}: cannot list the folder ({_reason(err)})") from err
+    if len(names) > MAX_SAMPLES:
+        raise CalibrationDataError(f"{path}: {len(names):,} sample files; the limit is "
+                                   f"{MAX_SAMPLES:,}")
     for name in names:
         file = os.path.join(path, name)
+        _require_regular_file(path=file)
         if name.lower().endswith(".png"):
             yield read_png(path=file).astype(np.float32) / np.float32(PIXEL_SCALE), None, file
         else:
             yield from _npy_chunks(path=file)
+
+
+def _require_regular_file(*, path: str) -> None:
+    """A regular file or a link to one (not a folder, a dangling link or a link loop)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        what = "a dangling or looping link" if os.path.islink(path) else "unreadable"
+        raise CalibrationDataError(f"{path}: {what} ({_reason(err)})") from err
+    if not stat.S_ISREG(mode):
+        raise CalibrationDataError(f"{path}: not a regular file; a calibration folder holds "
+                                   ".npy and .png files")
 
 
 def _iterable_chunks(*, items: Iterable) -> Iterator[tuple[np.ndarray, np.ndarray | None, str]]:
@@ -291,6 +384,10 @@ def _rebatch(*, chunks: Iterator[Batch], batch_size: int, limit: int | None) -> 
             chunk = _head(batch=chunk, count=limit - emitted - held)
         pending.append(chunk)
         held += chunk.x.shape[0]
+        if emitted + held > MAX_SAMPLES:
+            raise CalibrationDataError(f"calibration data holds more than {MAX_SAMPLES:,} "
+                                       "samples, the limit; pass a sample limit "
+                                       "(--calibration-limit)")
         while held >= batch_size:
             batch, pending = _take(parts=pending, count=batch_size)
             held -= batch_size
@@ -336,8 +433,8 @@ def _known_total(*, source, limit: int | None) -> int | None:
 
 def _npy_rows(*, path: str) -> int | None:
     try:
-        shape = np.load(path, mmap_mode="r").shape
-    except ValueError:
+        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+    except (ValueError, EOFError, OSError):
         return None   # reported with its reason when the data is read
     return int(shape[0]) if shape else None
 

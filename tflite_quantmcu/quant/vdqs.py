@@ -62,6 +62,7 @@ from tflite_quantmcu.reference.requantize import (multiply_by_quantized_multipli
                                                   quantize_multiplier)
 
 BIT_CHOICES = (8, 4, 2)
+MAX_BINS = NUM_CODES   # k >= 256 already gives every int8 code its own bin (module doc)
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,10 @@ class VdqsOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.lam <= 1.0:
             raise ConfigError(f"VDQS lam must be in [0, 1], got {self.lam}")
-        if int(self.bins) < 2:
-            raise ConfigError(f"VDQS bins must be >= 2, got {self.bins}")
+        if not 2 <= int(self.bins) <= MAX_BINS:
+            raise ConfigError(f"VDQS bins (--bins) must be 2..{MAX_BINS}, got {self.bins} "
+                              f"(with {MAX_BINS} bins every one of the {NUM_CODES} codes has "
+                              "its own bin already; more change nothing)")
         _check_candidates(where="VDQS options", candidates=self.candidates)
 
     def to_dict(self) -> dict:
