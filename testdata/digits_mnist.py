@@ -87,7 +87,7 @@ def to_model_input(*, images: np.ndarray) -> np.ndarray:
     if images.ndim == 2:
         images = images[None]
     big = fashion_mnist.upscale(images=images, side=MODEL_SIDE) / 255.0
-    return np.clip(big, 0.0, 1.0).astype(np.float32)[..., None]
+    return np.ascontiguousarray(np.clip(big, 0.0, 1.0).astype(np.float32)[..., None])
 
 
 def generated_paths(*, out_dir: str = GENERATED_DIR) -> dict:
@@ -110,9 +110,13 @@ def write_generated(*, out_dir: str = GENERATED_DIR) -> dict:
 
 
 def ensure_generated(*, out_dir: str = GENERATED_DIR) -> dict:
-    """Paths of the generated splits, writing them first when one is missing."""
+    """Paths of the generated splits, (re)writing them when one is missing or older than
+    the scripts that make them."""
     paths = generated_paths(out_dir=out_dir)
-    if not all(os.path.isfile(p) for p in paths.values()):
+    newest_script = max(os.path.getmtime(os.path.join(HERE, name))
+                        for name in ("digits_mnist.py", "fashion_mnist.py"))
+    if not all(os.path.isfile(p) and os.path.getmtime(p) >= newest_script
+               for p in paths.values()):
         paths = write_generated(out_dir=out_dir)
     return paths
 
