@@ -26,7 +26,7 @@ from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPl
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
-from tflite_quantmcu.quant.calibration_data import calibration_batches
+from tflite_quantmcu.quant.calibration_data import InputNormalization, calibration_batches
 from tflite_quantmcu.quant.evaluate import top1_accuracy
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResult, search_quantmcu
@@ -65,6 +65,7 @@ class ConvertOptions:
     max_file_growth: float | None = 0.05
     input_type: str = "keep"
     output_type: str = "keep"
+    input_normalization: InputNormalization | None = None  # --input-mean/--input-std
 
 
 @dataclass
@@ -156,7 +157,8 @@ def choose_bitwidths(conv: Conversion) -> None:
     if opts.calibration is None:
         raise ConfigError("--policy quantmcu needs --calibration FILE (or --plan plan.json)")
     batches = calibration_batches(source=str(opts.calibration), graph=conv.graph,
-                                  limit=opts.calibration_limit, progress=opts.progress)
+                                  limit=opts.calibration_limit, progress=opts.progress,
+                                  normalization=opts.input_normalization)
     conv.search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                                   patched_graph=conv.patched, calibration=batches,
                                   sram_budget=opts.sram_budget, options=opts.quantmcu)
@@ -174,10 +176,11 @@ def evaluate_accuracy(conv: Conversion) -> None:
     data = conv.options.eval_data
     if data is None:
         return
-    progress = conv.options.progress
-    conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=str(data), progress=progress),
+    progress, norm = conv.options.progress, conv.options.input_normalization
+    conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=str(data), progress=progress,
+                                           normalization=norm),
                      "final": top1_accuracy(graph=conv.converted, data=str(data),
-                                            progress=progress)}
+                                            progress=progress, normalization=norm)}
 
 
 def verify_equivalence(conv: Conversion) -> None:
