@@ -8,6 +8,7 @@ test_calibration_data.py.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -228,7 +229,9 @@ def test_cli_uint8_npz_with_mean_std_warns_and_converts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "warning: only 20 calibration sample(s)" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert (tmp_path / "out" / "report.json").exists()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["input_normalization"] == {"mean": [0.0], "std": [255.0]}
+    assert report["calibration_samples"] == 20
 
 
 @pytest.mark.parametrize("extra,words", [
