@@ -53,3 +53,10 @@ class RuntimeCheckError(QuantMCUError):
 
 class OutputBusyError(OutputError):
     """Another `convert` holds the lock of the output directory."""
+
+
+class CalibrationDataWarning(UserWarning):
+    """Calibration data that works but gives poor statistics (e.g. too few samples).
+
+    Not an error: the CLI prints it as `warning: <message>` on stderr and goes on.
+    """

@@ -34,7 +34,7 @@ from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPl
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
-from tflite_quantmcu.quant.calibration_data import calibration_batches
+from tflite_quantmcu.quant.calibration_data import InputNormalization, calibration_batches
 from tflite_quantmcu.quant.evaluate import top1_accuracy
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResult, search_quantmcu
@@ -77,6 +77,7 @@ class ConvertOptions:
     input_type: str = "keep"
     output_type: str = "keep"
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
+    input_normalization: InputNormalization | None = None  # --input-mean/--input-std
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
 
     def __post_init__(self) -> None:
@@ -202,7 +203,8 @@ def choose_bitwidths(conv: Conversion) -> None:
     if opts.calibration is None:
         raise ConfigError("--policy quantmcu needs --calibration FILE (or --plan plan.json)")
     batches = calibration_batches(source=_data_source(opts.calibration), graph=conv.graph,
-                                  limit=opts.calibration_limit, progress=opts.progress)
+                                  limit=opts.calibration_limit, progress=opts.progress,
+                                  normalization=opts.input_normalization)
     conv.search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                                   patched_graph=conv.patched, calibration=batches,
                                   sram_budget=opts.sram_budget, options=opts.quantmcu)
@@ -220,11 +222,11 @@ def evaluate_accuracy(conv: Conversion) -> None:
     data = conv.options.eval_data
     if data is None:
         return
-    progress = conv.options.progress
+    progress, norm = conv.options.progress, conv.options.input_normalization
     conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=_data_source(data),
-                                           progress=progress),
+                                           progress=progress, normalization=norm),
                      "final": top1_accuracy(graph=conv.converted, data=_data_source(data),
-                                            progress=progress)}
+                                            progress=progress, normalization=norm)}
 
 
 def verify_equivalence(conv: Conversion) -> None:

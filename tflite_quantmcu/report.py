@@ -63,6 +63,8 @@ def conversion_report(*, conv: Conversion) -> dict:
         report["search_time_s"] = round(search["search_time_s"], 3)
     if conv.accuracy:
         report["accuracy"] = dict(conv.accuracy)
+    if opts.input_normalization is not None:   # --input-mean/--input-std
+        report["input_normalization"] = opts.input_normalization.to_dict()
     return report
 
 

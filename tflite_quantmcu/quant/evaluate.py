@@ -11,18 +11,19 @@ import numpy as np
 
 from tflite_quantmcu.errors import CalibrationDataError, UnsupportedModelError
 from tflite_quantmcu.ir.graph import Graph
-from tflite_quantmcu.quant.calibration_data import data_batches
+from tflite_quantmcu.quant.calibration_data import InputNormalization, data_batches
 from tflite_quantmcu.reference.executor import run_graph
 
 
 def top1_accuracy(*, graph: Graph, data, batch_size: int = 64, limit: int | None = None,
-                  progress: bool = True) -> float:
+                  progress: bool = True,
+                  normalization: InputNormalization | None = None) -> float:
     """Fraction of samples whose largest output (first model output) is the label."""
     classes = _check_classifier(graph=graph)
     correct = total = 0
     for batch in data_batches(source=data, graph=graph, batch_size=batch_size,
                               require_labels=True, limit=limit, progress=progress,
-                              description="evaluation"):
+                              description="evaluation", normalization=normalization):
         _check_labels(labels=batch.y, classes=classes, data=data)
         logits = run_graph(graph=graph, inputs=[batch.x])[0]
         predicted = np.argmax(logits.reshape(logits.shape[0], -1), axis=1)
