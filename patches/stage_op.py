@@ -13,10 +13,13 @@ scratch buffer, at offsets this module plans:
 - the stage output is written in place when its patches span whole rows (one grid
   column), else through a slot and a row copy;
 - kernel scratch (the optimized C path's) is a slot of its layer;
-- in-place depthwise: a depthwise layer whose input dies with it writes its output over
-  the input, the output slot starting `gap` bytes before the input slot, the smallest
-  gap such that output row oy never reaches an input row still to be read (row-major
-  kernels; any kernel size, stride and dilation);
+- in-place depthwise (and conv): a depthwise or conv layer whose input dies with it
+  writes its output over the input, the output slot starting `gap` bytes before the
+  input slot, the smallest gap such that output row oy never reaches an input row still
+  to be read (row-major kernels; any kernel size, stride and dilation). It pays most for
+  depthwise (input and output of one size: only about a row of gap) and for 1x1
+  projections; an expanding 1x1 conv still saves most of its input. Each candidate
+  layer (in layer order) goes in place only if that lowers the scratch size;
 - slots are placed like TFLite Micro's greedy planner (largest first, lowest offset
   that overlaps no slot alive at the same layer), in layer steps of one patch.
 The op reads the stage input and the layers' weight and bias tensors (the original
@@ -43,6 +46,7 @@ from tflite_quantmcu.quant.apply_bitwidths import (activation_range, conv_requan
 from tflite_quantmcu.reference.requantize import quantize_multiplier
 
 INT8 = schema.TensorType.INT8
+IN_PLACE_KINDS = ("DEPTHWISE_CONV_2D", "CONV_2D")
 _ACTIVATIONS = (schema.ActivationFunctionType.NONE, schema.ActivationFunctionType.RELU,
                 schema.ActivationFunctionType.RELU6)
 
@@ -225,8 +229,23 @@ def plan_buffers(*, options: StageOptions, in_place: bool = True) -> StageOption
               for n, layer in enumerate(options.layers) for k in range(len(layer.inputs))}
     out_slot = _output_needs_slot(options=options)
     slots = _slots(options=options, staged=staged, out_slot=out_slot)
-    joints = _in_place_joints(options=options, staged=staged, slots=slots) if in_place else {}
-    offsets, total = _place(slots=slots, joints=joints)
+    offsets, total = _place(slots=slots, joints={})
+    kept: dict[str, tuple[str, int]] = {}
+    candidates = _in_place_joints(options=options, staged=staged, slots=slots) \
+        if in_place else {}
+    for _ in range(3):                       # passes: a joint may pay once another is in
+        improved = False
+        for dst, joint in candidates.items():
+            if dst in kept:
+                continue
+            trial = {name: candidates[name] for name in candidates if name in kept or name == dst}
+            tried = _place(slots=slots, joints=trial)
+            if tried[1] < total:
+                kept[dst] = joint
+                offsets, total = tried
+                improved = True
+        if not improved:
+            break
     tensors = [dataclasses.replace(t, offset=offsets.get(f"t{n}", NO_SLOT))
                for n, t in enumerate(options.tensors)]
     layers = [dataclasses.replace(
@@ -312,22 +331,23 @@ def _kernel_scratch(*, options: StageOptions, layer: StageLayer) -> int:
 
 def _in_place_joints(*, options: StageOptions, staged: dict,
                      slots: list[_Slot]) -> dict[str, tuple[str, int]]:
-    """Depthwise output slot -> (input slot, gap): the output starts `gap` bytes before."""
+    """Output slot -> (input slot, gap) of in-place layers: the output starts `gap` bytes
+    before the input it overwrites."""
     names = {s.name for s in slots}
     last = {s.name: s.last for s in slots}
     joints = {}
     for n, layer in enumerate(options.layers):
         src, dst = layer.inputs[0], layer.output
-        if layer.kind != "DEPTHWISE_CONV_2D" or staged[n, 0] or src == 0 \
-                or f"t{dst}" not in names or last[f"t{src}"] != n or f"t{src}" in joints:
+        if layer.kind not in IN_PLACE_KINDS or staged[n, 0] or src == 0 \
+                or f"t{dst}" not in names or last[f"t{src}"] != n:
             continue
         joints[f"t{dst}"] = (f"t{src}", _align(in_place_gap(options=options, n=n)))
     return joints
 
 
 def in_place_gap(*, options: StageOptions, n: int) -> int:
-    """Smallest gap (bytes) between the output and input slot of depthwise layer n such that
-    writing output rows in order never overwrites an input row still to be read."""
+    """Smallest gap (bytes) between the output and input slot of (depthwise) conv layer n such
+    that writing output rows in order never overwrites an input row still to be read."""
     layer = options.layers[n]
     src, out = options.tensors[layer.inputs[0]], options.tensors[layer.output]
     gap = 0
@@ -344,37 +364,46 @@ def in_place_gap(*, options: StageOptions, n: int) -> int:
 
 
 def _place(*, slots: list[_Slot], joints: dict[str, tuple[str, int]]) -> tuple[dict, int]:
-    """Offsets of every slot (greedy, largest first) and the scratch size."""
+    """Offsets of every slot and the scratch size.
+
+    Slots joined by in-place layers form one unit (a chain expand -> depthwise ->
+    project is one unit) with fixed relative offsets; units are placed largest first,
+    each at the lowest offset where none of its slots overlaps a placed slot alive at
+    the same layer step (TFLite Micro's greedy rule, slot by slot)."""
     by_name = {s.name: s for s in slots}
-    joined_inputs = {src for src, _ in joints.values()}
-    units = []
+    rel = {s.name: 0 for s in slots}
+    root = {s.name: s.name for s in slots}
+    for dst, (src, gap) in joints.items():     # in layer order: src is placed before dst
+        root[dst] = root[src]
+        rel[dst] = rel[src] - gap
+    groups: dict[str, list[str]] = {}
     for slot in slots:
-        if slot.name in joined_inputs:
-            continue
-        if slot.name in joints:
-            src, gap = joints[slot.name]
-            other = by_name[src]
-            units.append((max(slot.size, gap + other.size), min(slot.first, other.first),
-                          max(slot.last, other.last), ((slot.name, 0), (src, gap))))
-        else:
-            units.append((slot.size, slot.first, slot.last, ((slot.name, 0),)))
-    placed: list[tuple[int, int, int, int]] = []
+        groups.setdefault(root[slot.name], []).append(slot.name)
+    units = []
+    for names in groups.values():
+        low = min(rel[n] for n in names)
+        units.append(tuple((by_name[n], rel[n] - low) for n in names))
+    placed: list[tuple[int, _Slot]] = []
     offsets: dict[str, int] = {}
-    for size, first, last, members in sorted(units, key=lambda u: -u[0]):
-        offset = _first_fit(size=size, first=first, last=last, placed=placed)
-        placed.append((offset, size, first, last))
-        for name, shift in members:
-            offsets[name] = offset + shift
-    total = max((off + size for off, size, _, _ in placed), default=0)
+    for unit in sorted(units, key=lambda u: -max(r + m.size for m, r in u)):
+        offset = _first_fit(unit=unit, placed=placed)
+        for member, shift in unit:
+            placed.append((offset + shift, member))
+            offsets[member.name] = offset + shift
+    total = max((off + m.size for off, m in placed), default=0)
     return offsets, total
 
 
-def _first_fit(*, size: int, first: int, last: int,
-               placed: list[tuple[int, int, int, int]]) -> int:
-    candidate = 0
-    for off, other, a, b in sorted(p for p in placed if p[2] <= last and first <= p[3]):
-        if off - candidate >= size:
-            break
-        candidate = max(candidate, off + other)
-    return candidate
-
+def _first_fit(*, unit: tuple[tuple[_Slot, int], ...],
+               placed: list[tuple[int, _Slot]]) -> int:
+    """Lowest offset of the unit at which no member overlaps a placed slot of its steps."""
+    pairs = [(member, shift, off, other) for member, shift in unit for off, other in placed
+             if other.first <= member.last and member.first <= other.last]
+    candidates = sorted({0} | {off + other.size - shift for _, shift, off, other in pairs
+                               if off + other.size >= shift})
+    for candidate in candidates:
+        if all(off + other.size <= candidate + shift
+               or candidate + shift + member.size <= off
+               for member, shift, off, other in pairs):
+            return candidate
+    raise AssertionError("unreachable: the highest candidate is above every placed slot")

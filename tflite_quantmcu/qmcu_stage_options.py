@@ -260,3 +260,21 @@ def decode_stage_options(*, data: bytes) -> StageOptions:
                             scratch_bytes=raw["scratch_bytes"])
     except (KeyError, TypeError) as err:
         raise ValueError(f"{STAGE_OP}: missing or malformed option: {err}") from err
+
+
+# ---- the C kernel's int32 pool (docs §8.3) ----------------------------------------------------
+TENSOR_WORDS = 7   # n, h, w, c, bits, zero_point, offset
+LAYER_WORDS = 24   # see docs §8.3 and qmcu/qmcu_stage.h
+
+
+def requant_words(*, layer: StageLayer) -> int:
+    """Words of the layer's multipliers and shifts in the pool."""
+    return len(layer.multiplier) + len(layer.shift)
+
+
+def stage_pool_words(*, options: StageOptions) -> int:
+    """int32 words the TFLM glue parses the options into (persistent, once per op)."""
+    rows, cols = options.grid
+    count = len(options.tensors)
+    return (TENSOR_WORDS * count + 2 * (rows + cols) * count + LAYER_WORDS * len(options.layers)
+            + sum(requant_words(layer=layer) for layer in options.layers))

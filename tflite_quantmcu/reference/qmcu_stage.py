@@ -5,9 +5,9 @@ per layer, the inputs are read from their slots (or the stage input) in place or
 their staging copy, the layer runs through the per-layer QMCU reference kernels
 (`qmcu_adapters.fast_conv_like`, `qmcu_kernels.add` / `average_pool_2d`, a max pool here)
 with the patch's border padding as explicit pads, and its output is written into its slot
-(or straight into the stage output). A depthwise layer whose output slot overlaps its
-input slot (in-place depthwise) runs one output row at a time, each row written into the
-scratch before the next is computed, as the C kernels do; a buffer plan that overwrote
+(or straight into the stage output). A depthwise or conv layer whose output slot overlaps
+its input slot (in place) runs one output row at a time, each row written into the
+scratch before the next is computed, as the C kernels do (row-major writes); a buffer plan that overwrote
 rows still to be read would change the result, so the executor checks the plan.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _run_layer(*, buffers: _Buffers, layer: StageLayer, operands: dict[int, np.n
     out_t = options.tensors[layer.output]
     oh = out_t.rows[i][1] - out_t.rows[i][0]
     ow = out_t.cols[j][1] - out_t.cols[j][0]
-    if layer.kind == "DEPTHWISE_CONV_2D" and _in_place(options=options, layer=layer):
+    if _in_place(options=options, layer=layer):
         _run_in_place(buffers=buffers, layer=layer, operands=operands, i=i, j=j)
         return
     inputs = [_layer_input(buffers=buffers, layer=layer, k=k, i=i, j=j)
@@ -125,7 +125,10 @@ def _store(*, buffers: _Buffers, layer: StageLayer, value: np.ndarray, i: int, j
 
 
 def _in_place(*, options: StageOptions, layer: StageLayer) -> bool:
-    """The output slot overlaps the input slot (the converter's in-place depthwise)."""
+    """The output slot overlaps the input slot (the converter's in-place depthwise or conv);
+    any other overlap of a layer's output and its inputs is a broken plan."""
+    if layer.kind not in ("DEPTHWISE_CONV_2D", "CONV_2D"):
+        return False
     src, dst = options.tensors[layer.inputs[0]], options.tensors[layer.output]
     if layer.staging[0] != NO_SLOT or src.offset == NO_SLOT or dst.offset == NO_SLOT:
         return False
@@ -140,7 +143,7 @@ def _slot_extent(tensor) -> int:
 
 def _run_in_place(*, buffers: _Buffers, layer: StageLayer, operands: dict[int, np.ndarray],
                   i: int, j: int) -> None:
-    """Depthwise, one output row at a time, each read from / written to the scratch."""
+    """(Depthwise) conv, one output row at a time, each read from / written to the scratch."""
     options = buffers.options
     out_t = options.tensors[layer.output]
     ow = out_t.cols[j][1] - out_t.cols[j][0]
