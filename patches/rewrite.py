@@ -117,7 +117,7 @@ def build_patched_graph(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ..
                                 row_bounds=row_bounds)
     if placed or any(kept):
         kept[0] = {**kept[0], **placed}
-        result.metadata = _with_offline_plan(graph=result, offsets=kept)
+        result.metadata = with_offline_plan(graph=result, offsets=kept)
     return result
 
 
@@ -384,7 +384,7 @@ def _strip_offsets(*, subgraph: Subgraph, stage: Stage, strips: list[str],
     return placed
 
 
-def _with_offline_plan(*, graph: Graph, offsets: list[dict[str, int]]) -> list[Metadata]:
+def with_offline_plan(*, graph: Graph, offsets: list[dict[str, int]]) -> list[Metadata]:
     """The graph's metadata with an `OfflineMemoryAllocation` entry for `offsets`."""
     values = [0, len(graph.subgraphs), sum(len(s.tensors) for s in graph.subgraphs)]
     for sub, known in zip(graph.subgraphs, offsets):

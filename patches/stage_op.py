@@ -22,6 +22,9 @@ scratch buffer, at offsets this module plans:
   layer (in layer order) goes in place only if that lowers the scratch size;
 - slots are placed like TFLite Micro's greedy planner (largest first, lowest offset
   that overlaps no slot alive at the same layer), in layer steps of one patch.
+- output over input: the stage output is placed (TFLite Micro's offline memory plan) so
+  that the two overlap: output at offset 0, input at `output_gap`, the smallest gap such that the output rows of patch
+  row i end before the first input row patch row i reads (later rows read later input).
 The op reads the stage input and the layers' weight and bias tensors (the original
 tensors, so the original buffers) and writes the stage output; later ops are untouched.
 """
@@ -29,12 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from tflite_quantmcu.analysis.memory import ARENA_ALIGNMENT, offline_offsets
 from tflite_quantmcu.analysis.qmcu_scratch import conv_scratch_bytes, depthwise_scratch_bytes
 from tflite_quantmcu.errors import ConfigError, UnsupportedOpError
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Graph, OpCode, Operator, Subgraph
 from tflite_quantmcu.patches.receptive_field import Interval, spatial_map
-from tflite_quantmcu.patches.rewrite import copy_graph
+from tflite_quantmcu.patches.rewrite import copy_graph, with_offline_plan
 from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_intervals,
                                            empty_part)
 from tflite_quantmcu.qmcu_stage_options import (LAYER_KINDS, NO_SLOT, SLOT_ALIGNMENT,
@@ -91,12 +95,18 @@ def _max_pool_problem(*, subgraph: Subgraph, op: Operator) -> str | None:
 # -- the rewrite -----------------------------------------------------------------------------
 def apply_stage_op(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ...],
                    col_bounds: tuple[int, ...], in_place: bool = True) -> Graph:
-    """A new Graph whose stage is one QMCU_PATCH_STAGE op (the input graph is untouched)."""
+    """A new Graph whose stage is one QMCU_PATCH_STAGE op (the input graph is untouched).
+
+    in_place: in-place layers in the buffer plan and, when the model has no offline
+    memory plan of its own, the stage output over the stage input."""
     problem = stage_op_problem(subgraph=graph.main, stage=stage)
     if problem is not None:
         raise UnsupportedOpError(f"patch form stage-op: {problem}")
+    overlap = in_place and not any(offline_offsets(graph=graph, subgraph_index=i)
+                                   for i in range(len(graph.subgraphs)))
     options, inputs = stage_options(subgraph=graph.main, stage=stage, row_bounds=row_bounds,
-                                    col_bounds=col_bounds, in_place=in_place)
+                                    col_bounds=col_bounds, in_place=in_place,
+                                    overlap_output=overlap)
     result = copy_graph(graph=graph)
     sub = result.main
     internal = {key for i in stage.op_indices for key in sub.operators[i].outputs}
@@ -111,12 +121,16 @@ def apply_stage_op(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ...],
         if key not in used and key not in sub.inputs and key not in sub.outputs \
                 and key in sub.tensors:
             del sub.tensors[key]
+    if options.output_gap >= 0:
+        offsets = [{} for _ in result.subgraphs]
+        offsets[0] = {stage.output_key: 0, stage.input_key: options.output_gap}
+        result.metadata = with_offline_plan(graph=result, offsets=offsets)
     return result
 
 
 def stage_options(*, subgraph: Subgraph, stage: Stage, row_bounds: tuple[int, ...],
-                  col_bounds: tuple[int, ...],
-                  in_place: bool = True) -> tuple[StageOptions, list[str]]:
+                  col_bounds: tuple[int, ...], in_place: bool = True,
+                  overlap_output: bool = False) -> tuple[StageOptions, list[str]]:
     """The op's options and its input tensor keys (stage input, then weights and biases)."""
     _check_bounds(subgraph=subgraph, stage=stage, row_bounds=row_bounds, col_bounds=col_bounds)
     rows = axis_intervals(subgraph=subgraph, stage=stage, axis=ROWS_AXIS, bounds=row_bounds)
@@ -134,7 +148,21 @@ def stage_options(*, subgraph: Subgraph, stage: Stage, row_bounds: tuple[int, ..
     layers = [_layer(subgraph=subgraph, index=i, ids=ids, inputs=inputs) for i in live_ops]
     draft = StageOptions(grid=(len(rows), len(cols)), tensors=tuple(tensors),
                          layers=tuple(layers), scratch_bytes=0)
-    return plan_buffers(options=draft, in_place=in_place), inputs
+    options = plan_buffers(options=draft, in_place=in_place)
+    if overlap_output and 0 not in options.layers[-1].inputs:
+        options = dataclasses.replace(options, output_gap=output_gap(options=options))
+    return options, inputs
+
+
+def output_gap(*, options: StageOptions) -> int:
+    """Smallest arena gap (16-byte aligned) between the stage output placed first and the
+    stage input after it, such that no patch row's output reaches input it still reads."""
+    src, out = options.tensors[0], options.tensors[options.output]
+    in_row = src.shape[2] * src.pixel_bytes
+    out_row = out.shape[2] * out.pixel_bytes
+    gap = max(max(0, out.rows[i][1] * out_row - src.rows[i][0] * in_row)
+              for i in range(options.grid[0]))
+    return (gap + ARENA_ALIGNMENT - 1) // ARENA_ALIGNMENT * ARENA_ALIGNMENT
 
 
 def _check_bounds(*, subgraph: Subgraph, stage: Stage, row_bounds: tuple[int, ...],

@@ -83,12 +83,19 @@ class StageLayer:
 
 @dataclasses.dataclass(frozen=True)
 class StageOptions:
-    """The whole op: grid, tensors (0 = stage input, last = stage output), layers in order."""
+    """The whole op: grid, tensors (0 = stage input, last = stage output), layers in order.
+
+    output_gap: -1, or the converter placed the stage output `output_gap` bytes before the
+    stage input in the arena (offline plan), overlapping it: output rows of patch row i
+    only reach input rows no later patch reads. The kernels need not know; the
+    reference executor runs on such one buffer to check it.
+    """
 
     grid: tuple[int, int]
     tensors: tuple[StageTensor, ...]
     layers: tuple[StageLayer, ...]
     scratch_bytes: int
+    output_gap: int = -1
 
     def __post_init__(self) -> None:
         check_stage(options=self)
@@ -122,6 +129,9 @@ def check_stage(*, options: StageOptions) -> None:
         produced.add(layer.output)
     if options.layers[-1].output != options.output:
         raise ValueError("the last layer must write the stage output (the last tensor)")
+    if options.output_gap < -1 or options.scratch_bytes < 0:
+        raise ValueError(f"output_gap {options.output_gap} / scratch_bytes "
+                         f"{options.scratch_bytes} out of range")
 
 
 def _check_layer(*, layer: StageLayer, index: int, produced: set[int],
@@ -226,6 +236,7 @@ def encode_stage_options(*, options: StageOptions) -> bytes:
               for layer in options.layers]
     return bytes(flexbuffers.Dumps({"version": STAGE_VERSION, "grid": list(options.grid),
                                     "scratch_bytes": options.scratch_bytes,
+                                    "output_gap": options.output_gap,
                                     "tensors": tensors, "layers": layers}))
 
 
@@ -257,7 +268,8 @@ def decode_stage_options(*, data: bytes) -> StageOptions:
             kernel_scratch_bytes=layer["kernel_scratch_bytes"])
             for layer in raw["layers"])
         return StageOptions(grid=tuple(raw["grid"]), tensors=tensors, layers=layers,
-                            scratch_bytes=raw["scratch_bytes"])
+                            scratch_bytes=raw["scratch_bytes"],
+                            output_gap=raw.get("output_gap", -1))
     except (KeyError, TypeError) as err:
         raise ValueError(f"{STAGE_OP}: missing or malformed option: {err}") from err
 

@@ -5,7 +5,9 @@ per layer, the inputs are read from their slots (or the stage input) in place or
 their staging copy, the layer runs through the per-layer QMCU reference kernels
 (`qmcu_adapters.fast_conv_like`, `qmcu_kernels.add` / `average_pool_2d`, a max pool here)
 with the patch's border padding as explicit pads, and its output is written into its slot
-(or straight into the stage output). A depthwise or conv layer whose output slot overlaps
+(or straight into the stage output). The stage output and input share one byte array
+laid out as `output_gap` says, so an overlap that clobbered input still to be read would
+show. A depthwise or conv layer whose output slot overlaps
 its input slot (in place) runs one output row at a time, each row written into the
 scratch before the next is computed, as the C kernels do (row-major writes); a buffer plan that overwrote
 rows still to be read would change the result, so the executor checks the plan.
@@ -25,19 +27,42 @@ from tflite_quantmcu.reference.windows import AxisWindow, pad_spatial, tap
 
 
 class _Buffers:
-    """The stage input, the scratch bytes and the stage output of N samples."""
+    """The stage output and input in one byte array (overlapping as `output_gap` says, else
+    side by side), the scratch bytes, for N samples."""
 
     def __init__(self, *, x: np.ndarray, options: StageOptions) -> None:
         self.options = options
-        self.x = x
         n = x.shape[0]
+        out = options.tensors[options.output]
+        self.out_shape = (n,) + tuple(out.shape[1:])
+        out_bytes = int(np.prod(out.shape[1:]))
+        in_bytes = int(np.prod(x.shape[1:]))
+        self.in_shape = x.shape
+        self.in_at = options.output_gap if options.output_gap >= 0 else out_bytes
+        self.io = np.full((n, max(self.in_at + in_bytes, out_bytes)), 0x5A, dtype=np.uint8)
+        self.io[:, self.in_at:self.in_at + in_bytes] = x.reshape(n, -1).view(np.uint8)
         self.scratch = np.full((n, max(options.scratch_bytes, 1)), 0xA5, dtype=np.uint8)
-        out_shape = options.tensors[options.output].shape
-        self.out = np.full((n,) + tuple(out_shape[1:]), 0x5A, dtype=np.int8)
 
     @property
     def samples(self) -> int:
-        return self.x.shape[0]
+        return self.in_shape[0]
+
+    @property
+    def x(self) -> np.ndarray:
+        size = int(np.prod(self.in_shape[1:]))
+        return self.io[:, self.in_at:self.in_at + size].copy().view(np.int8).reshape(
+            self.in_shape)
+
+    def output(self) -> np.ndarray:
+        size = int(np.prod(self.out_shape[1:]))
+        return self.io[:, :size].copy().view(np.int8).reshape(self.out_shape)
+
+    def write_output(self, *, r0: int, c0: int, value: np.ndarray) -> None:
+        """Rows r0.. and columns c0.. of the stage output (rows of the byte array)."""
+        _, height, width, channels = self.out_shape
+        view = self.io[:, :height * width * channels].reshape(self.samples, height, width,
+                                                              channels)
+        view[:, r0:r0 + value.shape[1], c0:c0 + value.shape[2]] = value.view(np.uint8)
 
     def read_slot(self, *, offset: int, shape: tuple[int, int, int]) -> np.ndarray:
         size = shape[0] * shape[1] * shape[2]
@@ -74,9 +99,10 @@ def run_stage(*, options: StageOptions, x: np.ndarray, operands: dict[int, np.nd
             for layer in options.layers:
                 _run_layer(buffers=buffers, layer=layer, operands=operands, i=i, j=j)
             if out.offset != NO_SLOT:
-                r0, r1, c0, c1 = out.region(i, j)
-                buffers.out[:, r0:r1, c0:c1] = buffers.held(t=options.output, i=i, j=j)
-    return buffers.out
+                r0, _, c0, _ = out.region(i, j)
+                buffers.write_output(r0=r0, c0=c0, value=buffers.held(t=options.output, i=i,
+                                                                      j=j))
+    return buffers.output()
 
 
 def _layer_input(*, buffers: _Buffers, layer: StageLayer, k: int, i: int,
@@ -117,8 +143,7 @@ def _store(*, buffers: _Buffers, layer: StageLayer, value: np.ndarray, i: int, j
            first_row: int) -> None:
     out_t = buffers.options.tensors[layer.output]
     if out_t.offset == NO_SLOT:
-        r0, c0 = out_t.rows[i][0] + first_row, out_t.cols[j][0]
-        buffers.out[:, r0:r0 + value.shape[1], c0:c0 + value.shape[2]] = value
+        buffers.write_output(r0=out_t.rows[i][0] + first_row, c0=out_t.cols[j][0], value=value)
         return
     row_bytes = value.shape[2] * value.shape[3]
     buffers.write_slot(offset=out_t.offset + first_row * row_bytes, value=value)
