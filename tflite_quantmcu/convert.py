@@ -31,6 +31,7 @@ from tflite_quantmcu.quant.evaluate import top1_accuracy
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResult, search_quantmcu
 from tflite_quantmcu.report import conversion_report
+from tflite_quantmcu.reference.executor import run_graph
 from tflite_quantmcu.runtimes.litert import run_litert
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
 from tflite_quantmcu.runtimes.tflm import measure_arena
@@ -65,6 +66,7 @@ class ConvertOptions:
     max_file_growth: float | None = 0.05
     input_type: str = "keep"
     output_type: str = "keep"
+    patch_form: str = "builtin"
 
 
 @dataclass
@@ -119,6 +121,18 @@ def set_io_types(conv: Conversion) -> None:
     conv.original_bytes = write_model_bytes(graph=conv.graph)
 
 
+def _patch_form(opts: ConvertOptions) -> str:
+    """The form the planner may use: QuantMCU's sub-byte branches need the builtin form
+    (they are not yet run inside QMCU_PATCH_STAGE)."""
+    if opts.policy != "quantmcu" or opts.patch_form == "builtin":
+        return opts.patch_form
+    if opts.patch_form == "stage-op":
+        raise ConfigError("--patch-form stage-op runs int8 only: sub-byte branches inside "
+                          "QMCU_PATCH_STAGE are not supported yet; use --policy patch-int8 "
+                          "or --patch-form builtin")
+    return "builtin"
+
+
 def plan_patch_stage(conv: Conversion) -> None:
     opts = conv.options
     start = time.perf_counter()
@@ -126,7 +140,7 @@ def plan_patch_stage(conv: Conversion) -> None:
         conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
             sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
             split=opts.split_after, grid=opts.patch_grid, max_file_growth=opts.max_file_growth,
-            target=opts.target, objective=opts.objective))
+            target=opts.target, objective=opts.objective, form=_patch_form(opts)))
     except PatchBudgetError as err:
         hint = dominant_input_hint(graph=conv.graph, peak_tensors=err.peak_tensors)
         if not hint:
@@ -181,19 +195,25 @@ def evaluate_accuracy(conv: Conversion) -> None:
 
 
 def verify_equivalence(conv: Conversion) -> None:
-    """The rewrite must not change numerics: LiteRT reference kernels, random inputs."""
+    """The rewrite must not change numerics: LiteRT reference kernels (the reference executor
+    for the stage-op form), random inputs."""
     if not conv.options.verify or conv.patched is conv.graph:
         return
-    rewritten = write_model_bytes(graph=conv.patched)
     inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
-    before = run_litert(model_bytes=conv.original_bytes, inputs=inputs)
-    after = run_litert(model_bytes=rewritten, inputs=inputs)
+    if conv.patch_plan.form == "stage-op":   # a custom op: the reference executor is the oracle
+        runtime = "the reference executor"
+        before = run_graph(graph=conv.graph, inputs=inputs)
+        after = run_graph(graph=conv.patched, inputs=inputs)
+    else:
+        runtime = "LiteRT"
+        before = run_litert(model_bytes=conv.original_bytes, inputs=inputs)
+        after = run_litert(model_bytes=write_model_bytes(graph=conv.patched), inputs=inputs)
     for j, (a, b) in enumerate(zip(before, after)):
         if not np.array_equal(a, b):
             raise UnsupportedModelError(
                 f"internal check failed: output {j} of the rewritten model differs from the "
-                f"original in LiteRT (max {np.abs(a.astype(int) - b.astype(int)).max()} steps); "
-                f"nothing was written")
+                f"original in {runtime} (max {np.abs(a.astype(int) - b.astype(int)).max()} "
+                f"steps); nothing was written")
 
 
 def check_budgets(conv: Conversion) -> None:
@@ -227,6 +247,11 @@ def measure_in_tflm(conv: Conversion) -> None:
         write_model_bytes(graph=conv.patched)
     for name, data, graph in (("layer_based", conv.input_bytes, conv.input_graph),
                               ("patch_based", patched, conv.patched)):
+        if name == "patch_based" and conv.patch_plan.form == "stage-op":
+            conv.tflm_arenas[name] = None
+            conv.notes.append("TFLM arena of the stage-op model not measured: the wheel has "
+                              "no QMCU_PATCH_STAGE kernel")
+            continue
         try:
             tflm = measure_arena(model_bytes=data)
         except UnsupportedModelError as err:
@@ -260,7 +285,7 @@ PIPELINE: tuple[Step, ...] = (
     set_io_types,          # --input-type/--output-type: drop or retype the float I/O ops
     plan_patch_stage,      # split point and grid under the arena budget (or keep layers)
     rewrite_patch_stage,   # run the memory-heavy stage patch by patch, sharing the weights
-    verify_equivalence,    # a rewrite must not change numerics: compare outputs in LiteRT
+    verify_equivalence,    # a rewrite must not change numerics: LiteRT (stage-op: reference)
     choose_bitwidths,      # QuantMCU: calibration -> VDPC -> VDQS per branch (or --plan replay)
     apply_bitwidths,       # packed 4/2-bit feature maps and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
