@@ -110,8 +110,8 @@ def check_stage(*, options: StageOptions) -> None:
     rows, cols = options.grid
     if rows < 1 or cols < 1:
         raise ValueError(f"grid {options.grid} must be at least 1x1")
-    if len(options.tensors) < 2 or len(options.layers) < 1:
-        raise ValueError("a stage has an input, an output and at least one layer")
+    if len(options.tensors) < 2 or len(options.layers) != len(options.tensors) - 1:
+        raise ValueError("a stage has an input and one output tensor per layer")
     for t, tensor in enumerate(options.tensors):
         if len(tensor.rows) != rows or len(tensor.cols) != cols:
             raise ValueError(f"tensor {t}: {len(tensor.rows)}x{len(tensor.cols)} parts, grid "
@@ -142,10 +142,9 @@ def _check_layer(*, layer: StageLayer, index: int, produced: set[int],
     if len(layer.inputs) != want or len(layer.staging) != want:
         raise ValueError(f"layer {index}: {layer.kind} reads {want} tensors, got "
                          f"{len(layer.inputs)} (staging {len(layer.staging)})")
-    if any(t not in produced for t in layer.inputs) or layer.output in produced \
-            or not 0 < layer.output < len(options.tensors):
+    if any(t not in produced for t in layer.inputs) or layer.output != index + 1:
         raise ValueError(f"layer {index}: reads {layer.inputs} / writes {layer.output}, which "
-                         "is not a DAG in execution order")
+                         "is not a DAG in execution order (layer n writes tensor n + 1)")
     lo, hi = act_range(bits=options.tensors[layer.output].bits)
     if not lo <= layer.act_min <= layer.act_max <= hi:
         raise ValueError(f"layer {index}: act range [{layer.act_min}, {layer.act_max}]")
