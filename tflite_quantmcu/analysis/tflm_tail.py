@@ -119,7 +119,7 @@ _CORTEX_M = {
     "OpDataTransposeConv": (72, 4), "OpDataDiv": (28, 4), "OpDataComparisons": (32, 4),
     "L2NormalizationParams": (4, 4), "OpDataMirrorPad": (20, 4),
     "QmcuConvData": (120, 4), "QmcuAddData": (80, 4), "QmcuPoolData": (112, 4),
-    "QmcuRequantData": (44, 4), "QmcuStageData": (32, 4),
+    "QmcuRequantData": (44, 4), "QmcuStageData": (36, 4),
 }
 
 
