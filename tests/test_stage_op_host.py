@@ -25,7 +25,8 @@ from testdata.synthetic_models import (Conv, DepthwiseConv, ModelSpec, Pool, Res
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.patches.stage import make_stage, split_bounds
 from tflite_quantmcu.patches.stage_op import apply_stage_op
-from tflite_quantmcu.qmcu_stage_options import decode_stage_options, stage_pool_words
+from tflite_quantmcu.qmcu_stage_options import (decode_stage_options, stage_pool,
+                                                stage_pool_words)
 from tflite_quantmcu.reference.qmcu_stage import run_stage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -203,6 +204,9 @@ def test_c_stage_equals_the_reference(stage, case):
     x = rng.integers(-128, 128, size=options.tensors[0].shape, dtype=np.int8)
     expected = run_stage(options=options, x=x,
                          operands={k: a for k, a in enumerate(operands) if a is not None})
+    params, pool = stage.parse(data)
+    assert list((ctypes.c_int32 * params.pool_words).from_address(pool)) == \
+        stage_pool(options=options)
     for use_opt in (False, True):
         status, got = stage.run(data=data, x=x, operands=operands, use_opt=use_opt)
         assert status == OK

@@ -289,3 +289,24 @@ def stage_pool_words(*, options: StageOptions) -> int:
     count = len(options.tensors)
     return (TENSOR_WORDS * count + 2 * (rows + cols) * count + LAYER_WORDS * len(options.layers)
             + sum(requant_words(layer=layer) for layer in options.layers))
+
+
+def stage_pool(*, options: StageOptions) -> list[int]:
+    """The pool the C parser fills (docs §8.3), for programs that embed it without the parser
+    (the bare-metal tests); tests compare it with the parser's."""
+    pool = [int(v) for t in options.tensors
+            for v in tuple(t.shape) + (t.bits, t.zero_point, t.offset)]
+    for t in options.tensors:
+        pool += _pairs(t.rows) + _pairs(t.cols)
+    requant_at = len(pool) + LAYER_WORDS * len(options.layers)
+    requant: list[int] = []
+    for layer in options.layers:
+        inputs = list(layer.inputs) + [-1] * (2 - len(layer.inputs))
+        staging = list(layer.staging) + [NO_SLOT] * (2 - len(layer.staging))
+        pool += [LAYER_KINDS[layer.kind], len(layer.inputs), *inputs, layer.output, *staging,
+                 layer.act_min, layer.act_max, layer.filter, layer.bias, *layer.kernel,
+                 *layer.stride, *layer.dilation, layer.pad_top, layer.pad_left,
+                 layer.depth_multiplier, layer.kernel_scratch, layer.kernel_scratch_bytes,
+                 requant_at + len(requant), len(layer.multiplier)]
+        requant += [int(v) for v in layer.multiplier] + [int(v) for v in layer.shift]
+    return pool + requant
