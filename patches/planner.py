@@ -54,6 +54,7 @@ from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_int
 from tflite_quantmcu.patches.stage_op import apply_stage_op, stage_op_problem
 
 EXACT_EVALUATIONS = 8
+STAGE_OP_EVALUATIONS = 16  # the stage-op estimate ignores in-place layers: look wider
 ESTIMATE_SLACK = 0.15  # cheaper candidates re-checked when estimated within 15 % of the best
 BYTES_PER_ADDED_OP = 165  # an added op and its output tensor in the flatbuffer (measured 164-197)
 
@@ -419,7 +420,7 @@ def _evaluate_stage_ops(*, graph: Graph, scored: list[_Scored],
             problems[stage.split] = stage_op_problem(subgraph=graph.main, stage=stage)
         if problems[stage.split] is None:
             usable.append(item)
-    ranked = sorted(usable, key=lambda s: (s.stage_estimate, s.macs))[:EXACT_EVALUATIONS]
+    ranked = sorted(usable, key=lambda s: (s.stage_estimate, s.macs))[:STAGE_OP_EVALUATIONS]
     results = [_evaluate_stage_op(graph=graph, item=item, target=options.target)
                for item in ranked]
     if not results:
