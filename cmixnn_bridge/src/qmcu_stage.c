@@ -25,13 +25,6 @@ typedef struct {
   int32_t j;
 } qmcu_stage_run;
 
-size_t qmcu_stage_pool_words_for(int32_t num_tensors, int32_t num_layers, int32_t grid_rows,
-                                 int32_t grid_cols, int32_t requant_words) {
-  return (size_t)num_tensors * QMCU_STAGE_TENSOR_WORDS +
-         (size_t)num_tensors * 2u * (size_t)(grid_rows + grid_cols) +
-         (size_t)num_layers * QMCU_STAGE_LAYER_WORDS + (size_t)requant_words;
-}
-
 static const int32_t *tensor_at(const qmcu_stage_params *p, int32_t t) {
   return p->pool + QMCU_STAGE_TENSOR_WORDS * t;
 }

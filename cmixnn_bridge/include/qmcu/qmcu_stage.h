@@ -67,9 +67,15 @@ typedef struct {
   int32_t parsed;
 } qmcu_stage_op_data;
 
-/* Words of the pool for a stage (counts only; requant_words: sum of 2 * requant_count). */
-size_t qmcu_stage_pool_words_for(int32_t num_tensors, int32_t num_layers, int32_t grid_rows,
-                                 int32_t grid_cols, int32_t requant_words);
+/* Words of the pool for a stage (counts only; requant_words: sum of 2 * requant_count).
+ * Inline so the options parser needs only this header, not the kernel library. */
+static inline size_t qmcu_stage_pool_words_for(int32_t num_tensors, int32_t num_layers,
+                                               int32_t grid_rows, int32_t grid_cols,
+                                               int32_t requant_words) {
+  return (size_t)num_tensors * QMCU_STAGE_TENSOR_WORDS +
+         (size_t)num_tensors * 2u * (size_t)(grid_rows + grid_cols) +
+         (size_t)num_layers * QMCU_STAGE_LAYER_WORDS + (size_t)requant_words;
+}
 
 /* Structure of the pool: kinds, DAG order, parts, operand indices, requant ranges. */
 qmcu_status qmcu_patch_stage_check(const qmcu_stage_params *params, int32_t num_operands);
