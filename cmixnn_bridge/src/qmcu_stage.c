@@ -10,6 +10,18 @@
 #include "qmcu/qmcu_ops.h"
 #include "qmcu/qmcu_stage.h"
 
+/* bench/kernels_cortexm.py --stage builds with QMCU_STAGE_BENCH_HOOKS to count the
+ * instructions of the layer kernels alone (markers around every kernel call). */
+#ifdef QMCU_STAGE_BENCH_HOOKS
+void qmcu_bench_begin(void);
+void qmcu_bench_end(void);
+#define QMCU_KERNEL_BEGIN() qmcu_bench_begin()
+#define QMCU_KERNEL_END() qmcu_bench_end()
+#else
+#define QMCU_KERNEL_BEGIN() ((void)0)
+#define QMCU_KERNEL_END() ((void)0)
+#endif
+
 typedef struct {
   int32_t start;
   int32_t stop;
@@ -202,7 +214,11 @@ static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const i
   cb.output = out;
   cb.scratch = NULL;
   if (!run->use_opt) {
-    return depthwise ? qmcu_depthwise_conv_2d_ref(&cp, &cb) : qmcu_conv_2d_ref(&cp, &cb);
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = depthwise ? qmcu_depthwise_conv_2d_ref(&cp, &cb) : qmcu_conv_2d_ref(&cp, &cb);
+    QMCU_KERNEL_END();
+    return status;
   }
   need = depthwise ? qmcu_depthwise_conv_2d_scratch_size(&cp) : qmcu_conv_2d_scratch_size(&cp);
   if (need > 0) {
@@ -213,7 +229,13 @@ static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const i
     }
     cb.scratch = (int8_t *)run->b->scratch + L[QMCU_STAGE_L_KERNEL_SCRATCH];
   }
-  return depthwise ? qmcu_depthwise_conv_2d(&cp, &cb) : qmcu_conv_2d(&cp, &cb);
+  {
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = depthwise ? qmcu_depthwise_conv_2d(&cp, &cb) : qmcu_conv_2d(&cp, &cb);
+    QMCU_KERNEL_END();
+    return status;
+  }
 }
 
 static qmcu_status run_add(const qmcu_stage_run *run, const int32_t *L, const int8_t *a,
@@ -241,7 +263,13 @@ static qmcu_status run_add(const qmcu_stage_run *run, const int32_t *L, const in
   ab.input1 = a;
   ab.input2 = b;
   ab.output = out;
-  return run->use_opt ? qmcu_add(&ap, &ab) : qmcu_add_ref(&ap, &ab);
+  {
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = run->use_opt ? qmcu_add(&ap, &ab) : qmcu_add_ref(&ap, &ab);
+    QMCU_KERNEL_END();
+    return status;
+  }
 }
 
 static qmcu_status run_avg_pool(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
@@ -267,7 +295,13 @@ static qmcu_status run_avg_pool(const qmcu_stage_run *run, const int32_t *L, con
   pp.geometry = cut_geometry(L, rows, cols);
   ub.input = in;
   ub.output = out;
-  return run->use_opt ? qmcu_average_pool_2d(&pp, &ub) : qmcu_average_pool_2d_ref(&pp, &ub);
+  {
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = run->use_opt ? qmcu_average_pool_2d(&pp, &ub) : qmcu_average_pool_2d_ref(&pp, &ub);
+    QMCU_KERNEL_END();
+    return status;
+  }
 }
 
 /* Int8 max pool with explicit pads (padding never wins), clamped to the activation range. */
@@ -300,12 +334,35 @@ static qmcu_status run_max_pool(const int32_t *L, const int8_t *in, const qmcu_c
   return QMCU_STATUS_OK;
 }
 
+static qmcu_status run_kind(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
+                            const int8_t *in2, const qmcu_cut *rows, const qmcu_cut *cols,
+                            int8_t *out, int32_t oh, int32_t ow) {
+  switch (L[QMCU_STAGE_L_KIND]) {
+    case QMCU_STAGE_CONV_2D:
+    case QMCU_STAGE_DEPTHWISE_CONV_2D:
+      return run_conv(run, L, in, rows, cols, out, oh, ow);
+    case QMCU_STAGE_ADD:
+      return run_add(run, L, in, in2, out, oh, ow);
+    case QMCU_STAGE_AVERAGE_POOL_2D:
+      return run_avg_pool(run, L, in, rows, cols, out, oh, ow);
+    case QMCU_STAGE_MAX_POOL_2D: {
+      qmcu_status status;
+      QMCU_KERNEL_BEGIN();
+      status = run_max_pool(L, in, rows, cols, out, oh, ow,
+                            tensor_at(run->p, L[QMCU_STAGE_L_OUTPUT])[3]);
+      QMCU_KERNEL_END();
+      return status;
+    }
+    default:
+      return QMCU_STATUS_BAD_PARAMS;
+  }
+}
+
 static qmcu_status run_layer(const qmcu_stage_run *run, const int32_t *L) {
-  const qmcu_stage_params *p = run->p;
-  const int32_t *out_parts = parts_at(p, L[QMCU_STAGE_L_OUTPUT]);
+  const int32_t *out_parts = parts_at(run->p, L[QMCU_STAGE_L_OUTPUT]);
   const int32_t oh = out_parts[2 * run->i + 1] - out_parts[2 * run->i];
-  const int32_t ow = out_parts[2 * p->grid_rows + 2 * run->j + 1] -
-                     out_parts[2 * p->grid_rows + 2 * run->j];
+  const int32_t ow = out_parts[2 * run->p->grid_rows + 2 * run->j + 1] -
+                     out_parts[2 * run->p->grid_rows + 2 * run->j];
   qmcu_cut rows, cols, rows2, cols2;
   const int8_t *in = layer_input(run, L, 0, &rows, &cols);
   const int8_t *in2 = NULL;
@@ -317,20 +374,7 @@ static qmcu_status run_layer(const qmcu_stage_run *run, const int32_t *L) {
   }
   out = layer_output(run, L, oh, ow);
   if (out == NULL) return QMCU_STATUS_BAD_PARAMS;
-  switch (L[QMCU_STAGE_L_KIND]) {
-    case QMCU_STAGE_CONV_2D:
-    case QMCU_STAGE_DEPTHWISE_CONV_2D:
-      return run_conv(run, L, in, &rows, &cols, out, oh, ow);
-    case QMCU_STAGE_ADD:
-      return run_add(run, L, in, in2, out, oh, ow);
-    case QMCU_STAGE_AVERAGE_POOL_2D:
-      return run_avg_pool(run, L, in, &rows, &cols, out, oh, ow);
-    case QMCU_STAGE_MAX_POOL_2D:
-      return run_max_pool(L, in, &rows, &cols, out, oh, ow,
-                          tensor_at(p, L[QMCU_STAGE_L_OUTPUT])[3]);
-    default:
-      return QMCU_STATUS_BAD_PARAMS;
-  }
+  return run_kind(run, L, in, in2, &rows, &cols, out, oh, ow);
 }
 
 /* A stage output with a slot: copy the patch's rows into the output. */
