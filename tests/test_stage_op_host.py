@@ -10,6 +10,7 @@ lays them out.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -20,11 +21,6 @@ import numpy as np
 import pytest
 
 from fixture_models import fixture_path
-from testdata.synthetic_models import (Conv, DepthwiseConv, ModelSpec, Pool, Residual,
-                                       build_int8_graph)
-from tflite_quantmcu.ir.reader import read_model_file
-from tflite_quantmcu.patches.stage import make_stage, split_bounds
-from tflite_quantmcu.patches.stage_op import apply_stage_op
 from tflite_quantmcu.qmcu_stage_options import (decode_stage_options, stage_pool,
                                                 stage_pool_words)
 from tflite_quantmcu.reference.qmcu_stage import run_stage
@@ -39,6 +35,18 @@ VARIANT_FLAGS = {
              "-fno-sanitize-recover=all"],
 }
 OK, BAD_PARAMS = 0, 1
+
+
+def _load_cases():
+    """cmixnn_bridge/test/cortexm/qmcu_stage_cases.py: the cases, shared with the Cortex-M test."""
+    path = BRIDGE / "test" / "cortexm" / "qmcu_stage_cases.py"
+    spec = importlib.util.spec_from_file_location("qmcu_stage_cases", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_CASES = _load_cases()
 
 
 class StageParams(ctypes.Structure):
@@ -154,18 +162,6 @@ def stage():
     s.free_all()
 
 
-def _synthetic():
-    spec = ModelSpec(input_shape=(19, 17, 8), seed=7, layers=(
-        Conv(filters=8, kernel=(5, 3), dilation=(2, 1)),
-        Pool(kind="MAX", size=(3, 3), stride=(2, 2), padding="SAME"),
-        DepthwiseConv(kernel=(7, 5), stride=(1, 1), activation="RELU"),
-        Conv(filters=8, kernel=(1, 1), activation="NONE"),
-        Residual(source=1),
-        Pool(kind="AVG", size=(3, 3), stride=(1, 1), padding="SAME"),
-        DepthwiseConv(kernel=(3, 3), stride=(2, 2), multiplier=2)))
-    return build_int8_graph(spec=spec)
-
-
 def _cases():
     """(label, graph loader, split, grid, in_place)."""
     mnv2 = "mobilenetv2_w035_r144.tflite"
@@ -177,21 +173,10 @@ def _cases():
 
 
 def _stage_case(name, split, grid, in_place):
-    if name is None:
-        graph = _synthetic()
-    else:
-        path = fixture_path(name)
-        if not path.exists():
-            pytest.skip(f"{path} is absent")
-        graph = read_model_file(path=path)
-    st = make_stage(subgraph=graph.main, split=split)
-    shape = graph.main.tensors[st.output_key].shape
-    patched = apply_stage_op(graph=graph, stage=st, in_place=in_place,
-                             row_bounds=split_bounds(size=shape[1], parts=grid[0]),
-                             col_bounds=split_bounds(size=shape[2], parts=grid[1]))
-    op = patched.main.operators[0]
-    operands = [None] + [patched.main.tensors[k].array() for k in op.inputs[1:]]
-    return op.custom_options, operands
+    """The op's options and operands (None for the stage input) of one case."""
+    if name is not None and not fixture_path(name).exists():
+        pytest.skip(f"{fixture_path(name)} is absent")
+    return _CASES.stage_case(name, split, grid, in_place)
 
 
 @pytest.mark.parametrize("case", _cases(), ids=[c[0] for c in _cases()])
