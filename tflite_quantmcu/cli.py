@@ -21,6 +21,7 @@ from tflite_quantmcu import __version__
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.analysis.tflm_tail import DEFAULT_TARGET, TARGETS
 from tflite_quantmcu.io_types import IO_TYPES
+from tflite_quantmcu.patches.plan import PATCH_FORMS
 from tflite_quantmcu.patches.planner import OBJECTIVES
 from tflite_quantmcu.pipeline import POLICIES, Conversion, ConvertOptions, run_pipeline
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
@@ -146,6 +147,10 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--objective", default="min-macs", choices=OBJECTIVES,
                          help="min-macs (default): the patch plan that fits with the fewest "
                               "extra MACs; min-memory: the smallest arena")
+    convert.add_argument("--patch-form", default="builtin", choices=PATCH_FORMS,
+                         help="builtin (default): per-patch builtin ops, any TFLite Micro; "
+                              "stage-op: the stage as one QMCU_PATCH_STAGE op (link "
+                              "cmixnn_bridge); auto: the lower total arena")
     convert.add_argument("--max-file-growth", type=float, default=0.05, metavar="FRACTION",
                          help="cap on the growth of the .tflite file by patching (0.05)")
     convert.add_argument("--input-type", default="keep", choices=IO_TYPES,
@@ -258,7 +263,7 @@ def _convert(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
         target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
-        output_type=args.output_type)
+        output_type=args.output_type, patch_form=args.patch_form)
     with warnings.catch_warnings():   # restores warnings.showwarning on exit
         warnings.showwarning = _print_warning
         result = run_pipeline(options=options)

@@ -41,6 +41,7 @@ from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResul
 from tflite_quantmcu.report import conversion_report
 from tflite_quantmcu.report_figures import report_figures
 from tflite_quantmcu.report_text import conversion_markdown
+from tflite_quantmcu.reference.executor import run_graph
 from tflite_quantmcu.runtimes.litert import run_litert
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
 from tflite_quantmcu.runtimes.tflm import measure_arena
@@ -78,6 +79,7 @@ class ConvertOptions:
     output_type: str = "keep"
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
     input_normalization: InputNormalization | None = None  # --input-mean/--input-std
+    patch_form: str = "builtin"
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
 
     def __post_init__(self) -> None:
@@ -166,6 +168,18 @@ def set_io_types(conv: Conversion) -> None:
     conv.original_bytes = write_model_bytes(graph=conv.graph)
 
 
+def _patch_form(opts: ConvertOptions) -> str:
+    """The form the planner may use: QuantMCU's sub-byte branches need the builtin form
+    (they are not yet run inside QMCU_PATCH_STAGE)."""
+    if opts.policy != "quantmcu" or opts.patch_form == "builtin":
+        return opts.patch_form
+    if opts.patch_form == "stage-op":
+        raise ConfigError("--patch-form stage-op runs int8 only: sub-byte branches inside "
+                          "QMCU_PATCH_STAGE are not supported yet; use --policy patch-int8 "
+                          "or --patch-form builtin")
+    return "builtin"
+
+
 def plan_patch_stage(conv: Conversion) -> None:
     opts = conv.options
     start = time.perf_counter()
@@ -173,7 +187,7 @@ def plan_patch_stage(conv: Conversion) -> None:
         conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
             sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
             split=opts.split_after, grid=opts.patch_grid, max_file_growth=opts.max_file_growth,
-            target=opts.target, objective=opts.objective))
+            target=opts.target, objective=opts.objective, form=_patch_form(opts)))
     except PatchBudgetError as err:
         hint = dominant_input_hint(graph=conv.graph, peak_tensors=err.peak_tensors)
         if not hint:
@@ -230,22 +244,28 @@ def evaluate_accuracy(conv: Conversion) -> None:
 
 
 def verify_equivalence(conv: Conversion) -> None:
-    """The input must run in LiteRT, and the rewrite must not change numerics (LiteRT
-    reference kernels, random inputs)."""
+    """The input must run in LiteRT, and the rewrite must not change numerics: LiteRT
+    reference kernels (the reference executor for the stage-op form), random inputs."""
     if not conv.options.verify:
         return
     inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
     before = _litert_outputs(model_bytes=conv.original_bytes, inputs=inputs, what="input model")
     if conv.patched is conv.graph:
         return
-    rewritten = write_model_bytes(graph=conv.patched)
-    after = _litert_outputs(model_bytes=rewritten, inputs=inputs, what="rewritten model")
+    if conv.patch_plan.form == "stage-op":   # a custom op: the reference executor is the oracle
+        runtime = "the reference executor"
+        before = run_graph(graph=conv.graph, inputs=inputs)
+        after = run_graph(graph=conv.patched, inputs=inputs)
+    else:
+        runtime = "LiteRT"
+        after = _litert_outputs(model_bytes=write_model_bytes(graph=conv.patched),
+                                inputs=inputs, what="rewritten model")
     for j, (a, b) in enumerate(zip(before, after)):
         if not np.array_equal(a, b):
             raise UnsupportedModelError(
                 f"internal check failed: output {j} of the rewritten model differs from the "
-                f"original in LiteRT (max {np.abs(a.astype(int) - b.astype(int)).max()} steps); "
-                f"nothing was written")
+                f"original in {runtime} (max {np.abs(a.astype(int) - b.astype(int)).max()} "
+                f"steps); nothing was written")
 
 
 def _litert_outputs(*, model_bytes: bytes, inputs: list, what: str) -> list:
@@ -289,6 +309,11 @@ def measure_in_tflm(conv: Conversion) -> None:
         write_model_bytes(graph=conv.patched, inline_buffers=True)
     for name, data, graph in (("layer_based", conv.input_bytes, conv.input_graph),
                               ("patch_based", patched, conv.patched)):
+        if name == "patch_based" and conv.patch_plan.form == "stage-op":
+            conv.tflm_arenas[name] = None
+            conv.notes.append("TFLM arena of the stage-op model not measured: the wheel has "
+                              "no QMCU_PATCH_STAGE kernel")
+            continue
         try:
             tflm = measure_arena(model_bytes=data)
         except UnsupportedModelError as err:
@@ -341,7 +366,7 @@ PIPELINE: tuple[Step, ...] = (
     set_io_types,          # --input-type/--output-type: drop or retype the float I/O ops
     plan_patch_stage,      # split point and grid under the arena budget (or keep layers)
     rewrite_patch_stage,   # run the memory-heavy stage patch by patch, sharing the weights
-    verify_equivalence,    # a rewrite must not change numerics: compare outputs in LiteRT
+    verify_equivalence,    # a rewrite must not change numerics: LiteRT (stage-op: reference)
     choose_bitwidths,      # QuantMCU: calibration -> VDPC -> VDQS per branch (or --plan replay)
     apply_bitwidths,       # packed 4/2-bit feature maps and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
