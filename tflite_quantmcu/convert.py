@@ -30,12 +30,14 @@ from tflite_quantmcu.quant.calibration_data import calibration_batches
 from tflite_quantmcu.quant.evaluate import top1_accuracy
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResult, search_quantmcu
+from tflite_quantmcu.quant.rl_policy import RlOptions
+from tflite_quantmcu.quant.seed_policies import LAYER_POLICIES, layer_based_plan, search_seed_policy
 from tflite_quantmcu.report import conversion_report
 from tflite_quantmcu.runtimes.litert import run_litert
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
 from tflite_quantmcu.runtimes.tflm import measure_arena
 
-POLICIES = ("quantmcu", "patch-int8")
+POLICIES = ("quantmcu", "patch-int8") + LAYER_POLICIES
 VERIFY_SAMPLES = 2
 TFLM_WHEEL_TARGET = "host64"  # the tflite-micro wheel that `measure_in_tflm` runs
 
@@ -65,6 +67,7 @@ class ConvertOptions:
     max_file_growth: float | None = 0.05
     input_type: str = "keep"
     output_type: str = "keep"
+    rl: RlOptions = RlOptions()
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Conversion:
     patched_analysis: ModelAnalysis | None = None
     bitwidth_plan: BitwidthPlan | None = None
     search: QuantMCUResult | None = None
+    seed_search: object | None = None
     converted: Graph | None = None
     final: ModelAnalysis | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
@@ -122,6 +126,9 @@ def set_io_types(conv: Conversion) -> None:
 def plan_patch_stage(conv: Conversion) -> None:
     opts = conv.options
     start = time.perf_counter()
+    if opts.policy in LAYER_POLICIES:
+        conv.patch_plan = layer_based_plan(graph=conv.graph, options=opts)
+        return
     try:
         conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
             sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
@@ -146,9 +153,14 @@ def rewrite_patch_stage(conv: Conversion) -> None:
 
 
 def choose_bitwidths(conv: Conversion) -> None:
-    """quantmcu: replay --plan, or calibrate and search (VDPC + VDQS); else all 8-bit."""
+    """quantmcu: replay --plan, or calibrate and search (VDPC + VDQS); rusci / rl: their
+    search on the layer-based graph; else all 8-bit."""
     opts = conv.options
-    if opts.policy != "quantmcu":
+    if opts.policy in LAYER_POLICIES and opts.plan_path is None:
+        conv.seed_search = search_seed_policy(graph=conv.patched, options=opts)
+        conv.bitwidth_plan = conv.seed_search.plan
+        return
+    if opts.policy not in ("quantmcu",) + LAYER_POLICIES:
         return
     if opts.plan_path is not None:
         conv.bitwidth_plan = BitwidthPlan.from_json(_read_text(opts.plan_path, "--plan"))
@@ -261,8 +273,8 @@ PIPELINE: tuple[Step, ...] = (
     plan_patch_stage,      # split point and grid under the arena budget (or keep layers)
     rewrite_patch_stage,   # run the memory-heavy stage patch by patch, sharing the weights
     verify_equivalence,    # a rewrite must not change numerics: compare outputs in LiteRT
-    choose_bitwidths,      # QuantMCU: calibration -> VDPC -> VDQS per branch (or --plan replay)
-    apply_bitwidths,       # packed 4/2-bit feature maps and the QMCU_* ops that use them
+    choose_bitwidths,      # QuantMCU: VDPC -> VDQS; rusci: rules M2/M1; rl: agent (or --plan)
+    apply_bitwidths,       # packed 4/2-bit maps and filters and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
     check_budgets,         # final whole-arena and flash figures against the user's budgets
     serialize_outputs,     # model bytes and op resolver header, in memory

@@ -11,9 +11,8 @@ real budgets.
    would need are not used by Rusci's rule (a flat one is passed).
 2. **Weights** (rule [M1], ``rusci.cut_weights``), only with ``--flash``: weights =
    the cuttable filters (``weight_cuts``) in op order; ``flash_other_bytes`` = the file
-   size of the activation-cut graph with every cuttable filter at 4 bits (so every
-   conv that may be cut is in QMCU form with its requant constant) minus those
-   filters' bytes, first of the activation-cut graph (every filter at 8 bits); after
+   size minus the filters' bytes, first of the activation-cut graph (every filter at
+   8 bits); after
    each run of the rule the written file is measured and ``flash_other_bytes`` re-read
    from it (cut convs become QMCU ops and bring their requant constants), at least
    raised by the excess, until the file fits (at most ``MAX_ROUNDS``).
