@@ -449,7 +449,7 @@ class _Converter:
                                            * self.quant[source.key][0], (len(cut.scales),))))
         scales = tuple(float(np.float32(s_in * float(np.float32(s))))
                        for s in self.filter_scales(op.inputs[1]))
-        quant = Quantization(scale=scales, zero_point=(0,) * len(scales),
+        quant = Quantization(scale=scales, zero_point=(0,) * len(scales) if cut is None else (),
                              quantized_dimension=0)
         suffix = "" if cut is None else f"w{cut.bits}"
         return self._constant(name=f"{bias.name}/in{self.width(source.key)}bit{suffix}",

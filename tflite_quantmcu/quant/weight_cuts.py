@@ -107,7 +107,7 @@ def packed_filter(*, tensor: Tensor, cut: WeightCut, axis: int, details) -> Tens
     """The packed INT8 filter tensor (docs §1.2) of ``cut``; ``details`` is the
     CustomQuantization object recording {bits, logical_shape}."""
     packed = pack_bits(values=cut.values, bits=cut.bits).view(np.int8)
-    quantization = Quantization(scale=cut.scales, zero_point=(0,) * len(cut.scales),
+    quantization = Quantization(scale=cut.scales, zero_point=(),
                                 quantized_dimension=axis,
                                 details_type=schema.fb.QuantizationDetails.CustomQuantization,
                                 details=details)
