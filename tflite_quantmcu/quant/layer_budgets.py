@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tflite_quantmcu.analysis.costs import op_bitops
+from tflite_quantmcu.analysis.memory import plan_memory
 from tflite_quantmcu.analysis.model_analysis import arena_bytes
+from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.schema import TensorType
 from tflite_quantmcu.ir.writer import write_model_bytes
@@ -60,12 +62,14 @@ def layer_problem(*, graph: Graph) -> LayerProblem:
 
 @dataclass(frozen=True)
 class Figures:
-    """Real figures of the graph a plan produces."""
+    """Real figures of the graph a plan produces; ``peak_keys``: the buffers live at the
+    arena head's peak op."""
 
     arena_total: int
     arena_head: int
     flash_bytes: int
     bitops: int
+    peak_keys: tuple[str, ...] = ()
 
 
 def measure(*, graph: Graph, bits: Mapping[str, int], target: str) -> tuple[Graph, Figures]:
@@ -73,12 +77,15 @@ def measure(*, graph: Graph, bits: Mapping[str, int], target: str) -> tuple[Grap
     plan = BitwidthPlan(policy="measure", options={},
                         bits={k: int(v) for k, v in bits.items() if v != 8})
     converted = apply_bitwidth_plan(graph=graph, plan=plan)
-    arena = arena_bytes(graph=converted, target=target)
+    memory = plan_memory(graph=converted, scratch=scratch_requests)
+    arena = arena_bytes(graph=converted, target=target, memory=memory)
     sub = converted.main
     return converted, Figures(arena_total=arena.total, arena_head=arena.head,
                               flash_bytes=len(write_model_bytes(graph=converted)),
                               bitops=sum(op_bitops(subgraph=sub, op=op)
-                                         for op in sub.operators))
+                                         for op in sub.operators),
+                              peak_keys=tuple(b.key for b in memory.live_during_op(
+                                  memory.peak_op())))
 
 
 def fits(*, figures: Figures, sram_budget: int, flash_budget: int | None) -> bool:
