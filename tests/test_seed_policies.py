@@ -194,3 +194,43 @@ def test_rl_enforces_budgets_and_is_deterministic(graph):
     with pytest.raises(BudgetError, match="best reached"):
         enforce(graph=graph, choices=choices, bits=eight, sram_budget=1000,
                 flash_budget=None, target="cortex-m")
+
+
+def _cli(*args) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "tflite_quantmcu.cli", "convert",
+                           *map(str, args), "--no-tflm"], capture_output=True, text=True,
+                          check=False)
+
+
+@pytest.mark.parametrize("policy", ["rusci", "rl"])
+def test_cli_policies_fit_replay_and_fail_typed(graph, tmp_path, policy):
+    import json
+    model = tmp_path / "tiny.tflite"
+    model.write_bytes(write_model_bytes(graph=graph))
+    calib = tmp_path / "calib.npz"
+    x = np.random.default_rng(4).integers(-128, 128, size=(24,) + SHAPE).astype(np.int8)
+    np.savez(calib, x=x)
+    sram, flash = _budgets(graph)
+    outs = []
+    for run in range(2):
+        out = tmp_path / f"out{run}"
+        proc = _cli(model, "--out", out, "--sram", sram, "--flash", flash, "--policy", policy,
+                    "--calibration", calib, "--rl-episodes", 3)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out)
+    report = json.loads((outs[0] / "report.json").read_text())
+    assert report["fits"] is True and report["arena_bytes"]["final"]["total"] <= sram
+    assert report["flash_bytes"]["final"] <= flash
+    assert report["seed_search"]["policy"] == policy
+    assert (outs[0] / "tiny.quantmcu.tflite").read_bytes() == \
+        (outs[1] / "tiny.quantmcu.tflite").read_bytes(), "same seed, same model"
+    plan = json.loads((outs[0] / "tiny.bitwidth_plan.json").read_text())
+    assert any(v < 8 for k, v in plan["bits"].items() if k.endswith("/w"))
+    bad = tmp_path / "bad"
+    proc = _cli(model, "--out", bad, "--sram", sram, "--flash", flash // 4, "--policy", policy,
+                "--calibration", calib, "--rl-episodes", 2)
+    assert proc.returncode == 2 and "best reached" in proc.stderr and "Traceback" not in \
+        proc.stderr
+    assert not bad.exists()

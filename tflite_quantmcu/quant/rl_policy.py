@@ -117,9 +117,9 @@ def enforce(*, graph: Graph, choices: tuple[Decision, ...], bits: Mapping[str, i
         if not lowered:
             break
     if not fits(figures=figures, sram_budget=sram_budget, flash_budget=flash_budget):
+        reached = describe(figures=figures, sram_budget=sram_budget, flash_budget=flash_budget)
         raise BudgetError(f"--policy rl: the budgets cannot be met with every width at its "
-                          f"narrowest; best reached: "
-                          f"{describe(figures=figures, sram_budget=sram_budget, flash_budget=flash_budget)}")
+                          f"narrowest; best reached: {reached}")
     return bits, figures
 
 

@@ -76,7 +76,11 @@ def _activation_bits(*, graph: Graph, problem: LayerProblem, sram_budget: int, t
             record = cut_activations(branch=_branch(problem=problem, graph=graph, limit=limit),
                                      options=options)
         except BudgetError as err:
-            reached = "" if best is None else f"; best reached: {describe(figures=best, sram_budget=sram_budget, flash_budget=None)}"
+            if best is None:
+                _, best = measure(graph=graph, bits={k: min(problem.act_widths[k])
+                                                     for k in problem.act_keys}, target=target)
+            reached = "; best reached: " + describe(figures=best, sram_budget=sram_budget,
+                                                    flash_budget=None)
             raise BudgetError(f"--policy rusci: SRAM budget {sram_budget} B cannot be met: "
                               f"{err}{reached}") from err
         bits = dict(zip(record.keys, record.final_bits))
@@ -104,7 +108,10 @@ def _weight_bits(*, graph: Graph, problem: LayerProblem, act_bits: dict, flash_b
             record = cut_weights(weights=specs, flash_limit=max(limit, 1),
                                  flash_other_bytes=max(other, 0), options=options)
         except BudgetError as err:
-            reached = "" if best is None else f"; best reached: flash {best.flash_bytes} B"
+            if best is None:
+                _, best = measure(graph=graph, bits={**act_bits, **{
+                    s.key: min(s.candidates) for s in specs}}, target=target)
+            reached = f"; best reached: flash {best.flash_bytes} B"
             raise BudgetError(f"--policy rusci: flash budget {flash_budget} B cannot be met: "
                               f"{err}{reached}") from err
         bits = dict(zip(record.keys, record.final_bits))
