@@ -7,13 +7,17 @@ filters), and a second run of the RL search (determinism).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from test_cmixnn_host import _run_conv, kernels  # noqa: F401  (kernels is a fixture)
+from testdata import fashion_mnist
 from testdata.synthetic_models import Conv, DepthwiseConv, Mean, ModelSpec, build_int8_graph
 from tflite_quantmcu.errors import BudgetError
-from tflite_quantmcu.ir.reader import read_model_bytes
+from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
+from tflite_quantmcu.quant.calibration_data import calibration_batches
 from tflite_quantmcu.ir.writer import write_model_bytes
 from tflite_quantmcu.qmcu_options import decode_options
 from tflite_quantmcu.quant.layer_budgets import layer_problem, measure
@@ -28,6 +32,9 @@ SPEC = ModelSpec(input_shape=(12, 12, 16), seed=3, layers=(
     Conv(filters=48, kernel=(3, 3)), DepthwiseConv(kernel=(3, 3)), Conv(filters=96, kernel=(1, 1)),
     Conv(filters=64, kernel=(1, 1), stride=(2, 2)), Mean()))
 SHAPE = (12, 12, 16)
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite"
+TEST300 = ROOT / "testdata" / "fashion_mnist_test300.npz"
 
 
 @pytest.fixture(scope="module")
@@ -144,31 +151,54 @@ def test_rusci_rule_steps_and_budgets(graph):
                      target="cortex-m")
 
 
-def test_rusci_cut_convs_equal_c_kernels(graph, kernels):  # noqa: F811
-    sram, flash = _budgets(graph)
-    result = search_rusci(graph=graph, sram_budget=sram, flash_budget=flash, target="cortex-m")
-    converted, _ = measure(graph=graph, bits=result.plan.bits, target="cortex-m")
+def _convs_equal_c_kernels(*, converted, x, kernels) -> int:  # noqa: F811
+    """Every QMCU conv/depthwise op of ``converted`` run by the C library on the inputs the
+    reference executor gave it must reproduce the executor's output bytes; returns how
+    many of them have a cut filter."""
     sub = converted.main
-    x = np.random.default_rng(1).integers(-128, 128, size=(1,) + SHAPE).astype(np.int8)
     seen = {}
     run_graph(graph=converted, inputs=[x], observer=lambda i, op, out: seen.update(out))
-    values = {**{k: v for k, v in zip(sub.inputs, [x])}, **seen}
+    values = {**dict(zip(sub.inputs, [x])), **seen}
     checked = 0
     for op in sub.operators:
         if op.type not in ("QMCU_CONV_2D", "QMCU_DEPTHWISE_CONV_2D"):
             continue
         options = decode_options(op=op.type, data=op.custom_options)
-        bias = sub.tensors[op.inputs[2]].array()
         case = gold.ConvCase(options=options, input=values[op.inputs[0]],
                              filter=np.frombuffer(sub.tensors[op.inputs[1]].buffer.data,
                                                   dtype=np.int8),
-                             bias=bias, requant=sub.tensors[op.inputs[3]].array(),
+                             bias=sub.tensors[op.inputs[2]].array(),
+                             requant=sub.tensors[op.inputs[3]].array(),
                              expected=values[op.outputs[0]])
         fn = "qmcu_depthwise_conv_2d" if case.depthwise else "qmcu_conv_2d"
         got = _run_conv(k=kernels, case=case, fn=fn, scratch_fn=f"{fn}_scratch_size")
         assert got == np.ascontiguousarray(case.expected).tobytes(), op.outputs[0]
         checked += options.w_bits < 8
-    assert checked >= 1, "no QMCU op with a cut filter was compared"
+    return checked
+
+
+def test_rusci_cut_convs_equal_c_kernels(graph, kernels):  # noqa: F811
+    sram, flash = _budgets(graph)
+    result = search_rusci(graph=graph, sram_budget=sram, flash_budget=flash, target="cortex-m")
+    converted, _ = measure(graph=graph, bits=result.plan.bits, target="cortex-m")
+    x = np.random.default_rng(1).integers(-128, 128, size=(1,) + SHAPE).astype(np.int8)
+    assert _convs_equal_c_kernels(converted=converted, x=x, kernels=kernels) >= 1
+
+
+def test_bundled_model_rusci_at_60_percent_flash(kernels):  # noqa: F811
+    """The bundled model at 256 KB and 60 % flash (bench/policies.py): fits, and its QMCU
+    convs (cut filters included) equal the C kernels on a real test image."""
+    model = read_model_file(path=BUNDLED)
+    problem = layer_problem(graph=model)
+    _, int8 = measure(graph=model, bits={}, target="cortex-m")
+    filters = sum(model.main.tensors[k].num_elements for k in problem.weight_keys)
+    sram, flash = 256 * 1024, int8.flash_bytes - int(0.4 * filters)
+    result = search_rusci(graph=model, sram_budget=sram, flash_budget=flash, target="cortex-m")
+    assert result.figures.arena_total <= sram and result.figures.flash_bytes <= flash
+    converted, _ = measure(graph=model, bits=result.plan.bits, target="cortex-m")
+    images = fashion_mnist.to_model_input(images=np.load(TEST300)["x"][:1])
+    x = next(iter(calibration_batches(source=images, graph=model, progress=False)))
+    assert _convs_equal_c_kernels(converted=converted, x=x, kernels=kernels) >= 5
 
 
 def test_rl_enforces_budgets_and_is_deterministic(graph):
