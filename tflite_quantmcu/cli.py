@@ -27,6 +27,7 @@ from tflite_quantmcu.pipeline import POLICIES, Conversion, ConvertOptions, run_p
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.quant.calibration_data import parse_normalization
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
+from tflite_quantmcu.quant.rl_policy import RlOptions
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.bridge_export import export_bridge
@@ -117,7 +118,10 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--flash", help="flash budget, e.g. 1MB")
     convert.add_argument("--policy", default="quantmcu", choices=POLICIES,
                          help="quantmcu (default): patches + VDPC/VDQS sub-byte feature maps; "
-                              "patch-int8: patches only")
+                              "patch-int8: patches only; rusci: Rusci et al.'s memory-driven "
+                              "rules (activations for --sram, weights for --flash), "
+                              "layer-based; rl: a policy-gradient agent picks 8/4/2-bit "
+                              "weights and activations per layer under --sram/--flash")
     convert.add_argument("--calibration", metavar="FILE",
                          help="calibration data: .npy, .npz (x[, y]) or a directory of images")
     convert.add_argument("--calibration-limit", type=int, metavar="N",
@@ -139,6 +143,9 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--no-search-tail", action="store_true",
                          help="search only the patch branches; layers after the patch stage "
                               "stay 8-bit")
+    convert.add_argument("--rl-episodes", type=int, default=30, metavar="N",
+                         help="--policy rl: episodes of the search (30)")
+    convert.add_argument("--rl-seed", type=int, default=0, help="--policy rl: seed (0)")
     convert.add_argument("--patch-grid", metavar="RxC", help="force the patch grid, e.g. 4x4")
     convert.add_argument("--split-after", metavar="OP",
                          help="force the last op of the patch stage: its index or output tensor name")
@@ -263,7 +270,8 @@ def _convert(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
         target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
-        output_type=args.output_type, patch_form=args.patch_form)
+        output_type=args.output_type, patch_form=args.patch_form,
+        rl=RlOptions(episodes=args.rl_episodes, seed=args.rl_seed))
     with warnings.catch_warnings():   # restores warnings.showwarning on exit
         warnings.showwarning = _print_warning
         result = run_pipeline(options=options)
@@ -320,6 +328,8 @@ def format_conversion(*, conv: Conversion) -> str:
         classes = conv.search.to_dict()["class_counts"]
         lines.append(f"VDPC: {classes['outlier']} outlier / {classes['non_outlier']} non-outlier "
                      f"branches; search {conv.search.search_time_s:.2f} s")
+    if conv.seed_search is not None:
+        lines.append(f"{conv.options.policy} search: {conv.seed_search.search_time_s:.2f} s")
     if conv.accuracy:
         lines.append(f"top-1: int8 {conv.accuracy['int8'] * 100:.2f} %, final "
                      f"{conv.accuracy['final'] * 100:.2f} %")

@@ -38,6 +38,8 @@ from tflite_quantmcu.quant.calibration_data import InputNormalization, calibrati
 from tflite_quantmcu.quant.evaluate import top1_accuracy
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResult, search_quantmcu
+from tflite_quantmcu.quant.rl_policy import RlOptions
+from tflite_quantmcu.quant.seed_policies import LAYER_POLICIES, layer_based_plan, search_seed_policy
 from tflite_quantmcu.report import conversion_report
 from tflite_quantmcu.report_figures import report_figures
 from tflite_quantmcu.report_text import conversion_markdown
@@ -46,7 +48,7 @@ from tflite_quantmcu.runtimes.litert import run_litert
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
 from tflite_quantmcu.runtimes.tflm import measure_arena
 
-POLICIES = ("quantmcu", "patch-int8")
+POLICIES = ("quantmcu", "patch-int8") + LAYER_POLICIES
 VERIFY_SAMPLES = 2
 MAX_TEXT_BYTES = 16 << 20   # --plan files (docs/limits.md)
 TFLM_WHEEL_TARGET = "host64"  # the tflite-micro wheel that `measure_in_tflm` runs
@@ -80,6 +82,7 @@ class ConvertOptions:
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
     input_normalization: InputNormalization | None = None  # --input-mean/--input-std
     patch_form: str = "builtin"
+    rl: RlOptions = RlOptions()
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
 
     def __post_init__(self) -> None:
@@ -106,6 +109,7 @@ class Conversion:
     patched_analysis: ModelAnalysis | None = None
     bitwidth_plan: BitwidthPlan | None = None
     search: QuantMCUResult | None = None
+    seed_search: object | None = None
     converted: Graph | None = None
     final: ModelAnalysis | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
@@ -183,6 +187,9 @@ def _patch_form(opts: ConvertOptions) -> str:
 def plan_patch_stage(conv: Conversion) -> None:
     opts = conv.options
     start = time.perf_counter()
+    if opts.policy in LAYER_POLICIES:
+        conv.patch_plan = layer_based_plan(graph=conv.graph, options=opts)
+        return
     try:
         conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
             sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
@@ -207,9 +214,14 @@ def rewrite_patch_stage(conv: Conversion) -> None:
 
 
 def choose_bitwidths(conv: Conversion) -> None:
-    """quantmcu: replay --plan, or calibrate and search (VDPC + VDQS); else all 8-bit."""
+    """quantmcu: replay --plan, or calibrate and search (VDPC + VDQS); rusci / rl: their
+    search on the layer-based graph; else all 8-bit."""
     opts = conv.options
-    if opts.policy != "quantmcu":
+    if opts.policy in LAYER_POLICIES and opts.plan_path is None:
+        conv.seed_search = search_seed_policy(graph=conv.patched, options=opts)
+        conv.bitwidth_plan = conv.seed_search.plan
+        return
+    if opts.policy not in ("quantmcu",) + LAYER_POLICIES:
         return
     if opts.plan_path is not None:
         conv.bitwidth_plan = BitwidthPlan.from_json(_read_text(opts.plan_path, "--plan"))
@@ -367,8 +379,8 @@ PIPELINE: tuple[Step, ...] = (
     plan_patch_stage,      # split point and grid under the arena budget (or keep layers)
     rewrite_patch_stage,   # run the memory-heavy stage patch by patch, sharing the weights
     verify_equivalence,    # a rewrite must not change numerics: LiteRT (stage-op: reference)
-    choose_bitwidths,      # QuantMCU: calibration -> VDPC -> VDQS per branch (or --plan replay)
-    apply_bitwidths,       # packed 4/2-bit feature maps and the QMCU_* ops that use them
+    choose_bitwidths,      # QuantMCU: VDPC -> VDQS; rusci: rules M2/M1; rl: agent (or --plan)
+    apply_bitwidths,       # packed 4/2-bit maps and filters and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
     check_budgets,         # final whole-arena and flash figures against the user's budgets
     serialize_outputs,     # model bytes and op resolver header, in memory

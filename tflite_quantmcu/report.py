@@ -61,6 +61,9 @@ def conversion_report(*, conv: Conversion) -> dict:
         report["calibration_samples"] = search["num_samples"]
         report["statistics_time_s"] = round(search["statistics_time_s"], 3)
         report["search_time_s"] = round(search["search_time_s"], 3)
+    if getattr(conv, "seed_search", None) is not None:
+        report["seed_search"] = conv.seed_search.to_dict()
+        report["search_time_s"] = round(conv.seed_search.search_time_s, 3)
     if conv.accuracy:
         report["accuracy"] = dict(conv.accuracy)
     if opts.input_normalization is not None:   # --input-mean/--input-std

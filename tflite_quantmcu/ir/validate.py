@@ -198,15 +198,19 @@ class _SubgraphCheck:
         if quant is None or not (quant.scale or quant.zero_point):
             return
         scale, zero = quant.scale, quant.zero_point
-        if len(scale) != len(zero):
+        # No zero points at all is legal (all zero): QMCU sub-byte filters carry scales only
+        # (docs/qmcu_ops.md section 1.2).
+        if zero and len(scale) != len(zero):
             raise InvalidModelError(f"{where}: {len(scale)} scale values and {len(zero)} zero "
-                                    f"points; expected the same number")
+                                    f"points; expected the same number (or no zero points)")
         if len(scale) > 1:
             dim = quant.quantized_dimension
             if not 0 <= dim < len(tensor.shape):
                 raise InvalidModelError(f"{where}: quantized dimension {dim} of a rank-"
                                         f"{len(tensor.shape)} tensor")
-            if len(scale) != tensor.shape[dim]:
+            # A packed sub-byte tensor (QMCU custom quantization details) holds several
+            # channels per byte: its scales follow the logical shape in the details.
+            if len(scale) != tensor.shape[dim] and quant.details is None:
                 raise InvalidModelError(
                     f"{where}: {len(scale)} scales for dimension {dim} of size "
                     f"{tensor.shape[dim]}; expected 1 or {tensor.shape[dim]}")
