@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from fixture_models import fixture_path, random_inputs
 from test_patches_property import _build, _valid_splits, model_specs
 from tflite_quantmcu.analysis.memory import plan_memory
-from tflite_quantmcu.analysis.model_analysis import arena_bytes
+from tflite_quantmcu.analysis.model_analysis import analyze_model, arena_bytes
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.analysis.tflm_tail import TARGETS, arena_tail
 from tflite_quantmcu.errors import ConfigError, UnsupportedOpError
@@ -78,6 +78,9 @@ def test_fixture_stage_op_plan_is_bit_exact(name):
     assert [op.opcode.custom for op in patched.main.operators[:1]] == [STAGE_OP]
     _assert_same_outputs(graph, patched)
     assert arena_bytes(graph=patched).total == plan.patch_based_total
+    # The stage op's MACs (from its options) are the planner's: layers plus halo recompute.
+    assert analyze_model(graph=patched).macs == plan.macs_patch == \
+        analyze_model(graph=graph).macs + plan.redundant_macs
 
 
 @pytest.mark.parametrize("grid", [(3, 3), (4, 1), (1, 4), (2, 5)])
