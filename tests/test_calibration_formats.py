@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 import pytest
 
+from cli_output import message_lines
+
 from test_calibration_data import _png_bytes, hand_quantized
 from testdata.synthetic_models import Conv, Mean, ModelSpec, build_int8_graph
 from tflite_quantmcu.errors import CalibrationDataError, CalibrationDataWarning, ConfigError
@@ -247,5 +249,6 @@ def test_cli_bad_normalisation_exits_2_with_one_line(tmp_path, rgb, extra, words
                    "--calibration", tmp_path / "c.npy", "--eval-data", tmp_path / "c.npy",
                    "--no-tflm", *extra)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith("error: ") and words in proc.stderr
+    lines = message_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
     assert not (tmp_path / "out").exists()
