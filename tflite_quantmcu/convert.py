@@ -27,7 +27,8 @@ from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPl
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
-from tflite_quantmcu.quant.accuracy_guard import GuardOptions, guard_plan, heldout_from_batches
+from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
+                                                  selection_costs)
 from tflite_quantmcu.quant.calibration_data import Batch, data_batches
 from tflite_quantmcu.quant.calibration_split import split_holdout
 from tflite_quantmcu.quant.evaluate import top1_counts
@@ -172,10 +173,11 @@ def choose_bitwidths(conv: Conversion) -> None:
                                      calibration=[b.x for b in conv.heldout]) \
         if conv.heldout else None
     collected = time.perf_counter() - start
+    heldout_x = np.concatenate([b.x for b in conv.heldout]) if conv.heldout else None
     search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                              patched_graph=conv.patched, calibration=None,
                              sram_budget=opts.sram_budget, options=opts.quantmcu,
-                             statistics=statistics, check_statistics=check)
+                             statistics=statistics, check_statistics=check, heldout_x=heldout_x)
     conv.search = dataclasses.replace(search, statistics_time_s=collected)
     conv.bitwidth_plan = conv.search.plan
 
@@ -194,7 +196,9 @@ def guard_accuracy(conv: Conversion) -> None:
     guarded = guard_plan(graph=conv.graph, patch_plan=conv.patch_plan,
                          patched_graph=conv.patched, plan=conv.bitwidth_plan,
                          heldout=heldout_from_batches(batches=conv.heldout),
-                         options=GuardOptions(max_drop_pts=bound))
+                         options=GuardOptions(max_drop_pts=bound),
+                         known_costs=selection_costs(plan=conv.bitwidth_plan,
+                                                     selection=conv.search.selection))
     conv.bitwidth_plan = guarded.plan
     conv.search = dataclasses.replace(conv.search, plan=guarded.plan,
                                       search_time_s=conv.search.search_time_s
