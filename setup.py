@@ -33,8 +33,10 @@ setup(
     ],
     extras_require={
         "tf": ["tensorflow-cpu==2.21.0"],
-        "test": ["pytest", "hypothesis"],
-        "bench": ["matplotlib"],
+        "test": ["pytest", "hypothesis", "mlxtend", "pillow"],
+        "bench": ["matplotlib", "mlxtend"],
+        # JPEG calibration folders (PNG needs nothing): docs/calibration_data.md
+        "images": ["pillow"],
     },
     entry_points={"console_scripts": ["tflite-quantmcu=tflite_quantmcu.cli:main"]},
 )

@@ -137,6 +137,7 @@ def _search(*, graph: Graph, base: _Baseline, options: PatchOptions) -> PatchPla
     layer, macs_layer = base.memory, base.macs
     original_size = len(write_model_bytes(graph=graph))
     stages, why_none = _candidate_stages(subgraph=subgraph, options=options)
+    stages = _stages_for_grid(subgraph=subgraph, stages=stages, options=options)
     tail = _live_bytes_from(layer=layer, num_ops=len(subgraph.operators))
     scored = [_score(subgraph=subgraph, layout=layout, tail=tail, macs_layer=macs_layer)
               for stage in stages for layout in _layouts(subgraph=subgraph, stage=stage,
@@ -174,6 +175,19 @@ def _candidate_stages(*, subgraph: Subgraph,
     reason = None if stages else (f"no op can end a patch stage; the supported prefix stops at "
                                   f"{stop}" if stop else "no op can end a patch stage")
     return stages, reason
+
+
+def _stages_for_grid(*, subgraph: Subgraph, stages: list[Stage],
+                     options: PatchOptions) -> list[Stage]:
+    """With a forced grid but a searched split, the stages whose output can take the grid
+    (late stages can be smaller than it); all of them when none can, so `_grids` says why."""
+    if options.grid is None or options.split is not None:
+        return stages
+    limit = MAX_CONCAT_INPUTS
+    fitting = [stage for stage in stages
+               if options.grid[0] <= min(subgraph.tensors[stage.output_key].shape[1], limit)
+               and options.grid[1] <= min(subgraph.tensors[stage.output_key].shape[2], limit)]
+    return fitting or stages
 
 
 def _resolve_split(*, subgraph: Subgraph, split: int | str) -> int:

@@ -194,7 +194,7 @@ def test_progress_bar_goes_to_stderr_and_can_be_disabled(graph, capsys):
     ([np.zeros((5, 3), np.float32)], ["(6, 5, 3)", "(5, 3)"]),
     ([np.full((1,) + SHAPE, np.nan, np.float32)], ["NaN"]),
     ([np.full((1,) + SHAPE, np.inf, np.float32)], ["NaN/inf"]),
-    ([np.zeros((1,) + SHAPE, np.uint8)], ["uint8", "int8"]),
+    ([np.zeros((1,) + SHAPE, np.int16)], ["int16", "uint8 pixels", "int8 codes"]),
     ([np.zeros((1,) + SHAPE, np.int32)], ["int32"]),
     ([(np.zeros((2,) + SHAPE, np.float32), np.zeros(3, np.int64))], ["2 labels", "(3,)"]),
     ([(np.zeros((2,) + SHAPE, np.float32), np.zeros(2, np.float32))], ["integers", "float32"]),

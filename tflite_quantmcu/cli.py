@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
@@ -14,6 +15,7 @@ from tflite_quantmcu.io_types import IO_TYPES
 from tflite_quantmcu.patches.planner import OBJECTIVES
 from tflite_quantmcu.convert import POLICIES, Conversion, ConvertOptions, convert
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
+from tflite_quantmcu.quant.calibration_data import parse_normalization
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
 from tflite_quantmcu.quant.ranges import RANGE_RULES
 from tflite_quantmcu.ir.reader import read_model_file
@@ -64,6 +66,12 @@ def _add_convert_parser(commands) -> None:
                          help="use only the first N calibration samples")
     convert.add_argument("--eval-data", metavar="FILE",
                          help=".npz with x and y: report top-1 of the int8 and the final model")
+    convert.add_argument("--input-mean", metavar="M[,M,...]",
+                         help="with --input-std: uint8 pixels (and float data) become "
+                              "(value - mean) / std before quantization; one value or one per "
+                              "channel (default for uint8 pixels: mean 0, std 255)")
+    convert.add_argument("--input-std", metavar="S[,S,...]",
+                         help="see --input-mean, e.g. --input-mean 127.5 --input-std 127.5")
     convert.add_argument("--plan", metavar="PLAN.json",
                          help="replay a saved bit-width plan instead of searching")
     convert.add_argument("--phi", type=float, default=0.96, help="VDPC central mass (0.96)")
@@ -118,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. too few calibration samples) as one `warning: ...` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _analyze(args: argparse.Namespace) -> int:
     graph = read_model_file(path=args.model)
     require_int8(graph=graph, source=args.model)
@@ -143,6 +156,7 @@ def _convert(args: argparse.Namespace) -> int:
         calibration=Path(args.calibration) if args.calibration else None,
         calibration_limit=args.calibration_limit,
         eval_data=Path(args.eval_data) if args.eval_data else None,
+        input_normalization=parse_normalization(mean=args.input_mean, std=args.input_std),
         plan_path=Path(args.plan) if args.plan else None,
         quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
                                  search_tail=not args.no_search_tail,
@@ -151,7 +165,9 @@ def _convert(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(), target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
         output_type=args.output_type)
-    result = convert(options=options)
+    with warnings.catch_warnings():   # restores warnings.showwarning on exit
+        warnings.showwarning = _print_warning
+        result = convert(options=options)
     print(format_conversion(conv=result))
     return 0
 

@@ -29,7 +29,7 @@ from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
                                                   selection_costs)
-from tflite_quantmcu.quant.calibration_data import Batch, data_batches
+from tflite_quantmcu.quant.calibration_data import Batch, InputNormalization, data_batches
 from tflite_quantmcu.quant.calibration_split import split_holdout
 from tflite_quantmcu.quant.evaluate import top1_counts
 from tflite_quantmcu.quant.plan import BitwidthPlan
@@ -71,6 +71,7 @@ class ConvertOptions:
     input_type: str = "keep"
     output_type: str = "keep"
     max_accuracy_drop: float | None = 1.0
+    input_normalization: InputNormalization | None = None  # --input-mean/--input-std
 
 
 @dataclass
@@ -166,7 +167,7 @@ def choose_bitwidths(conv: Conversion) -> None:
     start = time.perf_counter()
     fit, conv.heldout = split_holdout(batches=data_batches(
         source=str(opts.calibration), graph=conv.graph, limit=opts.calibration_limit,
-        progress=opts.progress))
+        progress=opts.progress, normalization=opts.input_normalization))
     statistics = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
                                           calibration=fit)
     check = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
@@ -223,9 +224,11 @@ def evaluate_accuracy(conv: Conversion) -> None:
             conv.accuracy_drop = {"data": guard["data"], "samples": guard["samples"],
                                   "metric": guard["metric"], "drop_pts": guard["drop_pts"]}
         return
-    progress = conv.options.progress
-    correct8, total = top1_counts(graph=conv.graph, data=str(data), progress=progress)
-    correct, _ = top1_counts(graph=conv.converted, data=str(data), progress=progress)
+    progress, norm = conv.options.progress, conv.options.input_normalization
+    correct8, total = top1_counts(graph=conv.graph, data=str(data), progress=progress,
+                                  normalization=norm)
+    correct, _ = top1_counts(graph=conv.converted, data=str(data), progress=progress,
+                             normalization=norm)
     conv.accuracy = {"int8": correct8 / total, "final": correct / total}
     conv.accuracy_drop = {"data": f"--eval-data {Path(data).name}", "samples": total,
                           "metric": "top-1 accuracy (labels)",

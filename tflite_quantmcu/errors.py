@@ -40,3 +40,10 @@ class CalibrationDataError(QuantMCUError):
 
 class OutputError(QuantMCUError):
     """An output path cannot be written."""
+
+
+class CalibrationDataWarning(UserWarning):
+    """Calibration data that works but gives poor statistics (e.g. too few samples).
+
+    Not an error: the CLI prints it as `warning: <message>` on stderr and goes on.
+    """

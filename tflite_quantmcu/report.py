@@ -62,6 +62,8 @@ def conversion_report(*, conv: Conversion) -> dict:
     if conv.bitwidth_plan is not None and conv.bitwidth_plan.ranges:
         report["subbyte_ranges"] = {k: r.to_dict()
                                     for k, r in sorted(conv.bitwidth_plan.ranges.items())}
+    if opts.input_normalization is not None:   # --input-mean/--input-std
+        report["input_normalization"] = opts.input_normalization.to_dict()
     return report
 
 

@@ -9,20 +9,35 @@ Accepted ``source`` forms (single-input models):
 * ``.npy`` file: an array ``[N, *input shape]`` (memory-mapped, read batch by batch);
 * ``.npz`` file: key ``x`` (samples) and optional ``y`` (integer labels), both read
   from the archive batch by batch, compressed or not;
-* a directory: its ``.npy`` files (one sample or a batch each) and 8-bit PNG images
-  (decoded by :mod:`png_reader`; pixels p become real values p / 255), in sorted file
-  name order, no labels. No image library is a dependency, so JPEG is not read:
-  convert such folders to ``.npy``/``.npz``;
+* a directory: its ``.npy`` files (one sample or a batch each), 8-bit PNG images
+  (decoded by :mod:`png_reader`, no dependency) and JPEG images (``.jpg``/``.jpeg``,
+  decoded by Pillow, an optional dependency: ``pip install tflite-quantmcu[images]``),
+  in sorted file name order, no labels. Images are not resized: each must already have
+  the model's input height, width and channels;
 * any Python iterable (a list, a generator, a ``tf.data.Dataset`` -- duck-typed, no
   TensorFlow import) yielding arrays or ``(x, y)`` pairs; each item is one sample or a
   batch (anything ``numpy.asarray`` accepts, e.g. eager tensors).
 
-Values: int8 arrays are taken as the model's input codes; float arrays as real
-values, quantized with the input tensor's scale and zero point exactly as TFLite's
-QUANTIZE op (``reference.model_inputs.quantize_input``).
+Values, by dtype:
+
+* int8 arrays are the model's input codes (and uint8 arrays too when the model input is
+  uint8 and no ``normalization`` is given);
+* uint8 arrays and image files are pixels p: the real input value is
+  ``(p - mean) / std`` with the given :class:`InputNormalization`, by default mean 0 and
+  std 255 (p / 255, values in [0, 1]);
+* float arrays are real values, used as they are, or ``(x - mean) / std`` when a
+  ``normalization`` is given.
+
+``mean`` and ``std`` are one value or one per channel (the input's last axis). Real values
+are quantized with the input tensor's scale and zero point exactly as TFLite's QUANTIZE op
+(``reference.model_inputs.quantize_input``). When the model input has one channel,
+samples without the channel axis (``[H, W]`` or ``[N, H, W]``) are given one.
+
 Any other dtype, a NaN/inf, a shape that is neither ``input shape`` nor
 ``[n, *input shape]``, labels that are not integers or do not match the samples, or no
-sample at all raise :class:`CalibrationDataError` saying what was expected and got.
+sample at all raise :class:`CalibrationDataError` saying what was expected and got
+(and the file, for data read from files). Fewer than ``MIN_CALIBRATION_SAMPLES``
+calibration samples only warn (:class:`CalibrationDataWarning`): the statistics are noisy.
 
 Memory does not grow with the number of samples: sources are read chunk by chunk
 and re-cut into batches of ``batch_size``. A progress bar (tqdm, a dependency of
@@ -30,8 +45,10 @@ ai-edge-litert) goes to stderr unless ``progress=False``.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from tflite_quantmcu.errors import CalibrationDataError, ConfigError
+from tflite_quantmcu.errors import CalibrationDataError, CalibrationDataWarning, ConfigError
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Graph, Tensor
 from tflite_quantmcu.quant.png_reader import read_png
@@ -47,7 +64,51 @@ from tflite_quantmcu.reference.model_inputs import quantize_input
 
 NPY_READ_ROWS = 256
 PIXEL_SCALE = 255.0
-SAMPLE_SUFFIXES = (".npy", ".png")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+SAMPLE_SUFFIXES = (".npy", ".png") + JPEG_SUFFIXES
+MIN_CALIBRATION_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """Real input value = (raw - mean) / std; one value, or one per channel (last axis)."""
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (PIXEL_SCALE,)
+
+    def __post_init__(self):
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if not values or not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"input {name}: expected one or more finite numbers, got "
+                                  f"{values}")
+        if not all(v > 0 for v in self.std):
+            raise ConfigError(f"input std: every value must be > 0, got {self.std}")
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+PIXEL_NORMALIZATION = InputNormalization()
+
+
+def parse_normalization(*, mean: str | None, std: str | None) -> InputNormalization | None:
+    """``--input-mean``/``--input-std`` text ("127.5" or "123.7,116.3,103.5"); both or none."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise ConfigError("--input-mean and --input-std go together: real value = "
+                          "(pixel - mean) / std; give both (e.g. --input-mean 127.5 "
+                          "--input-std 127.5)")
+    return InputNormalization(mean=_numbers(text=mean, option="--input-mean"),
+                              std=_numbers(text=std, option="--input-std"))
+
+
+def _numbers(*, text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError as err:
+        raise ConfigError(f"{option}: cannot read {text!r}; expected a number or one number "
+                          "per channel separated by commas, e.g. 123.7,116.3,103.5") from err
 
 
 @dataclass(frozen=True)
@@ -93,13 +154,15 @@ def model_input(*, graph: Graph) -> ModelInput:
 
 def data_batches(*, source, graph: Graph, batch_size: int = 64, require_labels: bool = False,
                  limit: int | None = None, progress: bool = True,
-                 description: str = "calibration") -> Iterator[Batch]:
+                 description: str = "calibration",
+                 normalization: InputNormalization | None = None) -> Iterator[Batch]:
     """Model-ready batches of ``source`` (module doc); at most ``limit`` samples."""
     if batch_size < 1 or (limit is not None and limit < 1):
         raise ConfigError(f"batch_size must be >= 1 and limit None or >= 1, got {batch_size}, "
                           f"{limit}")
     spec = model_input(graph=graph)
-    chunks = (_model_ready(spec=spec, x=x, y=y, where=where, require_labels=require_labels)
+    chunks = (_model_ready(spec=spec, x=x, y=y, where=where, require_labels=require_labels,
+                           normalization=normalization)
               for x, y, where in source_chunks(source=source))
     batches = _rebatch(chunks=chunks, batch_size=batch_size, limit=limit)
     yield from _with_progress(batches=batches, enabled=progress, description=description,
@@ -107,11 +170,20 @@ def data_batches(*, source, graph: Graph, batch_size: int = 64, require_labels: 
 
 
 def calibration_batches(*, source, graph: Graph, batch_size: int = 64,
-                        limit: int | None = None, progress: bool = True) -> Iterator[np.ndarray]:
-    """Only the inputs of :func:`data_batches` (labels, if any, are dropped)."""
+                        limit: int | None = None, progress: bool = True,
+                        normalization: InputNormalization | None = None
+                        ) -> Iterator[np.ndarray]:
+    """Only the inputs of :func:`data_batches` (labels, if any, are dropped); warns
+    (:class:`CalibrationDataWarning`) when fewer than ``MIN_CALIBRATION_SAMPLES`` came."""
+    count = 0
     for batch in data_batches(source=source, graph=graph, batch_size=batch_size, limit=limit,
-                              progress=progress):
+                              progress=progress, normalization=normalization):
+        count += batch.x.shape[0]
         yield batch.x
+    if count < MIN_CALIBRATION_SAMPLES:
+        warnings.warn(f"only {count} calibration sample(s); ranges and entropies from fewer "
+                      f"than {MIN_CALIBRATION_SAMPLES} are noisy (use a few hundred)",
+                      CalibrationDataWarning, stacklevel=2)
 
 
 # -- sources -> raw chunks ------------------------------------------------------------------
@@ -202,9 +274,31 @@ def _directory_chunks(*, path: str) -> Iterator[tuple[np.ndarray, None, str]]:
     for name in names:
         file = os.path.join(path, name)
         if name.lower().endswith(".png"):
-            yield read_png(path=file).astype(np.float32) / np.float32(PIXEL_SCALE), None, file
+            yield read_png(path=file), None, file
+        elif name.lower().endswith(JPEG_SUFFIXES):
+            yield read_jpeg(path=file), None, file
         else:
             yield from _npy_chunks(path=file)
+
+
+def read_jpeg(*, path: str) -> np.ndarray:
+    """A JPEG image as uint8 [H, W, 1] (greyscale) or [H, W, 3] (any colour mode), by Pillow."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:
+        raise CalibrationDataError(
+            f"{path}: reading JPEG needs Pillow (pip install 'tflite-quantmcu[images]' or "
+            "pip install pillow); or convert the images to .npy/.npz or PNG") from err
+    try:
+        with Image.open(path) as image:
+            if image.format != "JPEG":
+                raise CalibrationDataError(f"{path}: not a JPEG file (Pillow reads "
+                                           f"{image.format})")
+            grey = image.mode in ("L", "1")
+            pixels = np.asarray(image.convert("L" if grey else "RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise CalibrationDataError(f"{path}: cannot decode JPEG ({err})") from err
+    return pixels[..., None] if grey else pixels
 
 
 def _iterable_chunks(*, items: Iterable) -> Iterator[tuple[np.ndarray, np.ndarray | None, str]]:
@@ -229,9 +323,9 @@ def _as_array(*, value, where: str) -> np.ndarray:
 
 # -- checking and conversion ----------------------------------------------------------------
 def _model_ready(*, spec: ModelInput, x: np.ndarray, y: np.ndarray | None, where: str,
-                 require_labels: bool) -> Batch:
+                 require_labels: bool, normalization: InputNormalization | None) -> Batch:
     x = _batched(spec=spec, x=x, where=where)
-    values = _converted(spec=spec, x=x, where=where)
+    values = _converted(spec=spec, x=x, where=where, normalization=normalization)
     labels = _checked_labels(y=y, count=x.shape[0], where=where)
     if require_labels and labels is None:
         raise CalibrationDataError(f"{where}: evaluation needs labels ('y' in a .npz, or (x, y) "
@@ -240,22 +334,35 @@ def _model_ready(*, spec: ModelInput, x: np.ndarray, y: np.ndarray | None, where
 
 
 def _batched(*, spec: ModelInput, x: np.ndarray, where: str) -> np.ndarray:
-    shape = tuple(x.shape)
-    if shape == spec.sample_shape:
+    shape, sample = tuple(x.shape), spec.sample_shape
+    if shape == sample:
         return x[None]
-    if shape[1:] == spec.sample_shape:
+    if shape[1:] == sample:
         return x
+    one_channel = len(sample) >= 2 and sample[-1] == 1
+    if one_channel and shape == sample[:-1]:
+        return x[None, ..., None]
+    if one_channel and shape[1:] == sample[:-1]:
+        return x[..., None]
+    also = f" (or without the channel axis: {sample[:-1]} or [n, *{sample[:-1]}])" \
+        if one_channel else ""
     raise CalibrationDataError(f"{where}: samples for input {spec.name!r} must have shape "
-                               f"{spec.tensor_shape_note}, got {shape}")
+                               f"{spec.tensor_shape_note}{also}, got {shape}")
 
 
-def _converted(*, spec: ModelInput, x: np.ndarray, where: str) -> np.ndarray:
-    if x.dtype == np.dtype(spec.dtype) and x.dtype.kind in "iu":
+def _converted(*, spec: ModelInput, x: np.ndarray, where: str,
+               normalization: InputNormalization | None) -> np.ndarray:
+    codes = x.dtype == np.dtype(spec.dtype) and x.dtype.kind in "iu"
+    if codes and (x.dtype != np.uint8 or normalization is None):
         return np.ascontiguousarray(x)
-    if x.dtype.kind != "f":
+    if x.dtype == np.uint8:
+        x = _normalized(x=x, normalization=normalization or PIXEL_NORMALIZATION, spec=spec)
+    elif x.dtype.kind != "f":
         raise CalibrationDataError(
-            f"{where}: dtype {x.dtype}; expected {spec.dtype} codes or float real values "
-            "(e.g. images scaled as in training)")
+            f"{where}: dtype {x.dtype}; expected {spec.dtype} codes, uint8 pixels or float "
+            "real values (e.g. images scaled as in training)")
+    elif normalization is not None:
+        x = _normalized(x=x, normalization=normalization, spec=spec)
     if not np.isfinite(x).all():
         bad = int(np.size(x) - np.isfinite(x).sum())
         raise CalibrationDataError(f"{where}: {bad} NaN/inf values")
@@ -265,6 +372,20 @@ def _converted(*, spec: ModelInput, x: np.ndarray, where: str) -> np.ndarray:
                                        "quantize float data with")
         return x.astype(np.float32)
     return quantize_input(tensor=spec.tensor, values=x)
+
+
+def _normalized(*, x: np.ndarray, normalization: InputNormalization,
+                spec: ModelInput) -> np.ndarray:
+    """(x - mean) / std in float32, mean/std broadcast over the last (channel) axis."""
+    channels = x.shape[-1] if x.ndim > 1 else 1
+    for name, values in (("mean", normalization.mean), ("std", normalization.std)):
+        if len(values) not in (1, channels):
+            raise ConfigError(f"input {name} has {len(values)} values, input {spec.name!r} "
+                              f"has {channels} channels (shape {spec.sample_shape}); give one "
+                              f"value or {channels}")
+    mean = np.asarray(normalization.mean, dtype=np.float32)
+    std = np.asarray(normalization.std, dtype=np.float32)
+    return (x.astype(np.float32) - mean) / std
 
 
 def _checked_labels(*, y: np.ndarray | None, count: int, where: str) -> np.ndarray | None:

@@ -11,26 +11,28 @@ import numpy as np
 
 from tflite_quantmcu.errors import UnsupportedModelError
 from tflite_quantmcu.ir.graph import Graph
-from tflite_quantmcu.quant.calibration_data import data_batches
+from tflite_quantmcu.quant.calibration_data import InputNormalization, data_batches
 from tflite_quantmcu.reference.executor import run_graph
 
 
 def top1_accuracy(*, graph: Graph, data, batch_size: int = 64, limit: int | None = None,
-                  progress: bool = True) -> float:
+                  progress: bool = True,
+                  normalization: InputNormalization | None = None) -> float:
     """Fraction of samples whose largest output (first model output) is the label."""
     correct, total = top1_counts(graph=graph, data=data, batch_size=batch_size, limit=limit,
-                                 progress=progress)
+                                 progress=progress, normalization=normalization)
     return correct / total
 
 
 def top1_counts(*, graph: Graph, data, batch_size: int = 64, limit: int | None = None,
-                progress: bool = True) -> tuple[int, int]:
+                progress: bool = True,
+                normalization: InputNormalization | None = None) -> tuple[int, int]:
     """(samples whose largest output is the label, samples)."""
     _check_classifier(graph=graph)
     correct = total = 0
     for batch in data_batches(source=data, graph=graph, batch_size=batch_size,
                               require_labels=True, limit=limit, progress=progress,
-                              description="evaluation"):
+                              description="evaluation", normalization=normalization):
         logits = run_graph(graph=graph, inputs=[batch.x])[0]
         predicted = np.argmax(logits.reshape(logits.shape[0], -1), axis=1)
         correct += int(np.count_nonzero(predicted == batch.y))
