@@ -112,24 +112,27 @@ def test_source(*, case: ModelCase, samples: int | None):
             x, y = raw["x"], raw["y"]
         if samples is not None:
             x, y = x[:samples], y[:samples]
-        return [(x[i:i + 250], y[i:i + 250]) for i in range(0, len(y), 250)]
+        return _Batches(images=x, labels=y, prepare=lambda images: images)
     x, y = fashion_mnist.load_split(split="test")
     if samples is not None:
         pick = fashion_mnist.stratified_indices(labels=y, total=samples, seed=0)
         x, y = x[pick], y[pick]
-    return _FashionBatches(images=x, labels=y)
+    return _Batches(images=x, labels=y,
+                    prepare=lambda images: fashion_mnist.to_model_input(images=images))
 
 
-class _FashionBatches:
-    def __init__(self, *, images, labels) -> None:
-        self.images, self.labels = images, labels
+class _Batches:
+    """Re-iterable (model input, labels) batches; ``prepare`` turns stored images into input."""
+
+    def __init__(self, *, images, labels, prepare) -> None:
+        self.images, self.labels, self.prepare = images, labels, prepare
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __iter__(self):
         for start in range(0, len(self.labels), 250):
-            yield (fashion_mnist.to_model_input(images=self.images[start:start + 250]),
+            yield (self.prepare(self.images[start:start + 250]),
                    self.labels[start:start + 250])
 
 
@@ -275,7 +278,7 @@ def main(argv) -> int:
     if not args.only_default:
         rows += uniform_rows(ctx=ctx) + lambda_rows(ctx=ctx, lambdas=args.lambdas)
     rows.append(guarded)
-    print(f"model {case.model.name}; test images: {len(ctx.test) if hasattr(ctx.test, '__len__') else '?'}"
+    print(f"model {case.model.name}; test images: {len(ctx.test)}"
           f" ({'all' if args.samples is None else f'subset of {args.samples}'}); calibration "
           f"{ctx.calibration.name}: {ctx.heldout_x.shape[0]} held out, the rest fit; statistics "
           f"{ctx.statistics_s:.1f} s (included in every 'search s' but the guarded row's)")

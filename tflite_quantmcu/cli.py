@@ -16,7 +16,7 @@ from tflite_quantmcu.patches.planner import OBJECTIVES
 from tflite_quantmcu.convert import POLICIES, Conversion, ConvertOptions, convert
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.quant.calibration_data import parse_normalization
-from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
+from tflite_quantmcu.quant.quantmcu_policy import DEFAULT_RANGE_RULES, QuantMCUOptions
 from tflite_quantmcu.quant.ranges import RANGE_RULES
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.model_checks import require_int8
@@ -84,9 +84,11 @@ def _add_convert_parser(commands) -> None:
                               "most PTS points below int8 (1.0)")
     convert.add_argument("--no-accuracy-guard", action="store_true",
                          help="keep the searched plan whatever its accuracy")
-    convert.add_argument("--range-rules", default=",".join(RANGE_RULES), metavar="RULES",
+    convert.add_argument("--range-rules", default=",".join(DEFAULT_RANGE_RULES), metavar="RULES",
                          help="sub-byte range rules to choose among per map, comma-separated "
-                              f"({','.join(RANGE_RULES)}; 'full' alone = the whole int8 range)")
+                              f"(of {','.join(RANGE_RULES)}; default "
+                              f"{','.join(DEFAULT_RANGE_RULES)}; 'full' alone = the whole int8 "
+                              "range)")
     convert.add_argument("--no-search-tail", action="store_true",
                          help="search only the patch branches; layers after the patch stage "
                               "stay 8-bit")

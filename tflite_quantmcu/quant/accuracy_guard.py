@@ -21,7 +21,9 @@ only that map is quantized with its planned width and range, on the first
 ``GuardOptions.cost_samples`` held-out samples, simulated in the int8 graph
 (:class:`range_selection.OutputSimulator`). The range selection already simulated most of
 them (``known_costs``: there a patch layer's branch maps share their layer's cost, ties go
-by key); the others cost one partial run each. The maps are then raised to 8 bits in descending cost, and
+by key); the others cost one partial run each. The maps are then raised to 8 bits in
+descending cost per BitOP they save (``saved_bitops``: a costly map that saves few BitOPs goes
+first; a map that saves many must cost proportionally more), and
 the smallest number k of raised maps whose exactly measured drop holds the bound is found
 by bisection over k (k = all maps is the patch-int8 plan, drop 0). If no k holds the
 bound (a negative bound), every map is kept at int8 and the record says so.
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tflite_quantmcu.analysis.costs import op_macs, weight_bits
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.patches.branches import patch_branches
@@ -143,7 +146,8 @@ def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, pla
     costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
                       plan=plan, heldout=heldout, samples=options.cost_samples,
                       known=known_costs)
-    order = sorted(subbyte, key=lambda k: (-costs[k], k))
+    saved = saved_bitops(patched_graph=patched_graph, plan=plan)
+    order = sorted(subbyte, key=lambda k: (-costs[k] / max(saved[k], 1), k))
     count = _fewest_raised(judge=judge, plan=plan, order=order, bound=options.max_drop_pts)
     final = raised(plan=plan, keys=order[:count])
     drop = judge.drop(final)
@@ -153,6 +157,24 @@ def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, pla
         record["note"] = (f"the bound {options.max_drop_pts} pt cannot hold on the hold-out even "
                           "with every map at int8; all maps kept at int8")
     return GuardResult(plan=dataclasses.replace(final, guard=record), record=record)
+
+
+def saved_bitops(*, patched_graph: Graph, plan: BitwidthPlan) -> dict[str, int]:
+    """BitOPs each sub-byte map saves: MACs x weight bits of the ops reading it (through a
+    foldable PAD) x (8 - its bits)."""
+    sub = patched_graph.main
+    readers = sub.consumers()
+    out = {}
+    for key, bits in plan.bits.items():
+        if bits == 8:
+            continue
+        ops = list(readers.get(key, ()))
+        ops += [j for i in ops if sub.operators[i].type == "PAD"
+                for j in readers.get(sub.operators[i].outputs[0], ())]
+        per_bit = sum(op_macs(subgraph=sub, op=sub.operators[i])
+                      * weight_bits(subgraph=sub, op=sub.operators[i]) for i in set(ops))
+        out[key] = per_bit * (8 - bits)
+    return out
 
 
 def _fewest_raised(*, judge: _Judge, plan: BitwidthPlan, order: list[str], bound: float) -> int:

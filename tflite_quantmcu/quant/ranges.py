@@ -29,7 +29,9 @@ simulation all use :func:`levels`.
 Choosing among rules (:func:`choose_range`): the rule whose interval, fitted on the
 calibration samples that built ``fit_histogram``, gives the smallest quantization MSE on
 **held-out** calibration samples (``check_histogram``); ties go to the earlier rule of
-``RANGE_RULES`` (the wider one). docs/quantmcu_ranges.md says why.
+``RANGE_RULES`` (the wider one). This is the fallback of
+:mod:`range_selection`, which judges rules by the model output; docs/quantmcu_accuracy.md
+says why.
 """
 from __future__ import annotations
 
