@@ -14,8 +14,9 @@ for nothing but the table.
 
 Rows: int8 layer-based; patch-int8 (reference of every ratio); uniform 4-bit on every
 eligible map (patch stage and tail) with each range rule alone and with the per-map choice
-(``auto``); the VDQS lambda sweep with the whole int8 range (``full``, the behaviour before
-ranges were plan data) and with the per-map range choice; the guarded default, i.e.
+among all three rules and among the default two; the VDQS lambda sweep (default bins 16) with
+the whole int8 range (``full``, the behaviour before ranges were plan data) and with the
+default per-map range choice; the guarded default, i.e.
 ``convert()`` with default options (its wall time is the 'search s' figure: calibration
 statistics + range choice + VDQS + guard). Columns: top-1 on the test images, delta vs int8,
 patch-int8 BitOPs / BitOPs, the whole TFLM arena on cortex-m (``analyze_model(...).arena``),
@@ -51,13 +52,15 @@ from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan  # noqa: E
 from tflite_quantmcu.quant.calibration_data import data_batches  # noqa: E402
 from tflite_quantmcu.quant.calibration_split import split_holdout  # noqa: E402
 from tflite_quantmcu.quant.evaluate import top1_counts  # noqa: E402
-from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions,  # noqa: E402
+from tflite_quantmcu.quant.quantmcu_policy import (DEFAULT_RANGE_RULES,  # noqa: E402
+                                                   QuantMCUOptions,
                                                    collect_patch_statistics, search_quantmcu,
                                                    uniform_plan)
 
 LAMBDAS = (0.2, 0.4, 0.6, 0.8)
 RULE_SETS = {"full": ("full",), "mse": ("mse",), "percentile": ("percentile",),
-             "auto": ("full", "mse", "percentile")}
+             "choice full/mse/percentile": ("full", "mse", "percentile"),
+             "choice full/percentile (default)": DEFAULT_RANGE_RULES}
 OUT = ROOT / "build" / "bench"
 
 
@@ -192,7 +195,7 @@ def uniform_rows(*, ctx: Context) -> list[Row]:
 
 def lambda_rows(*, ctx: Context, lambdas) -> list[Row]:
     rows = []
-    for label in ("full", "auto"):
+    for label in ("full", "choice full/percentile (default)"):
         for lam in lambdas:
             start = time.perf_counter()
             result = search_quantmcu(

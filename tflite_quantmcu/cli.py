@@ -77,7 +77,7 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--phi", type=float, default=0.96, help="VDPC central mass (0.96)")
     convert.add_argument("--lambda", dest="lam", type=float, default=0.6,
                          help="VDQS accuracy weight (0.6)")
-    convert.add_argument("--bins", type=int, default=24, help="VDQS entropy bins k (24)")
+    convert.add_argument("--bins", type=int, default=16, help="VDQS entropy bins k (16)")
     convert.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PTS",
                          help="accuracy guard: after the search, raise the costliest sub-byte "
                               "maps to int8 until top-1 on held-out calibration samples is at "

@@ -131,7 +131,7 @@ class QuantMCUOptions:
 
     phi: float = 0.96
     lam: float = 0.6
-    bins: int = 24
+    bins: int = 16   # with ranges + the accuracy guard: docs/quantmcu_accuracy.md
     min_density_ratio: float = 1.0
     min_outliers: int = 1
     min_sample_fraction: float = 0.0
