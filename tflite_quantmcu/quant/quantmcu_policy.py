@@ -55,6 +55,14 @@ Steps (each a function below):
 ``uniform_plan`` gives the baseline "every eligible stage feature map at b bits".
 Everything is deterministic for the same inputs; timings are reported, not used.
 
+**Ranges** (issue 11): every candidate sub-byte width of every searched map gets a range
+(:mod:`ranges`) chosen per map before VDQS scores it (:mod:`range_selection`: by simulated
+model-output error on held-out calibration samples when ``heldout_x`` is given), so Eq. 3-4's
+entropy is that of the map as it would be quantized; the plan carries the chosen ranges.
+Defaults since then: rules ``full`` + ``percentile``, k = 16, and the accuracy guard in
+``convert`` (docs/quantmcu_accuracy.md has the figures). The measurements below predate
+ranges (whole int8 range, k as stated).
+
 Measured on the bundled model (bench/quantmcu_accuracy.py; tuning figures on 1,000
 held-out training images, never the test set), 256 KB budget -> the planner's stage
 ops 0..6, 2x2 patches:
@@ -461,11 +469,7 @@ def tail_spec(*, patched_graph: Graph, tail: TailBranch,
               chosen: Mapping[tuple[str, int], SubbyteRange] | None = None) -> BranchSpec:
     """The VDQS input of the tail: whole-tensor statistics, never outlier-class."""
     sub = patched_graph.main
-    missing = [k for k in tail.keys if k not in statistics]
-    if missing:
-        raise ConfigError(f"statistics lack the tail maps {missing[:3]} (of {len(missing)}): "
-                          "collect them with collect_patch_statistics(tail=True) or set "
-                          "QuantMCUOptions(search_tail=False)")
+    _check_tail_statistics(tail=tail, statistics=statistics)
     check = check_statistics or {}
     maps = []
     for m in tail.feature_maps:
@@ -483,6 +487,14 @@ def tail_spec(*, patched_graph: Graph, tail: TailBranch,
     if memory_limit is None:
         memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
     return BranchSpec(name=tail.name, feature_maps=maps, memory_limit=memory_limit)
+
+
+def _check_tail_statistics(*, tail: TailBranch, statistics: Mapping[str, TensorStatistics]) -> None:
+    missing = [k for k in tail.keys if k not in statistics]
+    if missing:
+        raise ConfigError(f"statistics lack the tail maps {missing[:3]} (of {len(missing)}): "
+                          "collect them with collect_patch_statistics(tail=True) or set "
+                          "QuantMCUOptions(search_tail=False)")
 
 
 def _chosen_ranges(*, key: str, candidates: Iterable[int],
@@ -558,6 +570,8 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
                                   sram_budget=sram_budget)
     tail = _searched_tail(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
                           options=options)
+    if tail is not None:
+        _check_tail_statistics(tail=tail, statistics=statistics)
     simulator = None if heldout_x is None or len(heldout_x) == 0 else \
         OutputSimulator(graph=graph, x=heldout_x[:options.select_samples])
     selection = select_ranges(
@@ -628,7 +642,9 @@ def uniform_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, b
             raise ConfigError(f"range rules {tuple(range_rules)} need calibration statistics")
         ranges = {s.key: _full_range_of(graph=graph, key=s.tensor, bits=bits) for s in sites}
     else:
-        simulator = None if heldout_x is None or len(heldout_x) == 0 else \
+        if tail is not None:
+        _check_tail_statistics(tail=tail, statistics=statistics)
+    simulator = None if heldout_x is None or len(heldout_x) == 0 else \
             OutputSimulator(graph=graph, x=heldout_x[:select_samples])
         selection = select_ranges(sites=sites, statistics=statistics,
                                   check_statistics=check_statistics, simulator=simulator,

@@ -23,9 +23,13 @@ For each feature map i of a branch (execution order, i = 0 .. N) and candidate b
   patches of its first 10 maps.
   Re-measured on the bundled model with the tail searched (held-out training images):
   at k = 16 dH(i, 4) is ~0, every eligible map goes to 4 bits for every lam and the
-  top-1 loss is 1.4-1.7 points; **the default is k = 24**, where lam moves BitOPs as in
+  top-1 loss is 1.4-1.7 points; ``VdqsOptions`` defaults to k = 24, where lam moves BitOPs as in
   Table III (lam 0.2 / 0.4 / 0.6 / 0.8 -> BitOPs / 1.31 / 1.10 / 1.04 / 1.00 of patch
   int8 at -2.0 / -0.6 / -0.7 / 0 points) and the paper's lam = 0.6 stays within 1 point.
+  The convert pipeline (``QuantMCUOptions``) uses k = 16 since sub-byte ranges are chosen
+  from calibration data and the accuracy guard raises costly maps back to int8: VDQS then
+  proposes (nearly) every eligible map at 4 bits and the guard decides
+  (docs/quantmcu_accuracy.md).
 * ``Omega(i, b) = dH(i, b) / H(N, b_last)`` (Eq. 5); ``b_last`` = the widest allowed
   candidate of the branch's last map (8 unless restricted). If H(N, b_last) = 0 the
   branch's output carries no information over the calibration set and Omega = 0.
