@@ -642,9 +642,7 @@ def uniform_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, b
             raise ConfigError(f"range rules {tuple(range_rules)} need calibration statistics")
         ranges = {s.key: _full_range_of(graph=graph, key=s.tensor, bits=bits) for s in sites}
     else:
-        if tail is not None:
-        _check_tail_statistics(tail=tail, statistics=statistics)
-    simulator = None if heldout_x is None or len(heldout_x) == 0 else \
+        simulator = None if heldout_x is None or len(heldout_x) == 0 else \
             OutputSimulator(graph=graph, x=heldout_x[:select_samples])
         selection = select_ranges(sites=sites, statistics=statistics,
                                   check_statistics=check_statistics, simulator=simulator,
