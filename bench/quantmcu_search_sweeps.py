@@ -1,5 +1,8 @@
 """QuantMCU on the bundled Fashion-MNIST model: top-1, BitOPs, peak SRAM, search time.
 
+(The search sweeps of issue 4, with the whole int8 range for every sub-byte map and no
+accuracy guard, as README's tables; bench/quantmcu_accuracy.py has the current defaults.)
+
 Rows: int8 layer-based, patch int8 (the planner's split and grid for --sram), QuantMCU
 (lambda 0.6, phi 0.96) on the patch stage only, QuantMCU without VDPC (every branch
 searched, stage only), every eligible stage feature map at 4 bits; then the same with
@@ -23,7 +26,7 @@ dataset-fashion-mnist, all 10,000 images (about 40 minutes on 2 cores), or with
 that neither trained the model (its 12,000-image subset, make_bundled_model.py) nor
 calibrated it -- use this one for any tuning, never the test set.
 
-    python3 bench/quantmcu_accuracy.py [--samples N] [--data heldout] [--sram 256]
+    python3 bench/quantmcu_search_sweeps.py [--samples N] [--data heldout] [--sram 256]
         [--split OP --grid R C] [--bins K] [--density-ratio R] [--classify-on first|any]
         [--lambdas L ...] [--bins-sweep K ...] [--no-sweeps]
 """
@@ -147,7 +150,7 @@ def print_table(*, title: str, rows: list[Row], reference: Row, first: str = "co
 
 def options_from(*, args, **changes) -> QuantMCUOptions:
     base = dict(lam=0.6, phi=0.96, bins=args.bins, min_density_ratio=args.density_ratio,
-                classify_on=args.classify_on)
+                classify_on=args.classify_on, range_rules=("full",))  # as before ranges
     return QuantMCUOptions(**{**base, **changes})
 
 
