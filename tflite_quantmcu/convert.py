@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
-from tflite_quantmcu.errors import BudgetError, ConfigError, UnsupportedModelError
+from tflite_quantmcu.errors import (BudgetError, CalibrationDataWarning, ConfigError,
+                                    UnsupportedModelError)
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
@@ -29,7 +31,8 @@ from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
                                                   selection_costs)
-from tflite_quantmcu.quant.calibration_data import Batch, InputNormalization, data_batches
+from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Batch,
+                                                    InputNormalization, data_batches)
 from tflite_quantmcu.quant.calibration_split import split_holdout
 from tflite_quantmcu.quant.evaluate import top1_counts
 from tflite_quantmcu.quant.plan import BitwidthPlan
@@ -174,6 +177,11 @@ def choose_bitwidths(conv: Conversion) -> None:
                                      calibration=[b.x for b in conv.heldout]) \
         if conv.heldout else None
     collected = time.perf_counter() - start
+    total = next(iter(statistics.values())).num_samples + sum(b.x.shape[0] for b in conv.heldout)
+    if total < MIN_CALIBRATION_SAMPLES:   # as calibration_batches warns
+        warnings.warn(f"only {total} calibration sample(s); ranges and entropies from fewer "
+                      f"than {MIN_CALIBRATION_SAMPLES} are noisy (use a few hundred)",
+                      CalibrationDataWarning, stacklevel=2)
     heldout_x = np.concatenate([b.x for b in conv.heldout]) if conv.heldout else None
     search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                              patched_graph=conv.patched, calibration=None,
