@@ -71,7 +71,9 @@ test: deps apt-deps fixtures
 bench: deps apt-deps fixtures
 	$(PY) bench/memory_vs_tflm.py
 	$(PY) bench/patch_memory.py
-	$(PY) bench/quantmcu_accuracy.py
+	$(PY) bench/quantmcu_accuracy.py --model fashion
+	$(PY) bench/quantmcu_accuracy.py --model digits
+	$(PY) bench/quantmcu_search_sweeps.py
 	$(PY) bench/bundled_top1_runtimes.py
 	$(PY) bench/quantmcu_speed.py
 	$(PY) bench/kernels_cortexm.py

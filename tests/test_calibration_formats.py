@@ -233,7 +233,7 @@ def test_cli_uint8_npz_with_mean_std_warns_and_converts(tmp_path):
     assert "Traceback" not in proc.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["input_normalization"] == {"mean": [0.0], "std": [255.0]}
-    assert report["calibration_samples"] == 20
+    assert report["calibration_samples"] + report["holdout_samples"] == 20
 
 
 @pytest.mark.parametrize("extra,words", [

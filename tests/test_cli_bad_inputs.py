@@ -241,7 +241,7 @@ def test_plan_file_that_is_a_directory(tmp_path, capsys):
 
 def test_valid_plan_json_still_replays(tmp_path):
     """The strict reader accepts what `to_json` writes (guards against over-rejecting)."""
-    from tflite_quantmcu.quant.plan import BitwidthPlan
+    from tflite_quantmcu.quant.plan import PLAN_FORMAT_VERSION, BitwidthPlan
     plan = BitwidthPlan(policy="quantmcu", options={"lam": 0.6}, bits={"a": 8, "b": 4, "c": 2})
     assert BitwidthPlan.from_json(plan.to_json()) == plan
-    assert json.loads(plan.to_json())["version"] == 1
+    assert json.loads(plan.to_json())["version"] == PLAN_FORMAT_VERSION

@@ -68,7 +68,7 @@ def test_report_figures_are_consistent_with_the_written_model(converted):
     assert report["bitops"]["final"] <= report["bitops"]["patch_based"]
     assert report["arena_bytes"]["final"]["head"] <= report["arena_bytes"]["patch_based"]["head"]
     assert set(report["accuracy"]) == {"int8", "final"}
-    assert report["calibration_samples"] == 32
+    assert report["calibration_samples"] + report["holdout_samples"] == 32
     assert report["search_time_s"] > 0
     counts = report["patch_classes"]["class_counts"]
     assert counts["outlier"] + counts["non_outlier"] == \
@@ -179,3 +179,27 @@ def test_malformed_plan_is_a_config_error(tmp_path):
     (tmp_path / "plan.json").write_text('{"version": 1, "policy": "x", "bits": {"nope": 4}}')
     proc = _convert("--out", tmp_path / "o", "--plan", tmp_path / "plan.json")
     assert proc.returncode == 2 and "nope" in proc.stderr, proc.stderr
+
+
+def test_report_states_the_guard_and_the_measured_drop(converted):
+    report = json.loads((converted / "report.json").read_text())
+    guard = report["accuracy_guard"]
+    assert guard["data"] == "calibration hold-out" and guard["bound_pts"] == 1.0
+    assert guard["samples"] == report["holdout_samples"] == 16
+    assert "agreement" in guard["metric"]            # the calibration file has no labels
+    assert guard["drop_pts"] <= 1.0 and guard["held"]
+    drop = report["accuracy_drop"]
+    assert drop["data"].startswith("--eval-data") and drop["samples"] == 48
+    accuracy = report["accuracy"]
+    assert drop["drop_pts"] == pytest.approx(100 * (accuracy["int8"] - accuracy["final"]))
+    plan = json.loads((converted / f"{STEM}.bitwidth_plan.json").read_text())
+    assert plan["version"] == 2 and plan["guard"] == guard
+    assert set(plan["ranges"]) == {k for k, b in plan["bits"].items() if b < 8}
+    assert report["subbyte_ranges"] == plan["ranges"]
+
+
+def test_bad_range_rules_are_a_config_error(data, tmp_path):
+    proc = _convert("--out", tmp_path / "o", "--calibration", data / "calib.npz",
+                    "--range-rules", "full,kl")
+    assert proc.returncode == 2 and "--range-rules" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -26,7 +26,8 @@ from tflite_quantmcu.patches.planner import OBJECTIVES
 from tflite_quantmcu.pipeline import POLICIES, Conversion, ConvertOptions, run_pipeline
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.quant.calibration_data import parse_normalization
-from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
+from tflite_quantmcu.quant.quantmcu_policy import DEFAULT_RANGE_RULES, QuantMCUOptions
+from tflite_quantmcu.quant.ranges import RANGE_RULES
 from tflite_quantmcu.quant.rl_policy import RlOptions
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.model_checks import require_int8
@@ -139,7 +140,18 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--phi", type=float, default=0.96, help="VDPC central mass (0.96)")
     convert.add_argument("--lambda", dest="lam", type=float, default=0.6,
                          help="VDQS accuracy weight (0.6)")
-    convert.add_argument("--bins", type=int, default=24, help="VDQS entropy bins k (24)")
+    convert.add_argument("--bins", type=int, default=16, help="VDQS entropy bins k (16)")
+    convert.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PTS",
+                         help="accuracy guard: after the search, raise the costliest sub-byte "
+                              "maps to int8 until top-1 on held-out calibration samples is at "
+                              "most PTS points below int8 (1.0)")
+    convert.add_argument("--no-accuracy-guard", action="store_true",
+                         help="keep the searched plan whatever its accuracy")
+    convert.add_argument("--range-rules", default=",".join(DEFAULT_RANGE_RULES), metavar="RULES",
+                         help="sub-byte range rules to choose among per map, comma-separated "
+                              f"(of {','.join(RANGE_RULES)}; default "
+                              f"{','.join(DEFAULT_RANGE_RULES)}; 'full' alone = the whole int8 "
+                              "range)")
     convert.add_argument("--no-search-tail", action="store_true",
                          help="search only the patch branches; layers after the patch stage "
                               "stay 8-bit")
@@ -266,7 +278,9 @@ def _convert(args: argparse.Namespace) -> int:
         input_normalization=parse_normalization(mean=args.input_mean, std=args.input_std),
         plan_path=Path(args.plan) if args.plan else None,
         quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
-                                 search_tail=not args.no_search_tail),
+                                 search_tail=not args.no_search_tail,
+                                 range_rules=_parse_rules(args.range_rules)),
+        max_accuracy_drop=None if args.no_accuracy_guard else args.max_accuracy_drop,
         progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
         target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
@@ -291,6 +305,14 @@ def _parse_grid(text: str | None) -> tuple[int, int] | None:
         raise ConfigError(f"--patch-grid: cannot read {text!r}; expected ROWSxCOLS of ASCII "
                           "digits, 1 to 9999 each, such as 4x4")
     return int(match.group(1)), int(match.group(2))
+
+
+def _parse_rules(text: str) -> tuple[str, ...]:
+    rules = tuple(r.strip() for r in text.split(",") if r.strip())
+    if not rules or any(r not in RANGE_RULES for r in rules) or len(set(rules)) != len(rules):
+        raise ConfigError(f"--range-rules: expected distinct names from {','.join(RANGE_RULES)}, "
+                          f"got {text!r}")
+    return rules
 
 
 def _parse_split(text: str | None) -> int | str | None:
@@ -333,6 +355,12 @@ def format_conversion(*, conv: Conversion) -> str:
     if conv.accuracy:
         lines.append(f"top-1: int8 {conv.accuracy['int8'] * 100:.2f} %, final "
                      f"{conv.accuracy['final'] * 100:.2f} %")
+    guard = None if conv.bitwidth_plan is None else conv.bitwidth_plan.guard
+    if guard is not None:
+        lines.append(f"accuracy guard: drop {guard['drop_before_pts']:.2f} -> "
+                     f"{guard['drop_pts']:.2f} pt (bound {guard['bound_pts']:g}) on "
+                     f"{guard['samples']} held-out calibration samples, "
+                     f"{len(guard['raised'])} maps raised to int8")
     lines += [f"note: {note}" for note in conv.notes]
     plan_file = f", {conv.stem}.bitwidth_plan.json" if conv.bitwidth_plan is not None else ""
     lines.append(f"wrote {conv.options.out_dir}/{conv.model_file}, {conv.stem}_op_resolver.h, "

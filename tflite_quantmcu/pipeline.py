@@ -8,10 +8,12 @@ directory is locked for the whole run, so a second convert into it is refused
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,8 @@ import numpy as np
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.codegen.model_data import model_data_header, model_data_source
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
-from tflite_quantmcu.errors import (BudgetError, ConfigError, RuntimeCheckError,
+from tflite_quantmcu.errors import (BudgetError, CalibrationDataWarning, ConfigError,
+                                    RuntimeCheckError,
                                     UnsupportedModelError)
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
@@ -34,12 +37,18 @@ from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPl
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
-from tflite_quantmcu.quant.calibration_data import InputNormalization, calibration_batches
-from tflite_quantmcu.quant.evaluate import top1_accuracy
+from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
+                                                  selection_costs)
+from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Batch,
+                                                    InputNormalization, data_batches)
+from tflite_quantmcu.quant.calibration_split import split_holdout
+from tflite_quantmcu.quant.evaluate import top1_counts
 from tflite_quantmcu.quant.plan import BitwidthPlan
-from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, QuantMCUResult, search_quantmcu
+from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions, QuantMCUResult,
+                                                   collect_patch_statistics, search_quantmcu)
 from tflite_quantmcu.quant.rl_policy import RlOptions
-from tflite_quantmcu.quant.seed_policies import LAYER_POLICIES, layer_based_plan, search_seed_policy
+from tflite_quantmcu.quant.seed_policies import (LAYER_POLICIES, layer_based_plan,
+                                                 search_seed_policy)
 from tflite_quantmcu.report import conversion_report
 from tflite_quantmcu.report_figures import report_figures
 from tflite_quantmcu.report_text import conversion_markdown
@@ -79,6 +88,7 @@ class ConvertOptions:
     max_file_growth: float | None = 0.05
     input_type: str = "keep"
     output_type: str = "keep"
+    max_accuracy_drop: float | None = 1.0
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
     input_normalization: InputNormalization | None = None  # --input-mean/--input-std
     patch_form: str = "builtin"
@@ -113,6 +123,8 @@ class Conversion:
     converted: Graph | None = None
     final: ModelAnalysis | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
+    heldout: list[Batch] = field(default_factory=list)
+    accuracy_drop: dict | None = None
     model_bytes: bytes = b""
     header: str = ""
     tflm_arenas: dict[str, dict | None] = field(default_factory=dict)
@@ -228,13 +240,53 @@ def choose_bitwidths(conv: Conversion) -> None:
         return
     if opts.calibration is None:
         raise ConfigError("--policy quantmcu needs --calibration FILE (or --plan plan.json)")
-    batches = calibration_batches(source=_data_source(opts.calibration), graph=conv.graph,
-                                  limit=opts.calibration_limit, progress=opts.progress,
-                                  normalization=opts.input_normalization)
-    conv.search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
-                                  patched_graph=conv.patched, calibration=batches,
-                                  sram_budget=opts.sram_budget, options=opts.quantmcu)
+    start = time.perf_counter()
+    fit, conv.heldout = split_holdout(batches=data_batches(
+        source=_data_source(opts.calibration), graph=conv.graph, limit=opts.calibration_limit,
+        progress=opts.progress, normalization=opts.input_normalization))
+    statistics = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
+                                          calibration=fit)
+    check = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
+                                     calibration=[b.x for b in conv.heldout]) \
+        if conv.heldout else None
+    collected = time.perf_counter() - start
+    total = next(iter(statistics.values())).num_samples + sum(b.x.shape[0] for b in conv.heldout)
+    if total < MIN_CALIBRATION_SAMPLES:   # as calibration_batches warns
+        warnings.warn(f"only {total} calibration sample(s); ranges and entropies from fewer "
+                      f"than {MIN_CALIBRATION_SAMPLES} are noisy (use a few hundred)",
+                      CalibrationDataWarning, stacklevel=2)
+    heldout_x = np.concatenate([b.x for b in conv.heldout]) if conv.heldout else None
+    search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
+                             patched_graph=conv.patched, calibration=None,
+                             sram_budget=opts.sram_budget, options=opts.quantmcu,
+                             statistics=statistics, check_statistics=check, heldout_x=heldout_x)
+    conv.search = dataclasses.replace(search, statistics_time_s=collected)
     conv.bitwidth_plan = conv.search.plan
+
+
+def guard_accuracy(conv: Conversion) -> None:
+    """--max-accuracy-drop: raise the costliest sub-byte maps to int8 until the top-1 drop on
+    the held-out calibration samples holds the bound (a replayed --plan is kept as it is)."""
+    bound = conv.options.max_accuracy_drop
+    if bound is None or conv.search is None:
+        return
+    if not conv.heldout:
+        conv.notes.append("accuracy guard not run: no held-out calibration sample (give at "
+                          "least 2 calibration samples)")
+        return
+    start = time.perf_counter()
+    guarded = guard_plan(graph=conv.graph, patch_plan=conv.patch_plan,
+                         patched_graph=conv.patched, plan=conv.bitwidth_plan,
+                         heldout=heldout_from_batches(batches=conv.heldout),
+                         options=GuardOptions(max_drop_pts=bound),
+                         known_costs=selection_costs(plan=conv.bitwidth_plan,
+                                                     selection=conv.search.selection))
+    conv.bitwidth_plan = guarded.plan
+    conv.search = dataclasses.replace(conv.search, plan=guarded.plan,
+                                      search_time_s=conv.search.search_time_s
+                                      + time.perf_counter() - start)
+    if not guarded.record["held"]:
+        conv.notes.append(f"accuracy guard: {guarded.record['note']}")
 
 
 def apply_bitwidths(conv: Conversion) -> None:
@@ -244,15 +296,24 @@ def apply_bitwidths(conv: Conversion) -> None:
 
 
 def evaluate_accuracy(conv: Conversion) -> None:
-    """Top-1 of the int8 input model and of the final model, by the reference executor."""
+    """Top-1 of the int8 input model and of the final model, by the reference executor, on
+    --eval-data (reported only: nothing is tuned on it); else the guard's hold-out figure."""
     data = conv.options.eval_data
+    guard = None if conv.bitwidth_plan is None else conv.bitwidth_plan.guard
     if data is None:
+        if guard is not None:
+            conv.accuracy_drop = {"data": guard["data"], "samples": guard["samples"],
+                                  "metric": guard["metric"], "drop_pts": guard["drop_pts"]}
         return
     progress, norm = conv.options.progress, conv.options.input_normalization
-    conv.accuracy = {"int8": top1_accuracy(graph=conv.graph, data=_data_source(data),
-                                           progress=progress, normalization=norm),
-                     "final": top1_accuracy(graph=conv.converted, data=_data_source(data),
-                                            progress=progress, normalization=norm)}
+    correct8, total = top1_counts(graph=conv.graph, data=_data_source(data), progress=progress,
+                                  normalization=norm)
+    correct, _ = top1_counts(graph=conv.converted, data=_data_source(data), progress=progress,
+                             normalization=norm)
+    conv.accuracy = {"int8": correct8 / total, "final": correct / total}
+    conv.accuracy_drop = {"data": _data_label(data), "samples": total,
+                          "metric": "top-1 accuracy (labels)",
+                          "drop_pts": 100.0 * (correct8 - correct) / total}
 
 
 def verify_equivalence(conv: Conversion) -> None:
@@ -380,6 +441,7 @@ PIPELINE: tuple[Step, ...] = (
     rewrite_patch_stage,   # run the memory-heavy stage patch by patch, sharing the weights
     verify_equivalence,    # a rewrite must not change numerics: LiteRT (stage-op: reference)
     choose_bitwidths,      # QuantMCU: VDPC -> VDQS; rusci: rules M2/M1; rl: agent (or --plan)
+    guard_accuracy,        # --max-accuracy-drop: raise costly sub-byte maps on held-out calibration
     apply_bitwidths,       # packed 4/2-bit maps and filters and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
     check_budgets,         # final whole-arena and flash figures against the user's budgets
@@ -387,6 +449,13 @@ PIPELINE: tuple[Step, ...] = (
     measure_in_tflm,       # the arena the tflite-micro wheel allocates, beside our host64 figure
     write_outputs,         # all output files or none (none when out_dir is None: the API)
 )
+
+
+def _data_label(source) -> str:
+    """How the report names evaluation data: the file, or what kind of object it was."""
+    if isinstance(source, (str, Path)):
+        return f"--eval-data {Path(source).name}"
+    return f"eval_data ({type(source).__name__})"
 
 
 def _data_source(source):

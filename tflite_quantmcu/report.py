@@ -59,6 +59,7 @@ def conversion_report(*, conv: Conversion) -> dict:
         report["tail"] = search.get("tail")
         report["branch_limits"] = search["branch_limits"]
         report["calibration_samples"] = search["num_samples"]
+        report["holdout_samples"] = sum(int(b.x.shape[0]) for b in conv.heldout)
         report["statistics_time_s"] = round(search["statistics_time_s"], 3)
         report["search_time_s"] = round(search["search_time_s"], 3)
     if getattr(conv, "seed_search", None) is not None:
@@ -66,6 +67,13 @@ def conversion_report(*, conv: Conversion) -> dict:
         report["search_time_s"] = round(conv.seed_search.search_time_s, 3)
     if conv.accuracy:
         report["accuracy"] = dict(conv.accuracy)
+    if conv.bitwidth_plan is not None and conv.bitwidth_plan.guard is not None:
+        report["accuracy_guard"] = dict(conv.bitwidth_plan.guard)
+    if conv.accuracy_drop is not None:
+        report["accuracy_drop"] = dict(conv.accuracy_drop)
+    if conv.bitwidth_plan is not None and conv.bitwidth_plan.ranges:
+        report["subbyte_ranges"] = {k: r.to_dict()
+                                    for k, r in sorted(conv.bitwidth_plan.ranges.items())}
     if opts.input_normalization is not None:   # --input-mean/--input-std
         report["input_normalization"] = opts.input_normalization.to_dict()
     return report

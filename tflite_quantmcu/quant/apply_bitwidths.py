@@ -8,10 +8,12 @@ packed ``UINT8`` tensor whose innermost dimension is the packed byte count
 ``C * bits / 8``; its ``quantization`` holds the b-bit scale and zero point and, as
 ``details``, a CustomQuantization flexbuffer map ``{bits, logical_shape}``.
 
-**Scale and zero point.** The b-bit scale and zero point are derived from the int8
-tensor's real range, ``[scale8 * (-128 - zp8), scale8 * (127 - zp8)]``, by
-``subbyte_quant_params`` (docs §1.5): the sub-byte map covers the same real range
-with fewer levels. No calibration data is used here.
+**Scale and zero point.** A sub-byte map takes the plan's range for it
+(``BitwidthPlan.ranges``, chosen from calibration data by :mod:`ranges`); a map without one
+takes the int8 tensor's whole real range, ``[scale8 * (-128 - zp8), scale8 * (127 - zp8)]``,
+by ``subbyte_quant_params`` (docs §1.5). Every requantization into and out of the map
+(conv/depthwise requant constants and rescaled biases, ADD multipliers, average-pool
+rescale, fused-activation bounds) is computed from that (scale, zero point).
 
 Every op that reads or writes a sub-byte tensor becomes the matching custom op
 (``QMCU_CONV_2D``, ``QMCU_DEPTHWISE_CONV_2D``, ``QMCU_ADD``, ``QMCU_AVERAGE_POOL_2D``)
@@ -282,6 +284,18 @@ def checked_bits(*, graph: Graph, plan: BitwidthPlan) -> dict[str, int]:
     return {key: int(bits) for key, bits in plan.bits.items()}
 
 
+def checked_ranges(*, graph: Graph, plan: BitwidthPlan) -> dict[str, tuple[float, int]]:
+    """Key -> (float32 scale, zero point) of the plan's sub-byte ranges, checked against the
+    plan's widths; `ConfigError` otherwise."""
+    out = {}
+    for key, subbyte in getattr(plan, "ranges", {}).items():
+        if key not in graph.main.tensors or plan.bits.get(key) != subbyte.bits:
+            raise ConfigError(f"bit-width plan: range of {key!r} is for {subbyte.bits} bits, but "
+                              f"the tensor is planned at {plan.bits.get(key)!r} bits")
+        out[key] = (float(np.float32(subbyte.scale)), int(subbyte.zero_point))
+    return out
+
+
 def _check_width(*, key: str, bits: int, tensor: Tensor, reasons: Mapping) -> None:
     if tensor.is_constant and key not in reasons:
         if bits != 8:
@@ -304,8 +318,10 @@ def apply_bitwidth_plan(*, graph: Graph, plan: BitwidthPlan,
     8-bit. The input graph is never mutated; weights stay shared (same `Buffer`s).
     """
     bits = checked_bits(graph=graph, plan=plan)
+    ranges = checked_ranges(graph=graph, plan=plan)
     result = copy_graph(graph=graph)
-    converter = _Converter(subgraph=result.main, bits=bits, force_custom=force_custom)
+    converter = _Converter(subgraph=result.main, bits=bits, ranges=ranges,
+                           force_custom=force_custom)
     converter.convert()
     if any(m.name == OFFLINE_PLAN_METADATA for m in graph.metadata):
         result.metadata = _remapped_offline_plan(original=graph, result=result)
@@ -316,9 +332,10 @@ class _Converter:
     """Converts one subgraph in place (it is already a copy)."""
 
     def __init__(self, *, subgraph: Subgraph, bits: Mapping[str, int],
-                 force_custom: bool) -> None:
+                 ranges: Mapping[str, tuple[float, int]], force_custom: bool) -> None:
         self.subgraph = subgraph
         self.bits = bits
+        self.ranges = ranges
         self.view = _View(subgraph=subgraph)
         self.constants: dict[tuple, str] = {}
         self.quant = {key: _per_tensor(t) for key, t in subgraph.tensors.items()
@@ -349,7 +366,10 @@ class _Converter:
             key=self.subgraph.operators[index].inputs[0])
 
     def quant_at(self, key: str) -> tuple[float, int]:
-        """(scale, zero point) of a feature map at its planned width (docs §1.5)."""
+        """(scale, zero point) of a feature map at its planned width: the plan's range, else
+        the whole int8 range (docs §1.5)."""
+        if self.width(key) < 8 and key in self.ranges:
+            return self.ranges[key]
         scale8, zp8 = self.quant[key]
         return subbyte_quant_params(scale8=scale8, zero_point8=zp8, bits=self.width(key))
 

@@ -19,6 +19,15 @@ def top1_accuracy(*, graph: Graph, data, batch_size: int = 64, limit: int | None
                   progress: bool = True,
                   normalization: InputNormalization | None = None) -> float:
     """Fraction of samples whose largest output (first model output) is the label."""
+    correct, total = top1_counts(graph=graph, data=data, batch_size=batch_size, limit=limit,
+                                 progress=progress, normalization=normalization)
+    return correct / total
+
+
+def top1_counts(*, graph: Graph, data, batch_size: int = 64, limit: int | None = None,
+                progress: bool = True,
+                normalization: InputNormalization | None = None) -> tuple[int, int]:
+    """(samples whose largest output is the label, samples)."""
     classes = _check_classifier(graph=graph)
     correct = total = 0
     for batch in data_batches(source=data, graph=graph, batch_size=batch_size,
@@ -29,7 +38,7 @@ def top1_accuracy(*, graph: Graph, data, batch_size: int = 64, limit: int | None
         predicted = np.argmax(logits.reshape(logits.shape[0], -1), axis=1)
         correct += int(np.count_nonzero(predicted == batch.y))
         total += batch.x.shape[0]
-    return correct / total
+    return correct, total
 
 
 def _check_labels(*, labels: np.ndarray, classes: int, data) -> None:

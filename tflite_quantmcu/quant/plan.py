@@ -4,6 +4,12 @@
 policies that cut weights, weight tensors). The records say how the policy got there:
 per branch the candidate scores, the candidate order, the initial pick and every
 change of the traversal; for weights the flash figures and every cut.
+
+``BitwidthPlan.ranges`` (format version 2) maps every feature map planned below 8 bits to
+its :class:`~tflite_quantmcu.quant.ranges.SubbyteRange`: (scale, zero point) and the rule
+that chose them. The policies of the convert pipeline fill it for every sub-byte map; a map
+without a range (version-1 plans, which had none, still load) takes the whole int8 range
+(rule ``full``), which is what such plans meant.
 """
 from __future__ import annotations
 
@@ -12,8 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from tflite_quantmcu.errors import ConfigError
+from tflite_quantmcu.quant.ranges import SubbyteRange
 
-PLAN_FORMAT_VERSION = 1
+PLAN_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,8 @@ class WeightRecord:
 
 @dataclass(frozen=True)
 class BitwidthPlan:
-    """Tensor key -> bits, plus the records of the policy run (treat as read-only)."""
+    """Tensor key -> bits and (below 8 bits) range, plus the records of the policy run
+    (treat as read-only). ``guard``: what the accuracy guard measured and changed, if it ran."""
 
     policy: str
     options: Mapping[str, object]
@@ -88,11 +97,25 @@ class BitwidthPlan:
     branches: tuple[BranchRecord, ...] = ()
     weights: WeightRecord | None = None
     version: int = field(default=PLAN_FORMAT_VERSION)
+    ranges: Mapping[str, SubbyteRange] = field(default_factory=dict)
+    guard: Mapping[str, object] | None = None
+
+    def __post_init__(self) -> None:
+        for key, subbyte in self.ranges.items():
+            if self.bits.get(key) != subbyte.bits:
+                raise ConfigError(f"bit-width plan: tensor {key!r} has a {subbyte.bits}-bit range "
+                                  f"but is planned at {self.bits.get(key)!r} bits")
+
+    def range_of(self, key: str) -> SubbyteRange | None:
+        """The planned range of a sub-byte map (None: the whole int8 range)."""
+        return self.ranges.get(key)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["options"] = dict(self.options)
         data["bits"] = dict(self.bits)
+        data["ranges"] = {k: r.to_dict() for k, r in sorted(self.ranges.items())}
+        data["guard"] = None if self.guard is None else dict(self.guard)
         return data
 
     def to_json(self) -> str:
@@ -101,14 +124,18 @@ class BitwidthPlan:
     @classmethod
     def from_dict(cls, data: Mapping) -> BitwidthPlan:
         version = data.get("version")
-        if type(version) is not int or version != PLAN_FORMAT_VERSION:
-            raise ConfigError(f"bit-width plan: expected version {PLAN_FORMAT_VERSION} (a JSON "
-                              f"integer), got {version!r}")
+        if type(version) is not int or version not in READABLE_VERSIONS:
+            raise ConfigError(f"bit-width plan: expected version 1 or {PLAN_FORMAT_VERSION} "
+                              f"(a JSON integer), got {version!r}")
         bits = _checked_bits(data.get("bits"))
+        ranges = {str(k): SubbyteRange.from_dict(v) for k, v in data.get("ranges", {}).items()}
         weights = data.get("weights")
+        guard = data.get("guard")
         return cls(policy=str(data["policy"]), options=dict(data.get("options", {})), bits=bits,
                    branches=tuple(_branch_from_dict(b) for b in data.get("branches", ())),
-                   weights=None if weights is None else _weights_from_dict(weights))
+                   weights=None if weights is None else _weights_from_dict(weights),
+                   ranges=ranges, guard=None if guard is None else dict(guard),
+                   version=int(version))
 
     @classmethod
     def from_json(cls, text: str) -> BitwidthPlan:
@@ -176,6 +203,7 @@ def merge_plans(*, plans: Iterable[BitwidthPlan]) -> BitwidthPlan:
         raise ConfigError("merge_plans: no plans given")
     first = plans[0]
     bits: dict[str, int] = {}
+    ranges: dict[str, SubbyteRange] = {}
     for plan in plans:
         if (plan.policy, dict(plan.options)) != (first.policy, dict(first.options)):
             raise ConfigError(f"merge_plans: policy/options {plan.policy} {dict(plan.options)} "
@@ -184,9 +212,12 @@ def merge_plans(*, plans: Iterable[BitwidthPlan]) -> BitwidthPlan:
             if bits.setdefault(key, value) != value:
                 raise ConfigError(f"merge_plans: tensor '{key}' planned at {bits[key]} and "
                                   f"{value} bits")
+        for key, subbyte in plan.ranges.items():
+            if ranges.setdefault(key, subbyte) != subbyte:
+                raise ConfigError(f"merge_plans: tensor '{key}' planned with two ranges")
     weights = [p.weights for p in plans if p.weights is not None]
     if len(weights) > 1:
         raise ConfigError("merge_plans: more than one plan cuts weights")
     return BitwidthPlan(policy=first.policy, options=dict(first.options), bits=bits,
                         branches=tuple(b for p in plans for b in p.branches),
-                        weights=weights[0] if weights else None)
+                        weights=weights[0] if weights else None, ranges=ranges)

@@ -3,8 +3,9 @@
 For each feature map i of a branch (execution order, i = 0 .. N) and candidate b:
 
 * **Entropy** ``H(i, b)`` (Eq. 3-4, in bits): requantize the map's int8 codes to b bits
-  exactly as ``QMCU_PACK`` does (scale/zero point from ``subbyte_quant_params``, i.e.
-  ``scale_b = scale_8 * 255 / (2^b - 1)``, TFLite fixed-point multiplier); divide the
+  exactly as ``QMCU_PACK`` does, with the map's planned range at b bits
+  (``FeatureMapSpec.ranges``, :mod:`ranges`; the whole int8 range, ``scale_b = scale_8 *
+  255 / (2^b - 1)``, when none is given), TFLite fixed-point multiplier; divide the
   value range of the b-bit map, ``[q_min, q_max]`` over the levels that occur, uniformly
   into k = ``bins`` bins (bin of level q: ``(q - q_min) * k // (q_max - q_min + 1)``, exact
   integers) and take the entropy of the bin frequencies. The paper does not give k.
@@ -22,9 +23,13 @@ For each feature map i of a branch (execution order, i = 0 .. N) and candidate b
   patches of its first 10 maps.
   Re-measured on the bundled model with the tail searched (held-out training images):
   at k = 16 dH(i, 4) is ~0, every eligible map goes to 4 bits for every lam and the
-  top-1 loss is 1.4-1.7 points; **the default is k = 24**, where lam moves BitOPs as in
+  top-1 loss is 1.4-1.7 points; ``VdqsOptions`` defaults to k = 24, where lam moves BitOPs as in
   Table III (lam 0.2 / 0.4 / 0.6 / 0.8 -> BitOPs / 1.31 / 1.10 / 1.04 / 1.00 of patch
   int8 at -2.0 / -0.6 / -0.7 / 0 points) and the paper's lam = 0.6 stays within 1 point.
+  The convert pipeline (``QuantMCUOptions``) uses k = 16 since sub-byte ranges are chosen
+  from calibration data and the accuracy guard raises costly maps back to int8: VDQS then
+  proposes (nearly) every eligible map at 4 bits and the guard decides
+  (docs/quantmcu_accuracy.md).
 * ``Omega(i, b) = dH(i, b) / H(N, b_last)`` (Eq. 5); ``b_last`` = the widest allowed
   candidate of the branch's last map (8 unless restricted). If H(N, b_last) = 0 the
   branch's output carries no information over the calibration set and Omega = 0.
@@ -54,12 +59,10 @@ from tflite_quantmcu.analysis.memory import tensor_bytes
 from tflite_quantmcu.errors import BudgetError, CalibrationDataError, ConfigError
 from tflite_quantmcu.ir.graph import Tensor
 from tflite_quantmcu.ir.schema import TensorType
-from tflite_quantmcu.qmcu_options import subbyte_quant_params
 from tflite_quantmcu.quant.plan import BitwidthPlan, BranchRecord, CandidateScore
-from tflite_quantmcu.quant.statistics import CODE_OFFSET, NUM_CODES, TensorStatistics
+from tflite_quantmcu.quant.ranges import SubbyteRange, full_range, levels
+from tflite_quantmcu.quant.statistics import NUM_CODES, TensorStatistics
 from tflite_quantmcu.quant.traversal import PairProblem, initial_bits, resolve_pairs
-from tflite_quantmcu.reference.requantize import (multiply_by_quantized_multiplier,
-                                                  quantize_multiplier)
 
 BIT_CHOICES = (8, 4, 2)
 MAX_BINS = NUM_CODES   # k >= 256 already gives every int8 code its own bin (module doc)
@@ -78,7 +81,8 @@ class FeatureMapSpec:
     """A feature map of a branch as VDQS needs it.
 
     ``histogram``: 256 counts of its int8 codes over the calibration set (index c + 128),
-    e.g. a :class:`RegionStatistics` histogram for a patch tensor.
+    e.g. a :class:`RegionStatistics` histogram for a patch tensor. ``ranges``: its range at
+    each sub-byte candidate (missing: the whole int8 range).
     """
 
     key: str
@@ -88,8 +92,11 @@ class FeatureMapSpec:
     zero_point: int
     consumers: tuple[ConsumerCost, ...] = ()
     candidates: tuple[int, ...] | None = None
+    ranges: tuple[SubbyteRange, ...] = ()
 
     def __post_init__(self) -> None:
+        if len({r.bits for r in self.ranges}) != len(self.ranges):
+            raise ConfigError(f"feature map '{self.key}': more than one range per bit width")
         if len(self.histogram) != NUM_CODES:
             raise ConfigError(f"feature map '{self.key}': histogram needs {NUM_CODES} bins, "
                               f"got {len(self.histogram)}")
@@ -104,6 +111,13 @@ class FeatureMapSpec:
         """Packed bytes at ``bits`` (analysis.memory.tensor_bytes semantics)."""
         tensor = Tensor(name=self.key, shape=tuple(self.shape), dtype=TensorType.INT8)
         return tensor_bytes(tensor=tensor, bits=bits)
+
+    def range_at(self, bits: int) -> SubbyteRange:
+        """The map's range at a sub-byte width (the whole int8 range if none was given)."""
+        for subbyte in self.ranges:
+            if subbyte.bits == bits:
+                return subbyte
+        return full_range(scale8=self.scale, zero_point8=self.zero_point, bits=bits)
 
     @property
     def bitops_per_activation_bit(self) -> int:
@@ -182,17 +196,11 @@ def allowed_candidates(*, feature_map: FeatureMapSpec, options: VdqsOptions,
     return allowed or (8,)
 
 
-def requantized_levels(*, scale: float, zero_point: int, bits: int) -> np.ndarray:
-    """The b-bit level of every int8 code (index c + 128), as QMCU_PACK computes it;
-    for 8 bits the code shifted to 0..255."""
-    codes = np.arange(-CODE_OFFSET, NUM_CODES - CODE_OFFSET, dtype=np.int64)
-    if bits == 8:
-        return codes + CODE_OFFSET
-    scale8 = float(np.float32(scale))
-    scale_b, zp_b = subbyte_quant_params(scale8=scale8, zero_point8=int(zero_point), bits=bits)
-    multiplier, shift = quantize_multiplier(scale8 / scale_b)
-    levels = multiply_by_quantized_multiplier(codes - int(zero_point), multiplier, shift) + zp_b
-    return np.clip(levels, 0, (1 << bits) - 1)
+def requantized_levels(*, scale: float, zero_point: int, bits: int,
+                       subbyte: SubbyteRange | None = None) -> np.ndarray:
+    """The b-bit level of every int8 code (index c + 128), as QMCU_PACK computes it with
+    ``subbyte`` (None: the whole int8 range); for 8 bits the code shifted to 0..255."""
+    return levels(scale8=scale, zero_point8=zero_point, bits=bits, subbyte=subbyte)
 
 
 def binned_entropy(*, level_counts: np.ndarray, bins: int) -> float:
@@ -208,9 +216,11 @@ def binned_entropy(*, level_counts: np.ndarray, bins: int) -> float:
 
 def feature_map_entropy(*, feature_map: FeatureMapSpec, bits: int, bins: int) -> float:
     """H(i, b) of Eq. 4 for one feature map."""
-    levels = requantized_levels(scale=feature_map.scale, zero_point=feature_map.zero_point,
-                                bits=bits)
-    level_counts = np.bincount(levels, weights=np.asarray(feature_map.histogram, dtype=np.float64),
+    subbyte = None if bits == 8 else feature_map.range_at(bits)
+    level_of = requantized_levels(scale=feature_map.scale, zero_point=feature_map.zero_point,
+                                  bits=bits, subbyte=subbyte)
+    level_counts = np.bincount(level_of,
+                               weights=np.asarray(feature_map.histogram, dtype=np.float64),
                                minlength=1 << bits)
     return binned_entropy(level_counts=level_counts, bins=bins)
 
@@ -272,19 +282,22 @@ def search_bitwidths(*, branch: BranchSpec, options: VdqsOptions = VdqsOptions()
                           outlier_class=branch.outlier_class, keys=keys, orders=scored.orders,
                           initial_bits=initial_bits(orders=scored.orders), final_bits=final,
                           last_entropy=scored.last_entropy, scores=scored.scores, log=log)
+    ranges = {m.key: m.range_at(b) for m, b in zip(branch.feature_maps, final) if b < 8}
     return BitwidthPlan(policy="vdqs", options=options.to_dict(), bits=dict(zip(keys, final)),
-                        branches=(record,))
+                        branches=(record,), ranges=ranges)
 
 
 def feature_map_from_statistics(*, key: str, shape: tuple[int, ...],
                                 statistics: TensorStatistics, region: str | None = None,
                                 consumers: tuple[ConsumerCost, ...] = (),
-                                candidates: tuple[int, ...] | None = None) -> FeatureMapSpec:
+                                candidates: tuple[int, ...] | None = None,
+                                ranges: tuple[SubbyteRange, ...] = ()) -> FeatureMapSpec:
     """A FeatureMapSpec from collected statistics: the whole tensor, or one patch region."""
     histogram = statistics.histogram if region is None else statistics.region(region).histogram
     return FeatureMapSpec(key=key, shape=tuple(shape), histogram=tuple(histogram),
                           scale=statistics.scale, zero_point=statistics.zero_point,
-                          consumers=tuple(consumers), candidates=candidates)
+                          consumers=tuple(consumers), candidates=candidates,
+                          ranges=tuple(ranges))
 
 
 def options_from_dict(data: dict) -> VdqsOptions:

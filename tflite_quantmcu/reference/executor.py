@@ -102,10 +102,21 @@ def run_samples(*, subgraph: Subgraph, kernels: Sequence[Kernel], arrays: Sequen
                 observer: Observer | None) -> list[np.ndarray]:
     """Runs every op on one chunk of samples; returns the model outputs."""
     values: dict[str, np.ndarray] = dict(zip(subgraph.inputs, arrays))
-    num_samples = arrays[0].shape[0]
+    return resume_samples(subgraph=subgraph, kernels=kernels, values=values, start=0,
+                          observer=observer)
+
+
+def resume_samples(*, subgraph: Subgraph, kernels: Sequence[Kernel],
+                   values: dict[str, np.ndarray], start: int,
+                   observer: Observer | None = None) -> list[np.ndarray]:
+    """Runs ops ``start``.. on one chunk of samples, ``values`` holding every tensor those ops
+    read that an earlier op (or the input) made; returns the model outputs. ``values`` is
+    consumed (entries are added and dropped)."""
+    num_samples = next(iter(values.values())).shape[0]
     last_use = last_readers(subgraph=subgraph)
     keep = set(subgraph.outputs)
-    for index, kernel in enumerate(kernels):
+    for index in range(start, len(kernels)):
+        kernel = kernels[index]
         ctx = OpContext(subgraph=subgraph, index=index, values=values, num_samples=num_samples)
         produced = checked_outputs(ctx=ctx, results=kernel(ctx=ctx))
         values.update(produced)

@@ -1,0 +1,249 @@
+"""Accuracy guard: hold a bit-width plan's top-1 drop vs the int8 model within a bound.
+
+    guarded = guard_plan(graph=g, patch_plan=p, patched_graph=pg, plan=plan,
+                         heldout=HeldOut(x=codes, y=labels_or_None),
+                         options=GuardOptions(max_drop_pts=1.0))
+    guarded.plan       # the plan with the costliest sub-byte maps raised back to 8 bits
+    guarded.record     # JSON-ready: what was measured, on what, what was raised
+
+The data are **held-out calibration samples** (never the samples the ranges and widths were
+fitted on, never the user's evaluation/test data). The drop is, in percentage points:
+
+* with labels: top-1 of the int8 model minus top-1 of the converted model;
+* without labels: 100 - top-1 agreement (%) of the converted model with the int8 model.
+
+Both are measured exactly: the converted graph (``apply_bitwidth_plan``) runs in the
+reference executor, which is bit-exact with TFLite Micro.
+
+If the plan's drop exceeds the bound, each sub-byte map gets a **cost**: the mean squared
+difference (int8 output codes) between the int8 model's first output and the output when
+only that map is quantized with its planned width and range, on the first
+``GuardOptions.cost_samples`` held-out samples, simulated in the int8 graph
+(:class:`range_selection.OutputSimulator`). The range selection already simulated most of
+them (``known_costs``: there a patch layer's branch maps share their layer's cost, ties go
+by key); the others cost one partial run each. The maps are then raised to 8 bits in
+descending cost per BitOP they save (``saved_bitops``: a costly map that saves few BitOPs goes
+first; a map that saves many must cost proportionally more), and
+the smallest number k of raised maps whose exactly measured drop holds the bound is found
+by bisection over k (k = all maps is the patch-int8 plan, drop 0). If no k holds the
+bound (a negative bound), every map is kept at int8 and the record says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from tflite_quantmcu.analysis.costs import op_macs, weight_bits
+from tflite_quantmcu.errors import ConfigError
+from tflite_quantmcu.ir.graph import Graph
+from tflite_quantmcu.patches.branches import patch_branches
+from tflite_quantmcu.patches.plan import PatchPlan
+from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
+from tflite_quantmcu.quant.plan import BitwidthPlan
+from tflite_quantmcu.quant.quantmcu_policy import stage_map_regions
+from tflite_quantmcu.quant.range_selection import SELECT_SAMPLES, OutputSimulator
+from tflite_quantmcu.quant.ranges import full_range, int8_lookup
+from tflite_quantmcu.reference.executor import run_graph
+
+COST_SAMPLES = SELECT_SAMPLES
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """max_drop_pts: the bound (percentage points); cost_samples: held-out samples used to
+    rank the maps (the bound itself is measured on all held-out samples)."""
+
+    max_drop_pts: float = 1.0
+    cost_samples: int = COST_SAMPLES
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.max_drop_pts) or int(self.cost_samples) < 1:
+            raise ConfigError(f"accuracy guard: the bound must be a finite number of points and "
+                              f"cost_samples >= 1, got {self.max_drop_pts}, {self.cost_samples}")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out calibration samples: int8 model-input codes ``[n, *input shape]`` and labels
+    (None: compare with the int8 model's predictions)."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    plan: BitwidthPlan
+    record: dict
+
+
+def top1(outputs: np.ndarray) -> np.ndarray:
+    return np.argmax(outputs.reshape(outputs.shape[0], -1), axis=1)
+
+
+class _Judge:
+    """Exact drop of a plan on the held-out samples, cached by the plan's widths."""
+
+    def __init__(self, *, graph: Graph, patched_graph: Graph, heldout: HeldOut) -> None:
+        self.patched = patched_graph
+        self.heldout = heldout
+        self.int8_outputs = run_graph(graph=graph, inputs=[heldout.x])[0]
+        self.int8_pred = top1(self.int8_outputs)
+        self.cache: dict[tuple, float] = {}
+
+    @property
+    def metric(self) -> str:
+        return "top-1 accuracy (labels)" if self.heldout.y is not None else \
+            "top-1 agreement with the int8 model (no labels)"
+
+    def drop(self, plan: BitwidthPlan) -> float:
+        key = tuple(sorted(plan.bits.items()))
+        if key not in self.cache:
+            final = apply_bitwidth_plan(graph=self.patched, plan=plan)
+            pred = top1(run_graph(graph=final, inputs=[self.heldout.x])[0])
+            self.cache[key] = drop_points(pred=pred, int8_pred=self.int8_pred, labels=self.heldout.y)
+        return self.cache[key]
+
+
+def drop_points(*, pred: np.ndarray, int8_pred: np.ndarray, labels: np.ndarray | None) -> float:
+    """The guard's drop in points (module doc)."""
+    if labels is None:
+        return 100.0 * float(np.mean(pred != int8_pred))
+    labels = np.asarray(labels).reshape(-1)
+    return 100.0 * (float(np.mean(int8_pred == labels)) - float(np.mean(pred == labels)))
+
+
+def raised(*, plan: BitwidthPlan, keys) -> BitwidthPlan:
+    """The plan with ``keys`` at 8 bits (their ranges dropped)."""
+    keys = set(keys)
+    return dataclasses.replace(plan, bits={k: (8 if k in keys else b) for k, b in plan.bits.items()},
+                               ranges={k: r for k, r in plan.ranges.items() if k not in keys})
+
+
+def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
+               heldout: HeldOut, options: GuardOptions = GuardOptions(),
+               known_costs: Mapping[str, float] | None = None) -> GuardResult:
+    """The plan, with maps raised until the held-out drop holds the bound (module doc).
+    ``known_costs``: map costs already simulated (the range selection's), by key."""
+    if heldout.size < 1:
+        raise ConfigError("accuracy guard: no held-out calibration samples")
+    judge = _Judge(graph=graph, patched_graph=patched_graph, heldout=heldout)
+    before = judge.drop(plan)
+    record = {"bound_pts": float(options.max_drop_pts), "data": "calibration hold-out",
+              "samples": heldout.size, "metric": judge.metric, "drop_before_pts": before,
+              "raised": [], "held": True}
+    subbyte = sorted(k for k, b in plan.bits.items() if b < 8)
+    if before <= options.max_drop_pts or not subbyte:
+        record.update(drop_pts=before, evaluations=len(judge.cache))
+        return GuardResult(plan=dataclasses.replace(plan, guard=record), record=record)
+    costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
+                      plan=plan, heldout=heldout, samples=options.cost_samples,
+                      known=known_costs)
+    saved = saved_bitops(patched_graph=patched_graph, plan=plan)
+    order = sorted(subbyte, key=lambda k: (-costs[k] / max(saved[k], 1), k))
+    count = _fewest_raised(judge=judge, plan=plan, order=order, bound=options.max_drop_pts)
+    final = raised(plan=plan, keys=order[:count])
+    drop = judge.drop(final)
+    record.update(drop_pts=drop, raised=order[:count], evaluations=len(judge.cache),
+                  costs={k: costs[k] for k in order}, held=drop <= options.max_drop_pts)
+    if drop > options.max_drop_pts:
+        record["note"] = (f"the bound {options.max_drop_pts} pt cannot hold on the hold-out even "
+                          "with every map at int8; all maps kept at int8")
+    return GuardResult(plan=dataclasses.replace(final, guard=record), record=record)
+
+
+def saved_bitops(*, patched_graph: Graph, plan: BitwidthPlan) -> dict[str, int]:
+    """BitOPs each sub-byte map saves: MACs x weight bits of the ops reading it (through a
+    foldable PAD) x (8 - its bits)."""
+    sub = patched_graph.main
+    readers = sub.consumers()
+    out = {}
+    for key, bits in plan.bits.items():
+        if bits == 8:
+            continue
+        ops = list(readers.get(key, ()))
+        ops += [j for i in ops if sub.operators[i].type == "PAD"
+                for j in readers.get(sub.operators[i].outputs[0], ())]
+        per_bit = sum(op_macs(subgraph=sub, op=sub.operators[i])
+                      * weight_bits(subgraph=sub, op=sub.operators[i]) for i in set(ops))
+        out[key] = per_bit * (8 - bits)
+    return out
+
+
+def _fewest_raised(*, judge: _Judge, plan: BitwidthPlan, order: list[str], bound: float) -> int:
+    """Smallest k (by bisection, 1..len(order)) whose plan with the first k maps raised
+    holds the bound; len(order) if none does."""
+    low, high = 0, len(order)          # drop(low) > bound is known; high is the fallback
+    while high - low > 1:
+        middle = (low + high) // 2
+        if judge.drop(raised(plan=plan, keys=order[:middle])) <= bound:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+# -- per-map cost by simulation in the int8 graph ---------------------------------------------
+def map_locations(*, graph: Graph, patch_plan: PatchPlan,
+                  patched_graph: Graph) -> dict[str, tuple[str, tuple[int, int, int, int] | None]]:
+    """Patched key -> (original key, region (y0, y1, x0, x1) or None for a whole tensor)."""
+    out: dict[str, tuple[str, tuple[int, int, int, int] | None]] = {}
+    if patch_plan.is_patched:
+        regions = stage_map_regions(graph=graph, patch_plan=patch_plan)
+        for branch in patch_branches(graph=graph, patched_graph=patched_graph, plan=patch_plan):
+            for m in branch.feature_maps:
+                out[m.patched_key] = (m.original_key, regions[m.original_key][branch.name])
+    for key in graph.main.tensors:
+        out.setdefault(key, (key, None))
+    return out
+
+
+def map_costs(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
+              heldout: HeldOut, samples: int, known: Mapping[str, float] | None = None
+              ) -> dict[str, float]:
+    """Cost of every sub-byte map of the plan alone (module doc); ``known`` costs (e.g. from
+    the range selection, :class:`range_selection.Selection`) are taken as they are."""
+    known = dict(known or {})
+    wanted = sorted(k for k, b in plan.bits.items() if b < 8 and k not in known)
+    if not wanted:
+        return known
+    simulator = OutputSimulator(graph=graph, x=heldout.x[:samples])
+    locations = map_locations(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph)
+    for key in wanted:
+        original, region = locations[key]
+        quant = graph.main.tensors[original].quantization
+        scale8, zp8 = float(quant.scale[0]), int(quant.zero_point[0])
+        subbyte = plan.range_of(key) or full_range(scale8=scale8, zero_point8=zp8,
+                                                   bits=plan.bits[key])
+        lut = int8_lookup(scale8=scale8, zero_point8=zp8, subbyte=subbyte)
+        known[key] = simulator.cost(tensor=original, edits=[(region, lut)])
+    return known
+
+
+def selection_costs(*, plan: BitwidthPlan, selection) -> dict[str, float]:
+    """Costs the range selection simulated for the plan's sub-byte maps at their widths."""
+    if selection is None:
+        return {}
+    costs = {key: selection.cost(key=key, bits=bits) for key, bits in plan.bits.items() if bits < 8}
+    return {k: c for k, c in costs.items() if c is not None}
+
+
+def heldout_from_batches(*, batches, labels: bool = True) -> HeldOut:
+    """One HeldOut from ``calibration_data.Batch`` objects (labels kept only if all have them)."""
+    batches = list(batches)
+    if not batches:
+        raise ConfigError("accuracy guard: no held-out calibration samples")
+    x = np.concatenate([b.x for b in batches], axis=0)
+    have = labels and all(b.y is not None for b in batches)
+    return HeldOut(x=x, y=np.concatenate([b.y for b in batches]) if have else None)
+
+
+__all__ = ["GuardOptions", "GuardResult", "HeldOut", "drop_points", "guard_plan",
+           "heldout_from_batches", "map_costs", "map_locations", "raised", "selection_costs"]
