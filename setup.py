@@ -40,8 +40,10 @@ setup(
     ],
     extras_require={
         "tf": ["tensorflow-cpu==2.21.0"],
-        "test": ["pytest", "hypothesis"],
-        "bench": [],
+        "test": ["pytest", "hypothesis", "mlxtend", "pillow"],
+        "bench": ["mlxtend"],
+        # JPEG calibration folders (PNG needs nothing): docs/calibration_data.md
+        "images": ["pillow"],
     },
     # The C kernels and TFLM glue (`tflite-quantmcu bridge --out DIR` exports them).
     package_data={"tflite_quantmcu": ["cmixnn_bridge/**/*", "bridge_docs/*.md"]},

@@ -7,6 +7,11 @@ markers' own overhead, measured on an empty region) are printed as a table. Coun
 instructions, not cycles. Each run also checks the kernel output against the numpy reference.
 
     python bench/kernels_cortexm.py [--target cortex-m4|cortex-m7] [--jobs 2]
+
+With --stage: QMCU_PATCH_STAGE (optimized build) on MobileNetV2-style stages: the whole
+op's instructions against the sum of its layer kernel calls alone (the same calls, per patch,
+counted with markers around each call: QMCU_STAGE_BENCH_HOOKS), i.e. what the stage adds for
+window copies, output copies and per-patch parameter setup.
 """
 from __future__ import annotations
 
@@ -128,6 +133,59 @@ def run_one(*, helper, target, plugin: pathlib.Path, layer: str, variant: str) -
                   insns=regions[1] - regions[0])
 
 
+STAGE_CASES = [
+    # (label, fixture, split, grid, in_place)
+    ("MobileNetV2 w0.35 r144, blocks 0-2 (#9), 3x3", "mobilenetv2_w035_r144.tflite", 9,
+     (3, 3), True),
+    ("MobileNetV2 w0.35 r144, blocks 0-3 (#16), 4x1", "mobilenetv2_w035_r144.tflite", 16,
+     (4, 1), True),
+    ("ResNet-8 CIFAR, first block (#3), 2x2", "resnet8_cifar.tflite", 3, (2, 2), True),
+]
+
+
+def _regions(*, helper, target, plugin: pathlib.Path, elf: pathlib.Path) -> list[int]:
+    begin = _symbol(elf=elf, name="qmcu_bench_begin")
+    end = _symbol(elf=elf, name="qmcu_bench_end")
+    result = helper.run_elf(target=target, elf=elf, timeout_s=600,
+                            plugin=f"{plugin},begin={begin:#x},end={end:#x}")
+    log = result.stdout + result.stderr
+    if result.returncode != 0 or "output matches the reference" not in log:
+        raise RuntimeError(f"{elf} failed:\n{log[-2000:]}")
+    return [int(v) for v in re.findall(r"qmcu_icount region=\d+ insns=(\d+)", log)]
+
+
+def run_stage_case(*, helper, cases, target, plugin: pathlib.Path, case) -> tuple[int, int, int]:
+    """(stage op instructions, sum of its kernel calls, number of kernel calls)."""
+    work = BUILD / re.sub(r"[^a-z0-9]+", "_", f"{target.name} stage {case[0]}".lower())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "qmcu_stage_cases.h").write_text(cases.header([case]))
+    counts = []
+    for defines in (("QMCU_USE_OPT",), ("QMCU_USE_OPT", "QMCU_STAGE_BENCH_HOOKS")):
+        elf = helper.build_elf(target=target, main_source=CORTEXM / "qmcu_stage_bench_main.c",
+                               include_dirs=[work], defines=defines,
+                               out=work / f"stage{len(counts)}.elf")
+        counts.append(_regions(helper=helper, target=target, plugin=plugin, elf=elf))
+    whole, kernels = counts
+    overhead = whole[0]
+    return whole[1] - overhead, sum(k - overhead for k in kernels[1:]), len(kernels) - 1
+
+
+def stage_table(*, helper, target, plugin: pathlib.Path) -> str:
+    spec = importlib.util.spec_from_file_location("qmcu_stage_cases",
+                                                  CORTEXM / "qmcu_stage_cases.py")
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    lines = [f"QMCU_PATCH_STAGE on {target.name} (QEMU TCG plugin, optimized build)", "",
+             "| stage | kernel calls | sum of layer kernel calls | stage op | ratio |",
+             "|---|---:|---:|---:|---:|"]
+    for case in STAGE_CASES:
+        whole, kernels, calls = run_stage_case(helper=helper, cases=cases, target=target,
+                                               plugin=plugin, case=case)
+        lines.append(f"| {case[0]} | {calls} | {kernels:,} | {whole:,} | "
+                     f"{whole / kernels:.3f}x |")
+    return "\n".join(lines)
+
+
 def format_table(*, results: list[Result], target: str) -> str:
     """Markdown table; the last column compares with the layer's optimized int8 run."""
     base = {r.layer: r.insns / r.macs for r in results if r.variant == "int8 opt"}
@@ -150,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only layers whose name contains this (repeatable)")
     parser.add_argument("--variant", action="append", default=[],
                         help="only variants whose name contains this (repeatable)")
+    parser.add_argument("--stage", action="store_true",
+                        help="QMCU_PATCH_STAGE against the sum of its layer kernel calls")
     args = parser.parse_args(argv)
     helper = _helper()
     missing = helper.missing_tools()
@@ -158,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plugin = build_plugin(out_dir=BUILD)
     target = helper.TARGETS[args.target]
+    if args.stage:
+        print(stage_table(helper=helper, target=target, plugin=plugin))
+        return 0
     jobs = [(layer, variant) for layer in LAYERS for variant in VARIANTS
             if (not args.layer or any(f in layer for f in args.layer))
             and (not args.variant or any(f in variant for f in args.variant))]

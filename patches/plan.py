@@ -8,9 +8,10 @@ rewrite (`apply_patch_plan`) needs only `split_op`, `row_bounds`,
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from tflite_quantmcu.errors import BudgetError
+from tflite_quantmcu.errors import BudgetError, ConfigError
 from tflite_quantmcu.patches.receptive_field import Interval, Region
 
 
@@ -33,6 +34,10 @@ class PatchOptions:
         objective count (`tflm_tail.TARGETS`).
     objective: 'min-macs' (default): the plan that fits the budget with the fewest
         extra MACs (without a budget: as min-memory); 'min-memory': the lowest total.
+    form: 'builtin' (per-patch builtin ops, runs on any TFLite Micro), 'stage-op' (the
+        whole stage as one QMCU_PATCH_STAGE custom op: op data once per layer, one
+        scratch buffer, in-place depthwise), or 'auto' (both searched, the lower total
+        arena on `target` wins; builtin where the stage has a layer the op lacks).
     """
 
     sram_budget: int | None = None
@@ -44,6 +49,18 @@ class PatchOptions:
     max_file_growth: float | None = 0.05
     target: str = "cortex-m"
     objective: str = "min-macs"
+    form: str = "builtin"
+
+    def __post_init__(self) -> None:
+        for name in ("max_mac_overhead", "max_file_growth"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"patch options: {name} (--{name.replace('_', '-')}) must "
+                                  f"be a finite fraction >= 0, got {value!r}")
+
+
+PATCH_FORMS = ("auto", "builtin", "stage-op")
 
 
 @dataclass(frozen=True)
@@ -59,13 +76,15 @@ class PatchCandidate:
     in_place: bool = False
     file_growth: float | None = None
     total_bytes: int | None = None
+    form: str = "builtin"
 
     def to_json(self) -> dict:
         return {"split_op": self.split_op, "split_tensor": self.split_tensor,
                 "grid": list(self.grid), "peak_bytes": self.peak_bytes,
                 "total_bytes": self.total_bytes,
                 "mac_overhead": self.mac_overhead, "exact": self.exact,
-                "in_place": self.in_place, "file_growth": self.file_growth}
+                "in_place": self.in_place, "file_growth": self.file_growth,
+                "form": self.form}
 
     @classmethod
     def from_json(cls, data: dict) -> PatchCandidate:
@@ -73,7 +92,7 @@ class PatchCandidate:
                    grid=tuple(data["grid"]), peak_bytes=data["peak_bytes"],
                    mac_overhead=data["mac_overhead"], exact=data["exact"],
                    in_place=data["in_place"], file_growth=data["file_growth"],
-                   total_bytes=data.get("total_bytes"))
+                   total_bytes=data.get("total_bytes"), form=data.get("form", "builtin"))
 
 
 def pareto_front(candidates: tuple[PatchCandidate, ...] | list[PatchCandidate]
@@ -97,7 +116,8 @@ class PatchPlan:
     [row_start, row_stop, col_start, col_stop) of the full tensor.
     peak_tensors: names of the tensors (and scratch buffers) live at the peak of
     the returned plan. MACs count the whole model. `*_peak` are arena heads,
-    `*_total` whole arenas (head + tail) on `target`.
+    `*_total` whole arenas (head + tail) on `target`. form: 'builtin' or 'stage-op'
+    (`in_place` then means in-place layers inside the op's buffer plan).
     """
 
     split_op: int | None
@@ -120,6 +140,7 @@ class PatchPlan:
     reason: str | None = None
     notes: tuple[str, ...] = ()
     candidates: tuple[PatchCandidate, ...] = field(default=(), repr=False)
+    form: str = "builtin"
 
     @property
     def is_patched(self) -> bool:
@@ -158,7 +179,7 @@ class PatchPlan:
             "mac_overhead": self.mac_overhead, "peak_tensors": list(self.peak_tensors),
             "regions": {key: [r.to_json() for r in regions] for key, regions in self.regions},
             "reason": self.reason, "notes": list(self.notes),
-            "candidates": [c.to_json() for c in self.candidates],
+            "candidates": [c.to_json() for c in self.candidates], "form": self.form,
         }
 
     @classmethod
@@ -177,6 +198,7 @@ class PatchPlan:
                    target=data.get("target", "cortex-m"),
                    file_growth=data.get("file_growth", 0.0), regions=regions,
                    reason=data.get("reason"), notes=tuple(data.get("notes", ())),
+                   form=data.get("form", "builtin"),
                    candidates=tuple(PatchCandidate.from_json(c)
                                     for c in data.get("candidates", ())))
 

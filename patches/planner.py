@@ -20,6 +20,11 @@ Search (automatic plan):
    lower total); otherwise (min-memory, or no budget) the lowest total (ties: fewer
    MACs). A plan whose total is not below the layer-based total is never returned:
    the model stays layer-based and the plan says why.
+Forms (`PatchOptions.form`): 'builtin' runs steps 2-4 on the flat builtin rewrite;
+'stage-op' on the QMCU_PATCH_STAGE rewrite (`stage_op.py`; ranked by input + output +
+half a patch's working set, the in-place buffer plan's usual share; exact: the rewritten
+graph's head (one scratch request) and tail (one persistent block)); 'auto' does both
+and the lower total wins. Stages with a layer the op lacks have no stage-op candidate.
 If the layer-based model already fits the budget it is kept (nothing forced). If
 even the best plan exceeds the budget, a `PatchBudgetError` (a `BudgetError`) gives
 the best total and the tensors live at its peak.
@@ -39,15 +44,17 @@ from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.graph import Graph, Subgraph
 from tflite_quantmcu.ir.writer import write_model_bytes
-from tflite_quantmcu.patches.plan import (PatchBudgetError, PatchCandidate, PatchOptions,
-                                          PatchPlan)
+from tflite_quantmcu.patches.plan import (PATCH_FORMS, PatchBudgetError, PatchCandidate,
+                                          PatchOptions, PatchPlan)
 from tflite_quantmcu.patches.receptive_field import Interval, Region
 from tflite_quantmcu.patches.rewrite import MAX_CONCAT_INPUTS, build_patched_graph
 from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_intervals,
                                            empty_part, make_stage, split_bounds, stage_problem,
                                            supported_prefix)
+from tflite_quantmcu.patches.stage_op import apply_stage_op, stage_op_problem
 
 EXACT_EVALUATIONS = 8
+STAGE_OP_EVALUATIONS = 16  # the stage-op estimate ignores in-place layers: look wider
 ESTIMATE_SLACK = 0.15  # cheaper candidates re-checked when estimated within 15 % of the best
 BYTES_PER_ADDED_OP = 165  # an added op and its output tensor in the flatbuffer (measured 164-197)
 
@@ -89,6 +96,7 @@ class _Scored:
     macs: int
     estimate: int
     added_ops: int
+    stage_estimate: int = 0
 
 
 OBJECTIVES = ("min-macs", "min-memory")
@@ -102,6 +110,7 @@ class _Exact:
     memory: MemoryPlan
     graph: Graph
     total: int
+    form: str = "builtin"
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ def plan_patches(*, graph: Graph, options: PatchOptions = PatchOptions()) -> Pat
     if options.objective not in OBJECTIVES:
         raise ConfigError(f"objective {options.objective!r}: expected one of "
                           f"{', '.join(OBJECTIVES)}")
+    if options.form not in PATCH_FORMS:
+        raise ConfigError(f"patch form {options.form!r}: expected one of {', '.join(PATCH_FORMS)}")
     subgraph = graph.main
     layer = plan_memory(graph=graph, scratch=scratch_requests)
     macs_layer = sum(op_macs(subgraph=subgraph, op=op) for op in subgraph.operators)
@@ -135,8 +146,9 @@ def plan_patches(*, graph: Graph, options: PatchOptions = PatchOptions()) -> Pat
 def _search(*, graph: Graph, base: _Baseline, options: PatchOptions) -> PatchPlan:
     subgraph = graph.main
     layer, macs_layer = base.memory, base.macs
-    original_size = len(write_model_bytes(graph=graph))
+    original_size = len(write_model_bytes(graph=graph, inline_buffers=True))
     stages, why_none = _candidate_stages(subgraph=subgraph, options=options)
+    stages = _stages_for_grid(subgraph=subgraph, stages=stages, options=options)
     tail = _live_bytes_from(layer=layer, num_ops=len(subgraph.operators))
     scored = [_score(subgraph=subgraph, layout=layout, tail=tail, macs_layer=macs_layer)
               for stage in stages for layout in _layouts(subgraph=subgraph, stage=stage,
@@ -144,17 +156,25 @@ def _search(*, graph: Graph, base: _Baseline, options: PatchOptions) -> PatchPla
     forced = options.split is not None and options.grid is not None
     capped = dataclasses.replace(options, max_mac_overhead=None,
                                  max_file_growth=None) if forced else options
-    allowed = [s for s in scored if _within_cap(s.macs, macs_layer, capped)
-               and _likely_within_growth(s, original_size, capped)]
+    within_cap = [s for s in scored if _within_cap(s.macs, macs_layer, capped)]
+    allowed = [s for s in within_cap if _likely_within_growth(s, original_size, capped)]
     per_op_tail = (base.total - layer.peak_bytes) / max(1, len(subgraph.operators))
-    exact = _evaluate_best(graph=graph, scored=allowed, options=options,
-                           per_op_tail=per_op_tail)
+    exact = []
+    if options.form in ("builtin", "auto"):
+        exact += _evaluate_best(graph=graph, scored=allowed, options=options,
+                                per_op_tail=per_op_tail)
+    if options.form in ("stage-op", "auto"):
+        exact += _evaluate_stage_ops(graph=graph, scored=within_cap, options=options)
+    if options.form == "stage-op" and not exact and scored:
+        why_none = why_none or _stage_op_reason(graph=graph, scored=scored)
+        allowed = []
     best, growth = _best_within_growth(exact=exact, original_size=original_size,
                                        options=capped)
     candidates = _candidate_records(scored=scored, exact=exact, macs_layer=macs_layer)
     plan = _decide(graph=graph, best=best, growth=growth, base=base, target=options.target,
                    candidates=candidates, forced=forced, why_none=why_none,
-                   dropped=len(scored) - len(allowed))
+                   dropped=len(scored) - len(allowed if options.form == "builtin"
+                                             else within_cap))
     if forced and plan.is_patched:
         plan = dataclasses.replace(plan, notes=plan.notes + _cap_notes(plan=plan,
                                                                        options=options))
@@ -174,6 +194,19 @@ def _candidate_stages(*, subgraph: Subgraph,
     reason = None if stages else (f"no op can end a patch stage; the supported prefix stops at "
                                   f"{stop}" if stop else "no op can end a patch stage")
     return stages, reason
+
+
+def _stages_for_grid(*, subgraph: Subgraph, stages: list[Stage],
+                     options: PatchOptions) -> list[Stage]:
+    """With a forced grid but a searched split, the stages whose output can take the grid
+    (late stages can be smaller than it); all of them when none can, so `_grids` says why."""
+    if options.grid is None or options.split is not None:
+        return stages
+    limit = MAX_CONCAT_INPUTS
+    fitting = [stage for stage in stages
+               if options.grid[0] <= min(subgraph.tensors[stage.output_key].shape[1], limit)
+               and options.grid[1] <= min(subgraph.tensors[stage.output_key].shape[2], limit)]
+    return fitting or stages
 
 
 def _resolve_split(*, subgraph: Subgraph, split: int | str) -> int:
@@ -291,7 +324,9 @@ def _score(*, subgraph: Subgraph, layout: _Layout, tail: list[int],
     return _Scored(layout=layout, macs=_patch_macs(subgraph=subgraph, layout=layout,
                                                    macs_layer=macs_layer),
                    estimate=_estimate_peak(subgraph=subgraph, layout=layout, tail=tail),
-                   added_ops=_added_ops(subgraph=subgraph, layout=layout))
+                   added_ops=_added_ops(subgraph=subgraph, layout=layout),
+                   stage_estimate=_estimate_stage_op(subgraph=subgraph, layout=layout,
+                                                     tail=tail))
 
 
 def _added_ops(*, subgraph: Subgraph, layout: _Layout) -> int:
@@ -332,6 +367,15 @@ def _estimate_peak(*, subgraph: Subgraph, layout: _Layout, tail: list[int]) -> i
     during = in_bytes + out_bytes * (patches - 1) // patches + working
     reassembly = out_bytes if layout.grid[0] > 1 else 2 * out_bytes
     return max(during, reassembly, tail[stage.split + 1])
+
+
+def _estimate_stage_op(*, subgraph: Subgraph, layout: _Layout, tail: list[int]) -> int:
+    """Head of the stage-op form: input + output + one patch's working set (no in-place)."""
+    stage = layout.stage
+    out_bytes = align(tensor_bytes(tensor=subgraph.tensors[stage.output_key]))
+    in_bytes = align(tensor_bytes(tensor=subgraph.tensors[stage.input_key]))
+    return max(in_bytes + out_bytes + _patch_working_set(layout=layout) // 2,
+               tail[stage.split + 1])
 
 
 def _patch_working_set(*, layout: _Layout) -> int:
@@ -378,6 +422,49 @@ def _evaluate_best(*, graph: Graph, scored: list[_Scored], options: PatchOptions
     return results
 
 
+def _evaluate_stage_ops(*, graph: Graph, scored: list[_Scored],
+                        options: PatchOptions) -> list[_Exact]:
+    """Exact totals of the stage-op form for the best candidates by its estimate, then of
+    cheaper ones (fewer MACs) near the best total or within the budget."""
+    problems: dict[int, str | None] = {}
+    usable = []
+    for item in scored:
+        stage = item.layout.stage
+        if stage.split not in problems:
+            problems[stage.split] = stage_op_problem(subgraph=graph.main, stage=stage)
+        if problems[stage.split] is None:
+            usable.append(item)
+    ranked = sorted(usable, key=lambda s: (s.stage_estimate, s.macs))[:STAGE_OP_EVALUATIONS]
+    results = [_evaluate_stage_op(graph=graph, item=item, target=options.target)
+               for item in ranked]
+    if not results:
+        return results
+    best = min(results, key=lambda e: (e.total, e.macs))
+    near = max(best.total * (1 + ESTIMATE_SLACK), options.sram_budget or 0)
+    cheaper = sorted((s for s in usable if s.macs < best.macs and s.stage_estimate <= near
+                      and s not in ranked), key=lambda s: (s.macs, s.stage_estimate))
+    return results + [_evaluate_stage_op(graph=graph, item=item, target=options.target)
+                      for item in cheaper[:EXACT_EVALUATIONS]]
+
+
+def _evaluate_stage_op(*, graph: Graph, item: _Scored, target: str) -> _Exact:
+    patched = apply_stage_op(graph=graph, stage=item.layout.stage,
+                             row_bounds=item.layout.rows.bounds,
+                             col_bounds=item.layout.cols.bounds, in_place=True)
+    memory = plan_memory(graph=patched, scratch=scratch_requests)
+    total = arena_bytes(graph=patched, target=target, memory=memory).total
+    return _Exact(item.layout, item.macs, True, memory, patched, total, form="stage-op")
+
+
+def _stage_op_reason(*, graph: Graph, scored: list[_Scored]) -> str:
+    """Why no candidate has a stage-op form (the first stage's problem)."""
+    for item in scored:
+        problem = stage_op_problem(subgraph=graph.main, stage=item.layout.stage)
+        if problem is not None:
+            return f"no stage can be one QMCU_PATCH_STAGE op: {problem}"
+    return "no stage-op candidate is within the MAC overhead cap"
+
+
 def _evaluate(*, graph: Graph, item: _Scored, in_place: bool, target: str) -> _Exact:
     patched = build_patched_graph(graph=graph, stage=item.layout.stage,
                                   row_bounds=item.layout.rows.bounds,
@@ -401,7 +488,8 @@ def _best_within_growth(*, exact: list[_Exact], original_size: int,
                         options: PatchOptions) -> tuple[_Exact | None, float]:
     """The preferred candidate whose written file is within the growth cap."""
     for item in _preference(exact=exact, options=options):
-        growth = (len(write_model_bytes(graph=item.graph)) - original_size) / original_size
+        size = len(write_model_bytes(graph=item.graph, inline_buffers=True))
+        growth = (size - original_size) / original_size
         if options.max_file_growth is None or growth <= options.max_file_growth:
             return item, growth
     return None, 0.0
@@ -429,7 +517,7 @@ def _candidate_records(*, scored: list[_Scored], exact: list[_Exact],
     measured = {(e.layout.stage.split, e.layout.grid) for e in exact}
     records = [PatchCandidate(e.layout.stage.split, e.layout.stage.output_key, e.layout.grid,
                               e.memory.peak_bytes, overhead(e.macs), True, e.in_place,
-                              total_bytes=e.total)
+                              total_bytes=e.total, form=e.form)
                for e in exact]
     records += [PatchCandidate(s.layout.stage.split, s.layout.stage.output_key, s.layout.grid,
                                s.estimate, overhead(s.macs), False)
@@ -449,7 +537,7 @@ def _decide(*, graph: Graph, best: _Exact | None, growth: float, base: _Baseline
         return _layer_plan(graph=graph, base=base, target=target, reason=reason,
                            candidates=candidates)
     if best.total >= base.total and not forced:
-        reason = (f"patching does not lower the arena: the best candidate (split "
+        reason = (f"patching does not lower the arena: the best candidate ({best.form}, split "
                   f"{graph.main.op_label(best.layout.stage.split)}, grid "
                   f"{best.layout.grid[0]}x{best.layout.grid[1]}) needs {best.total} B "
                   f"({target}, head {best.memory.peak_bytes} B), layer-based needs "
@@ -503,7 +591,7 @@ def _patched_plan(*, best: _Exact, growth: float, base: _Baseline, target: str,
                      target=target, macs_layer=base.macs,
                      macs_patch=best.macs, file_growth=growth,
                      peak_tensors=peak_tensors(subgraph=best.graph.main, memory=best.memory),
-                     regions=regions, notes=notes, candidates=candidates)
+                     regions=regions, notes=notes, candidates=candidates, form=best.form)
 
 
 def peak_tensors(*, subgraph: Subgraph, memory: MemoryPlan) -> tuple[str, ...]:
@@ -540,7 +628,8 @@ def _caps(options: PatchOptions) -> str:
 
 def _describe(plan: PatchPlan) -> str:
     if plan.is_patched:
-        return (f"patch stage up to op #{plan.split_op}, grid {plan.grid[0]}x{plan.grid[1]}, "
+        return (f"{plan.form} patch stage up to op #{plan.split_op}, grid "
+                f"{plan.grid[0]}x{plan.grid[1]}, "
                 f"+{100 * plan.mac_overhead:.1f} % MACs")
     return f"layer-based; {plan.reason}"
 

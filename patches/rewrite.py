@@ -58,7 +58,8 @@ _LOWEST = {schema.TensorType.INT8: -128, schema.TensorType.UINT8: 0,
 
 
 def apply_patch_plan(*, graph: Graph, plan: PatchPlan) -> Graph:
-    """A new Graph computing the plan's stage patch by patch (a copy if not patched)."""
+    """A new Graph computing the plan's stage patch by patch (a copy if not patched), in the
+    plan's form: flat builtin ops (this module) or one QMCU_PATCH_STAGE op (stage_op.py)."""
     if not plan.is_patched:
         return copy_graph(graph=graph)
     stage = make_stage(subgraph=graph.main, split=plan.split_op)
@@ -66,6 +67,12 @@ def apply_patch_plan(*, graph: Graph, plan: PatchPlan) -> Graph:
         raise UnsupportedOpError(
             f"plan splits after {plan.split_tensor!r} but {graph.main.op_label(plan.split_op)} "
             f"writes {stage.output_key!r}: the plan was made for another model")
+    if plan.form == "stage-op":
+        from tflite_quantmcu.patches.stage_op import apply_stage_op  # stage_op imports this module
+        return apply_stage_op(graph=graph, stage=stage, row_bounds=plan.row_bounds,
+                              col_bounds=plan.col_bounds, in_place=plan.in_place)
+    if plan.form != "builtin":
+        raise ConfigError(f"patch plan form {plan.form!r}: expected builtin or stage-op")
     return build_patched_graph(graph=graph, stage=stage, row_bounds=plan.row_bounds,
                                col_bounds=plan.col_bounds, in_place=plan.in_place)
 
@@ -108,9 +115,10 @@ def build_patched_graph(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ..
     if in_place and len(row_bounds) > 2 and not any(kept):
         placed = _strip_offsets(subgraph=result.main, stage=stage, strips=strips,
                                 row_bounds=row_bounds)
-    if placed or any(kept):
+    has_plan = any(m.name == OFFLINE_PLAN_METADATA for m in graph.metadata)
+    if placed or has_plan:  # an entry with only -1s must still follow the new tensor lists
         kept[0] = {**kept[0], **placed}
-        result.metadata = _with_offline_plan(graph=result, offsets=kept)
+        result.metadata = with_offline_plan(graph=result, offsets=kept)
     return result
 
 
@@ -377,7 +385,7 @@ def _strip_offsets(*, subgraph: Subgraph, stage: Stage, strips: list[str],
     return placed
 
 
-def _with_offline_plan(*, graph: Graph, offsets: list[dict[str, int]]) -> list[Metadata]:
+def with_offline_plan(*, graph: Graph, offsets: list[dict[str, int]]) -> list[Metadata]:
     """The graph's metadata with an `OfflineMemoryAllocation` entry for `offsets`."""
     values = [0, len(graph.subgraphs), sum(len(s.tensors) for s in graph.subgraphs)]
     for sub, known in zip(graph.subgraphs, offsets):

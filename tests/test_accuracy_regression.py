@@ -1,10 +1,12 @@
 """Accuracy regression: the default QuantMCU conversion of the bundled model on real images.
 
-Real data, committed: 64 of the committed Fashion-MNIST calibration images (training split)
-and the first 300 Fashion-MNIST test images (`testdata/fashion_mnist_test300.npz`). The
-bounds come from `bench/quantmcu_accuracy.py` (10,000 test images, README): the default
-conversion keeps top-1 within 0.01 pt of int8 with one 4-bit map and BitOPs 1.04x below
-patch-int8. Here, on 300 images, we require: top-1 at most 1.0 pt below int8 (one image
+Real data, committed: the 512 committed Fashion-MNIST calibration images (training split,
+no labels given: half are the accuracy guard's hold-out, top-1 agreement) and the first 300
+Fashion-MNIST test images (`testdata/fashion_mnist_test300.npz`). The bounds come from
+`bench/quantmcu_accuracy.py` (10,000 test images, docs/quantmcu_accuracy.md): the default
+conversion (ranges + guard) loses 0.48 pt with 7 maps at 4 bits, BitOPs 1.17x below
+patch-int8. (With 64 calibration images the guard's 32-image hold-out was too coarse: 1.3 pt
+lost on these 300 images.) Here, on 300 images, we require: top-1 at most 1.0 pt below int8 (one image
 is 0.33 pt), at least one feature map below 8 bits, and fewer BitOPs than patch-int8.
 Accuracy is the reference executor's, which is bit-exact with TFLite Micro.
 """
@@ -22,7 +24,7 @@ sys.path.insert(0, str(TESTDATA))
 import fashion_mnist  # noqa: E402  (testdata helper: 28x28 -> model input)
 
 MODEL = TESTDATA / "fashion_mnv2_r96_int8.tflite"
-CALIBRATION_IMAGES = 64
+CALIBRATION_IMAGES = 512   # all committed ones; half are held out for the accuracy guard
 MAX_DROP_POINTS = 1.0
 MIN_SUBBYTE_MAPS = 1
 

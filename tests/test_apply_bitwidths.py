@@ -503,7 +503,8 @@ def test_channel_rule_error():
 
 def test_weight_keys_and_malformed_plans(synthetic):
     weights = synthetic.main.operators[0].inputs[1]
-    assert "constant" in _error(synthetic, {weights: 4})
+    assert "does not pack" in _error(synthetic, {weights: 4})   # 3 input channels
+    assert "constant" in _error(synthetic, {synthetic.main.operators[0].inputs[2]: 4})
     apply_bitwidth_plan(graph=synthetic, plan=plan_of({weights: 8}))
     key = synthetic.main.operators[0].outputs[0]
     assert "int bit width" in _error(synthetic, {key: "4"})

@@ -79,6 +79,21 @@ def test_npz_with_labels_streams_both(tmp_path, graph, compression):
     np.testing.assert_array_equal(ys, y)
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 360 + 1, 70 * 360])
+def test_npz_labels_stay_paired_when_x_is_read_in_smaller_chunks(tmp_path, graph,
+                                                                 monkeypatch, chunk_bytes):
+    """x rows are read by bytes (1, 3 or 70 samples of 360 B at a time), y by rows."""
+    import tflite_quantmcu.quant.calibration_data as calibration_data
+    monkeypatch.setattr(calibration_data, "READ_CHUNK_BYTES", chunk_bytes)
+    x = float_data(300, seed=4)
+    y = np.arange(300) % 7
+    np.savez(tmp_path / "e.npz", x=x, y=y)
+    _, xs, ys = collect(data_batches(source=tmp_path / "e.npz", graph=graph, batch_size=64,
+                                     require_labels=True, progress=False))
+    np.testing.assert_array_equal(xs, hand_quantized(x=x, graph=graph))
+    np.testing.assert_array_equal(ys, y)
+
+
 def test_limit_stops_early(tmp_path, graph):
     np.save(tmp_path / "c.npy", float_data(30))
     _, xs, _ = collect(data_batches(source=tmp_path / "c.npy", graph=graph, batch_size=8,
@@ -194,7 +209,7 @@ def test_progress_bar_goes_to_stderr_and_can_be_disabled(graph, capsys):
     ([np.zeros((5, 3), np.float32)], ["(6, 5, 3)", "(5, 3)"]),
     ([np.full((1,) + SHAPE, np.nan, np.float32)], ["NaN"]),
     ([np.full((1,) + SHAPE, np.inf, np.float32)], ["NaN/inf"]),
-    ([np.zeros((1,) + SHAPE, np.uint8)], ["uint8", "int8"]),
+    ([np.zeros((1,) + SHAPE, np.int16)], ["int16", "uint8 pixels", "int8 codes"]),
     ([np.zeros((1,) + SHAPE, np.int32)], ["int32"]),
     ([(np.zeros((2,) + SHAPE, np.float32), np.zeros(3, np.int64))], ["2 labels", "(3,)"]),
     ([(np.zeros((2,) + SHAPE, np.float32), np.zeros(2, np.float32))], ["integers", "float32"]),

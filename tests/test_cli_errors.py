@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_output import message_lines
+
 from fixture_models import fixture_path
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Buffer, Graph, OpCode, Operator, Subgraph, Tensor
@@ -23,7 +25,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def _assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = message_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from cli_output import message_lines
+
 from fixture_models import TESTDATA, fixture_path
 from tflite_quantmcu.analysis.model_analysis import analyze_model
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
@@ -50,11 +52,12 @@ def converted(data, tmp_path_factory):
 
 
 def test_writes_model_header_report_and_plan(converted):
-    assert sorted(p.name for p in converted.iterdir()) == sorted([
-        f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", "report.json",
-        f"{STEM}.bitwidth_plan.json", f"{STEM}_model_data.h", f"{STEM}_model_data.cc",
-        "report.md", "patch_candidates.json", "memory_per_layer.png", "patch_grid.png",
-        "bitwidths.png"])
+    outputs = sorted([f"{STEM}.quantmcu.tflite", f"{STEM}_op_resolver.h", "report.json",
+                      f"{STEM}.bitwidth_plan.json", f"{STEM}_model_data.h",
+                      f"{STEM}_model_data.cc", "report.md", "patch_candidates.json",
+                      "memory_per_layer.png", "patch_grid.png", "bitwidths.png"])
+    assert sorted(p.name for p in converted.iterdir()) == sorted([".qmcu-manifest", *outputs])
+    assert sorted(json.loads((converted / ".qmcu-manifest").read_text())) == outputs
 
 
 def test_report_figures_are_consistent_with_the_written_model(converted):
@@ -166,7 +169,7 @@ def test_bad_calibration_data_is_named_and_writes_nothing(tmp_path, bad, fragmen
     np.savez(tmp_path / "calib.npz", x=x)
     proc = _convert("--out", tmp_path / "o", "--calibration", tmp_path / "calib.npz")
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = message_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert fragment.lower() in lines[0].lower(), proc.stderr
     assert not (tmp_path / "o").exists()
@@ -176,3 +179,27 @@ def test_malformed_plan_is_a_config_error(tmp_path):
     (tmp_path / "plan.json").write_text('{"version": 1, "policy": "x", "bits": {"nope": 4}}')
     proc = _convert("--out", tmp_path / "o", "--plan", tmp_path / "plan.json")
     assert proc.returncode == 2 and "nope" in proc.stderr, proc.stderr
+
+
+def test_report_states_the_guard_and_the_measured_drop(converted):
+    report = json.loads((converted / "report.json").read_text())
+    guard = report["accuracy_guard"]
+    assert guard["data"] == "calibration hold-out" and guard["bound_pts"] == 1.0
+    assert guard["samples"] == report["holdout_samples"] == 16
+    assert "agreement" in guard["metric"]            # the calibration file has no labels
+    assert guard["drop_pts"] <= 1.0 and guard["held"]
+    drop = report["accuracy_drop"]
+    assert drop["data"].startswith("--eval-data") and drop["samples"] == 48
+    accuracy = report["accuracy"]
+    assert drop["drop_pts"] == pytest.approx(100 * (accuracy["int8"] - accuracy["final"]))
+    plan = json.loads((converted / f"{STEM}.bitwidth_plan.json").read_text())
+    assert plan["version"] == 2 and plan["guard"] == guard
+    assert set(plan["ranges"]) == {k for k, b in plan["bits"].items() if b < 8}
+    assert report["subbyte_ranges"] == plan["ranges"]
+
+
+def test_bad_range_rules_are_a_config_error(data, tmp_path):
+    proc = _convert("--out", tmp_path / "o", "--calibration", data / "calib.npz",
+                    "--range-rules", "full,kl")
+    assert proc.returncode == 2 and "--range-rules" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()

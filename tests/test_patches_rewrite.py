@@ -168,6 +168,20 @@ def test_forced_split_and_grid_are_used():
     assert regions[plan.split_tensor][0].to_json() == [0, 7, 0, 13]
 
 
+def test_forced_grid_skips_stages_whose_output_is_smaller_than_the_grid():
+    """MobileNetV1 on 64x64 ends at 2x2: a forced 3x1 grid searches the stages it fits;
+    with the split forced onto a 2x2 output, it is an error naming both."""
+    graph = _load("digits_mnv1_w025_r64_int8.tflite")
+    plan = plan_patches(graph=graph, options=PatchOptions(grid=(3, 1), max_file_growth=None,
+                                                          objective="min-memory"))
+    assert all(c.grid == (3, 1) for c in plan.candidates)
+    assert all(graph.main.tensors[graph.main.operators[c.split_op].outputs[0]].shape[1] >= 3
+               for c in plan.candidates)
+    last_conv = len(graph.main.operators) - 3
+    with pytest.raises(ConfigError, match=r"grid 3x1: .* 2x2 stage output"):
+        plan_patches(graph=graph, options=PatchOptions(split=last_conv, grid=(3, 1)))
+
+
 def test_impossible_budget_raises_with_the_best_peak():
     graph = _load("mobilenetv1_w025_r96.tflite")
     best = plan_patches(graph=graph, options=PatchOptions())

@@ -226,3 +226,12 @@ def test_model_bytes_round_trip_through_the_reader(cli_outputs):
     data = (out / f"{STEM}.quantmcu.tflite").read_bytes()
     graph = read_model_bytes(data=data)
     assert graph == read_model_file(path=out / f"{STEM}.quantmcu.tflite")
+
+
+def test_convert_options_take_string_paths(tmp_path):
+    from tflite_quantmcu.pipeline import ConvertOptions, run_pipeline
+
+    options = ConvertOptions(model_path=str(SMALL), out_dir=str(tmp_path), sram_budget=300_000,
+                             policy="patch-int8", measure_tflm=False, verify=False)
+    conv = run_pipeline(options=options)
+    assert (tmp_path / conv.model_file).read_bytes() == conv.model_bytes

@@ -1,23 +1,34 @@
 """The `tflite-quantmcu` command line.
 
 Every failure the user can cause prints one line `error: ...` and exits 2.
+Ctrl-C (SIGINT) or SIGTERM print `error: interrupted ...` and exit 128 + the signal
+number (130, 143); outputs are all or nothing either way (`output_files`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
+import signal
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from tflite_quantmcu import __version__
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.analysis.tflm_tail import DEFAULT_TARGET, TARGETS
 from tflite_quantmcu.io_types import IO_TYPES
+from tflite_quantmcu.patches.plan import PATCH_FORMS
 from tflite_quantmcu.patches.planner import OBJECTIVES
 from tflite_quantmcu.pipeline import POLICIES, Conversion, ConvertOptions, run_pipeline
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
-from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
+from tflite_quantmcu.quant.calibration_data import parse_normalization
+from tflite_quantmcu.quant.quantmcu_policy import DEFAULT_RANGE_RULES, QuantMCUOptions
 from tflite_quantmcu.quant.ranges import RANGE_RULES
+from tflite_quantmcu.quant.rl_policy import RlOptions
 from tflite_quantmcu.ir.reader import read_model_file
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.bridge_export import export_bridge
@@ -28,6 +39,31 @@ from tflite_quantmcu.runtimes.tflm import measure_arena
 from tflite_quantmcu.sizes import format_size, parse_size
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+EXIT_SIGNAL_BASE = 128
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that cleanup runs (`finally`, context managers)."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(_signum, _frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated in the block (main thread only: Python's rule)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,19 +119,28 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--flash", help="flash budget, e.g. 1MB")
     convert.add_argument("--policy", default="quantmcu", choices=POLICIES,
                          help="quantmcu (default): patches + VDPC/VDQS sub-byte feature maps; "
-                              "patch-int8: patches only")
+                              "patch-int8: patches only; rusci: Rusci et al.'s memory-driven "
+                              "rules (activations for --sram, weights for --flash), "
+                              "layer-based; rl: a policy-gradient agent picks 8/4/2-bit "
+                              "weights and activations per layer under --sram/--flash")
     convert.add_argument("--calibration", metavar="FILE",
                          help="calibration data: .npy, .npz (x[, y]) or a directory of images")
     convert.add_argument("--calibration-limit", type=int, metavar="N",
                          help="use only the first N calibration samples")
     convert.add_argument("--eval-data", metavar="FILE",
                          help=".npz with x and y: report top-1 of the int8 and the final model")
+    convert.add_argument("--input-mean", metavar="M[,M,...]",
+                         help="with --input-std: uint8 pixels (and float data) become "
+                              "(value - mean) / std before quantization; one value or one per "
+                              "channel (default for uint8 pixels: mean 0, std 255)")
+    convert.add_argument("--input-std", metavar="S[,S,...]",
+                         help="see --input-mean, e.g. --input-mean 127.5 --input-std 127.5")
     convert.add_argument("--plan", metavar="PLAN.json",
                          help="replay a saved bit-width plan instead of searching")
     convert.add_argument("--phi", type=float, default=0.96, help="VDPC central mass (0.96)")
     convert.add_argument("--lambda", dest="lam", type=float, default=0.6,
                          help="VDQS accuracy weight (0.6)")
-    convert.add_argument("--bins", type=int, default=24, help="VDQS entropy bins k (24)")
+    convert.add_argument("--bins", type=int, default=16, help="VDQS entropy bins k (16)")
     convert.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PTS",
                          help="accuracy guard: after the search, raise the costliest sub-byte "
                               "maps to int8 until top-1 on held-out calibration samples is at "
@@ -106,12 +151,17 @@ def _add_convert_parser(commands) -> None:
                          help="after the search (and guard), lower feature-map widths until "
                               "BitOPs are R x below patch-int8 (a start for QAT fine-tuning, "
                               "see docs/qat.md; the accuracy guard is not rerun)")
-    convert.add_argument("--range-rules", default=",".join(RANGE_RULES), metavar="RULES",
+    convert.add_argument("--range-rules", default=",".join(DEFAULT_RANGE_RULES), metavar="RULES",
                          help="sub-byte range rules to choose among per map, comma-separated "
-                              f"({','.join(RANGE_RULES)}; 'full' alone = the whole int8 range)")
+                              f"(of {','.join(RANGE_RULES)}; default "
+                              f"{','.join(DEFAULT_RANGE_RULES)}; 'full' alone = the whole int8 "
+                              "range)")
     convert.add_argument("--no-search-tail", action="store_true",
                          help="search only the patch branches; layers after the patch stage "
                               "stay 8-bit")
+    convert.add_argument("--rl-episodes", type=int, default=30, metavar="N",
+                         help="--policy rl: episodes of the search (30)")
+    convert.add_argument("--rl-seed", type=int, default=0, help="--policy rl: seed (0)")
     convert.add_argument("--patch-grid", metavar="RxC", help="force the patch grid, e.g. 4x4")
     convert.add_argument("--split-after", metavar="OP",
                          help="force the last op of the patch stage: its index or output tensor name")
@@ -120,6 +170,10 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--objective", default="min-macs", choices=OBJECTIVES,
                          help="min-macs (default): the patch plan that fits with the fewest "
                               "extra MACs; min-memory: the smallest arena")
+    convert.add_argument("--patch-form", default="builtin", choices=PATCH_FORMS,
+                         help="builtin (default): per-patch builtin ops, any TFLite Micro; "
+                              "stage-op: the stage as one QMCU_PATCH_STAGE op (link "
+                              "cmixnn_bridge); auto: the lower total arena")
     convert.add_argument("--max-file-growth", type=float, default=0.05, metavar="FRACTION",
                          help="cap on the growth of the .tflite file by patching (0.05)")
     convert.add_argument("--input-type", default="keep", choices=IO_TYPES,
@@ -143,14 +197,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     commands = {"analyze": _analyze, "convert": _convert, "run": _run, "bridge": _bridge}
     try:
-        return commands[args.command](args)
+        with _sigterm_as_interrupt():
+            return commands[args.command](args)
     except QuantMCUError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name}; outputs are written "
+              "whole or not at all", file=sys.stderr)
+        return EXIT_SIGNAL_BASE + signum
     except BrokenPipeError:
         # The reader of stdout went away (e.g. `analyze ... | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as err:  # noqa: BLE001 (the one last-resort handler: never a traceback)
+        print(f"error: internal: {type(err).__name__}: {err} (please report this with the "
+              f"model)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -185,6 +249,11 @@ def _bridge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. too few calibration samples) as one `warning: ...` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _analyze(args: argparse.Namespace) -> int:
     graph = read_model_file(path=args.model)
     require_int8(graph=graph, source=args.model)
@@ -210,6 +279,7 @@ def _convert(args: argparse.Namespace) -> int:
         calibration=Path(args.calibration) if args.calibration else None,
         calibration_limit=args.calibration_limit,
         eval_data=Path(args.eval_data) if args.eval_data else None,
+        input_normalization=parse_normalization(mean=args.input_mean, std=args.input_std),
         plan_path=Path(args.plan) if args.plan else None,
         quantmcu=QuantMCUOptions(phi=args.phi, lam=args.lam, bins=args.bins,
                                  search_tail=not args.no_search_tail,
@@ -219,19 +289,27 @@ def _convert(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
         target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
-        output_type=args.output_type)
-    result = run_pipeline(options=options)
+        output_type=args.output_type, patch_form=args.patch_form,
+        rl=RlOptions(episodes=args.rl_episodes, seed=args.rl_seed))
+    with warnings.catch_warnings():   # restores warnings.showwarning on exit
+        warnings.showwarning = _print_warning
+        result = run_pipeline(options=options)
     print(format_conversion(conv=result))
     return 0
+
+
+_GRID = re.compile(r"([0-9]{1,4})[xX]([0-9]{1,4})", re.ASCII)
+_OP_INDEX = re.compile(r"#?([0-9]{1,9})", re.ASCII)
 
 
 def _parse_grid(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--patch-grid: cannot read {text!r}; expected ROWSxCOLS such as 4x4")
-    return int(parts[0]), int(parts[1])
+    match = _GRID.fullmatch(text)
+    if match is None or 0 in (int(match.group(1)), int(match.group(2))):
+        raise ConfigError(f"--patch-grid: cannot read {text!r}; expected ROWSxCOLS of ASCII "
+                          "digits, 1 to 9999 each, such as 4x4")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _parse_rules(text: str) -> tuple[str, ...]:
@@ -243,9 +321,11 @@ def _parse_rules(text: str) -> tuple[str, ...]:
 
 
 def _parse_split(text: str | None) -> int | str | None:
+    """An op index (`12` or `#12`, ASCII digits) or else an output tensor name."""
     if text is None:
         return None
-    return int(text.lstrip("#")) if text.lstrip("#").isdigit() else text
+    match = _OP_INDEX.fullmatch(text)
+    return int(match.group(1)) if match else text
 
 
 def format_conversion(*, conv: Conversion) -> str:
@@ -275,6 +355,8 @@ def format_conversion(*, conv: Conversion) -> str:
         classes = conv.search.to_dict()["class_counts"]
         lines.append(f"VDPC: {classes['outlier']} outlier / {classes['non_outlier']} non-outlier "
                      f"branches; search {conv.search.search_time_s:.2f} s")
+    if conv.seed_search is not None:
+        lines.append(f"{conv.options.policy} search: {conv.seed_search.search_time_s:.2f} s")
     if conv.accuracy:
         lines.append(f"top-1: int8 {conv.accuracy['int8'] * 100:.2f} %, final "
                      f"{conv.accuracy['final'] * 100:.2f} %")

@@ -18,6 +18,11 @@ class InvalidModelError(QuantMCUError):
     """The bytes are not a valid TFLite flatbuffer (identifier, truncation, bad indices)."""
 
 
+class ModelLimitError(InvalidModelError):
+    """The model exceeds a reader limit (`ir/limits.py`, docs/limits.md): file size, tensors,
+    ops, subgraphs or buffer bytes; raised before the memory is spent."""
+
+
 class UnsupportedModelError(QuantMCUError):
     """A valid model that this tool does not handle (float model, unknown op code, shape)."""
 
@@ -40,3 +45,18 @@ class CalibrationDataError(QuantMCUError):
 
 class OutputError(QuantMCUError):
     """An output path cannot be written."""
+
+
+class RuntimeCheckError(QuantMCUError):
+    """A runtime used as a check (LiteRT in the verify step) rejected or failed on a model."""
+
+
+class OutputBusyError(OutputError):
+    """Another `convert` holds the lock of the output directory."""
+
+
+class CalibrationDataWarning(UserWarning):
+    """Calibration data that works but gives poor statistics (e.g. too few samples).
+
+    Not an error: the CLI prints it as `warning: <message>` on stderr and goes on.
+    """

@@ -2,13 +2,18 @@
 
 Each step reads what earlier steps left in the record and adds its own part.
 Nothing is written until the last step, which writes every output file or
-none (a failure anywhere leaves the output directory as it was).
+none (a failure anywhere leaves the output directory as it was). The output
+directory is locked for the whole run, so a second convert into it is refused
+(``output_files`` says how the set is committed and why signals cannot split it).
 """
 from __future__ import annotations
 
-import sys
 import dataclasses
+import os
+import stat
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,34 +23,44 @@ import numpy as np
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.codegen.model_data import model_data_header, model_data_source
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
-from tflite_quantmcu.errors import BudgetError, ConfigError, UnsupportedModelError
+from tflite_quantmcu.errors import (BudgetError, CalibrationDataWarning, ConfigError,
+                                    RuntimeCheckError,
+                                    UnsupportedModelError)
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
 from tflite_quantmcu.io_types import IoTypes, convert_io_types, dominant_input_hint
-from tflite_quantmcu.ir.writer import write_model_bytes
+from tflite_quantmcu.ir.writer import has_external_buffers, write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
-from tflite_quantmcu.output_files import json_bytes, write_outputs_atomically
+from tflite_quantmcu.output_files import (OutputDirectory, json_bytes, lock_output_directory,
+                                          write_outputs_atomically)
 from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.bitops_target import plan_for_bitops_ratio
-from tflite_quantmcu.quant.accuracy_guard import GuardOptions, guard_plan, heldout_from_batches
-from tflite_quantmcu.quant.calibration_data import Batch, data_batches
+from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
+                                                  selection_costs)
+from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Batch,
+                                                    InputNormalization, data_batches)
 from tflite_quantmcu.quant.calibration_split import split_holdout
 from tflite_quantmcu.quant.evaluate import top1_counts
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions, QuantMCUResult,
                                                    collect_patch_statistics, search_quantmcu)
+from tflite_quantmcu.quant.rl_policy import RlOptions
+from tflite_quantmcu.quant.seed_policies import (LAYER_POLICIES, layer_based_plan,
+                                                 search_seed_policy)
 from tflite_quantmcu.report import conversion_report
 from tflite_quantmcu.report_figures import report_figures
 from tflite_quantmcu.report_text import conversion_markdown
+from tflite_quantmcu.reference.executor import run_graph
 from tflite_quantmcu.runtimes.litert import run_litert
 from tflite_quantmcu.runtimes.random_inputs import random_inputs
 from tflite_quantmcu.runtimes.tflm import measure_arena
 
-POLICIES = ("quantmcu", "patch-int8")
+POLICIES = ("quantmcu", "patch-int8") + LAYER_POLICIES
 VERIFY_SAMPLES = 2
+MAX_TEXT_BYTES = 16 << 20   # --plan files (docs/limits.md)
 TFLM_WHEEL_TARGET = "host64"  # the tflite-micro wheel that `measure_in_tflm` runs
 
 
@@ -74,11 +89,21 @@ class ConvertOptions:
     max_file_growth: float | None = 0.05
     input_type: str = "keep"
     output_type: str = "keep"
-    model_bytes: bytes | None = None  # the model itself; model_path then only names it
-    step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
     max_accuracy_drop: float | None = 1.0
+    model_bytes: bytes | None = None  # the model itself; model_path then only names it
+    input_normalization: InputNormalization | None = None  # --input-mean/--input-std
+    patch_form: str = "builtin"
+    rl: RlOptions = RlOptions()
+    step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
     plan: BitwidthPlan | None = None  # a plan given as data (the API; e.g. fine-tuned ranges)
     bitops_ratio: float | None = None  # --bitops-ratio: lower widths to this BitOPs ratio
+
+    def __post_init__(self) -> None:
+        """Paths may be given as strings (Python callers); they are stored as Path."""
+        for name in ("model_path", "out_dir", "plan_path", "calibration", "eval_data"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
 
 
 @dataclass
@@ -97,6 +122,7 @@ class Conversion:
     patched_analysis: ModelAnalysis | None = None
     bitwidth_plan: BitwidthPlan | None = None
     search: QuantMCUResult | None = None
+    seed_search: object | None = None
     converted: Graph | None = None
     final: ModelAnalysis | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
@@ -106,6 +132,7 @@ class Conversion:
     header: str = ""
     tflm_arenas: dict[str, dict | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    output: OutputDirectory | None = None   # the locked --out folder, set by `convert`
 
     @property
     def stem(self) -> str:
@@ -115,6 +142,16 @@ class Conversion:
     def model_file(self) -> str:
         """The written model's file name: the input's stem and the policy."""
         return f"{self.stem}.{self.options.policy}.tflite"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Every file name a convert of this model may write, whatever the policy: an
+        earlier convert's files that this one does not write again are removed."""
+        stem = self.stem
+        return (*(f"{stem}.{policy}.tflite" for policy in POLICIES), f"{stem}_op_resolver.h",
+                f"{stem}_model_data.h", f"{stem}_model_data.cc", "report.json", "report.md",
+                "patch_candidates.json", "memory_per_layer.png", "patch_grid.png",
+                "bitwidths.png", f"{stem}.bitwidth_plan.json")
 
 
 def read_input(conv: Conversion) -> None:
@@ -126,6 +163,11 @@ def read_input(conv: Conversion) -> None:
         conv.graph = read_model_bytes(data=opts.model_bytes, source=opts.model_path.name)
         conv.original_bytes = opts.model_bytes
     conv.input_graph, conv.input_bytes = conv.graph, conv.original_bytes
+    if has_external_buffers(graph=conv.graph):
+        # TFLite Micro reads only inline buffer data: measure and write the model inline.
+        conv.input_bytes = write_model_bytes(graph=conv.graph, inline_buffers=True)
+        conv.notes.append("the input stores weights after the flatbuffer (Buffer.offset); "
+                          "TFLite Micro reads only inline data, so the output has them inline")
 
 
 def check_int8(conv: Conversion) -> None:
@@ -145,14 +187,29 @@ def set_io_types(conv: Conversion) -> None:
     conv.original_bytes = write_model_bytes(graph=conv.graph)
 
 
+def _patch_form(opts: ConvertOptions) -> str:
+    """The form the planner may use: QuantMCU's sub-byte branches need the builtin form
+    (they are not yet run inside QMCU_PATCH_STAGE)."""
+    if opts.policy != "quantmcu" or opts.patch_form == "builtin":
+        return opts.patch_form
+    if opts.patch_form == "stage-op":
+        raise ConfigError("--patch-form stage-op runs int8 only: sub-byte branches inside "
+                          "QMCU_PATCH_STAGE are not supported yet; use --policy patch-int8 "
+                          "or --patch-form builtin")
+    return "builtin"
+
+
 def plan_patch_stage(conv: Conversion) -> None:
     opts = conv.options
     start = time.perf_counter()
+    if opts.policy in LAYER_POLICIES:
+        conv.patch_plan = layer_based_plan(graph=conv.graph, options=opts)
+        return
     try:
         conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
             sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
             split=opts.split_after, grid=opts.patch_grid, max_file_growth=opts.max_file_growth,
-            target=opts.target, objective=opts.objective))
+            target=opts.target, objective=opts.objective, form=_patch_form(opts)))
     except PatchBudgetError as err:
         hint = dominant_input_hint(graph=conv.graph, peak_tensors=err.peak_tensors)
         if not hint:
@@ -172,9 +229,14 @@ def rewrite_patch_stage(conv: Conversion) -> None:
 
 
 def choose_bitwidths(conv: Conversion) -> None:
-    """quantmcu: replay --plan, or calibrate and search (VDPC + VDQS); else all 8-bit."""
+    """quantmcu: replay --plan, or calibrate and search (VDPC + VDQS); rusci / rl: their
+    search on the layer-based graph; else all 8-bit."""
     opts = conv.options
-    if opts.policy != "quantmcu":
+    if opts.policy in LAYER_POLICIES and opts.plan_path is None:
+        conv.seed_search = search_seed_policy(graph=conv.patched, options=opts)
+        conv.bitwidth_plan = conv.seed_search.plan
+        return
+    if opts.policy not in ("quantmcu",) + LAYER_POLICIES:
         return
     if opts.plan is not None:
         conv.bitwidth_plan = opts.plan
@@ -187,17 +249,23 @@ def choose_bitwidths(conv: Conversion) -> None:
     start = time.perf_counter()
     fit, conv.heldout = split_holdout(batches=data_batches(
         source=_data_source(opts.calibration), graph=conv.graph, limit=opts.calibration_limit,
-        progress=opts.progress))
+        progress=opts.progress, normalization=opts.input_normalization))
     statistics = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
                                           calibration=fit)
     check = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
                                      calibration=[b.x for b in conv.heldout]) \
         if conv.heldout else None
     collected = time.perf_counter() - start
+    total = next(iter(statistics.values())).num_samples + sum(b.x.shape[0] for b in conv.heldout)
+    if total < MIN_CALIBRATION_SAMPLES:   # as calibration_batches warns
+        warnings.warn(f"only {total} calibration sample(s); ranges and entropies from fewer "
+                      f"than {MIN_CALIBRATION_SAMPLES} are noisy (use a few hundred)",
+                      CalibrationDataWarning, stacklevel=2)
+    heldout_x = np.concatenate([b.x for b in conv.heldout]) if conv.heldout else None
     search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                              patched_graph=conv.patched, calibration=None,
                              sram_budget=opts.sram_budget, options=opts.quantmcu,
-                             statistics=statistics, check_statistics=check)
+                             statistics=statistics, check_statistics=check, heldout_x=heldout_x)
     conv.search = dataclasses.replace(search, statistics_time_s=collected)
     conv.bitwidth_plan = conv.search.plan
 
@@ -216,7 +284,9 @@ def guard_accuracy(conv: Conversion) -> None:
     guarded = guard_plan(graph=conv.graph, patch_plan=conv.patch_plan,
                          patched_graph=conv.patched, plan=conv.bitwidth_plan,
                          heldout=heldout_from_batches(batches=conv.heldout),
-                         options=GuardOptions(max_drop_pts=bound))
+                         options=GuardOptions(max_drop_pts=bound),
+                         known_costs=selection_costs(plan=conv.bitwidth_plan,
+                                                     selection=conv.search.selection))
     conv.bitwidth_plan = guarded.plan
     conv.search = dataclasses.replace(conv.search, plan=guarded.plan,
                                       search_time_s=conv.search.search_time_s
@@ -251,9 +321,11 @@ def evaluate_accuracy(conv: Conversion) -> None:
             conv.accuracy_drop = {"data": guard["data"], "samples": guard["samples"],
                                   "metric": guard["metric"], "drop_pts": guard["drop_pts"]}
         return
-    progress = conv.options.progress
-    correct8, total = top1_counts(graph=conv.graph, data=_data_source(data), progress=progress)
-    correct, _ = top1_counts(graph=conv.converted, data=_data_source(data), progress=progress)
+    progress, norm = conv.options.progress, conv.options.input_normalization
+    correct8, total = top1_counts(graph=conv.graph, data=_data_source(data), progress=progress,
+                                  normalization=norm)
+    correct, _ = top1_counts(graph=conv.converted, data=_data_source(data), progress=progress,
+                             normalization=norm)
     conv.accuracy = {"int8": correct8 / total, "final": correct / total}
     conv.accuracy_drop = {"data": _data_label(data), "samples": total,
                           "metric": "top-1 accuracy (labels)",
@@ -261,19 +333,38 @@ def evaluate_accuracy(conv: Conversion) -> None:
 
 
 def verify_equivalence(conv: Conversion) -> None:
-    """The rewrite must not change numerics: LiteRT reference kernels, random inputs."""
-    if not conv.options.verify or conv.patched is conv.graph:
+    """The input must run in LiteRT, and the rewrite must not change numerics: LiteRT
+    reference kernels (the reference executor for the stage-op form), random inputs."""
+    if not conv.options.verify:
         return
-    rewritten = write_model_bytes(graph=conv.patched)
     inputs = random_inputs(graph=conv.graph, samples=VERIFY_SAMPLES, seed=0)
-    before = run_litert(model_bytes=conv.original_bytes, inputs=inputs)
-    after = run_litert(model_bytes=rewritten, inputs=inputs)
+    before = _litert_outputs(model_bytes=conv.original_bytes, inputs=inputs, what="input model")
+    if conv.patched is conv.graph:
+        return
+    if conv.patch_plan.form == "stage-op":   # a custom op: the reference executor is the oracle
+        runtime = "the reference executor"
+        before = run_graph(graph=conv.graph, inputs=inputs)
+        after = run_graph(graph=conv.patched, inputs=inputs)
+    else:
+        runtime = "LiteRT"
+        after = _litert_outputs(model_bytes=write_model_bytes(graph=conv.patched),
+                                inputs=inputs, what="rewritten model")
     for j, (a, b) in enumerate(zip(before, after)):
         if not np.array_equal(a, b):
             raise UnsupportedModelError(
                 f"internal check failed: output {j} of the rewritten model differs from the "
-                f"original in LiteRT (max {np.abs(a.astype(int) - b.astype(int)).max()} steps); "
-                f"nothing was written")
+                f"original in {runtime} (max {np.abs(a.astype(int) - b.astype(int)).max()} "
+                f"steps); nothing was written")
+
+
+def _litert_outputs(*, model_bytes: bytes, inputs: list, what: str) -> list:
+    """LiteRT's outputs; its errors (ValueError/RuntimeError) become a typed error."""
+    try:
+        return run_litert(model_bytes=model_bytes, inputs=inputs)
+    except (ValueError, RuntimeError) as err:
+        message = " ".join(str(err).split())  # LiteRT's messages span lines; ours take one
+        raise RuntimeCheckError(f"LiteRT rejects the {what}: {message} (--no-verify skips "
+                                f"this check)") from err
 
 
 def check_budgets(conv: Conversion) -> None:
@@ -293,7 +384,7 @@ def check_budgets(conv: Conversion) -> None:
 
 
 def serialize_outputs(conv: Conversion) -> None:
-    conv.model_bytes = write_model_bytes(graph=conv.converted)
+    conv.model_bytes = write_model_bytes(graph=conv.converted, inline_buffers=True)
     conv.header = op_resolver_header(graph=conv.converted, stem=conv.stem,
                                      arena=conv.final.arena, model_file=conv.model_file)
 
@@ -304,9 +395,14 @@ def measure_in_tflm(conv: Conversion) -> None:
     if not conv.options.measure_tflm:
         return
     patched = conv.model_bytes if conv.converted is conv.patched else \
-        write_model_bytes(graph=conv.patched)
+        write_model_bytes(graph=conv.patched, inline_buffers=True)
     for name, data, graph in (("layer_based", conv.input_bytes, conv.input_graph),
                               ("patch_based", patched, conv.patched)):
+        if name == "patch_based" and conv.patch_plan.form == "stage-op":
+            conv.tflm_arenas[name] = None
+            conv.notes.append("TFLM arena of the stage-op model not measured: the wheel has "
+                              "no QMCU_PATCH_STAGE kernel")
+            continue
         try:
             tflm = measure_arena(model_bytes=data)
         except UnsupportedModelError as err:
@@ -341,8 +437,13 @@ def output_files(*, conv: Conversion) -> dict[str, bytes]:
 
 
 def write_outputs(conv: Conversion) -> None:
-    if conv.options.out_dir is not None:
-        write_outputs_atomically(directory=conv.options.out_dir, files=output_files(conv=conv))
+    if conv.options.out_dir is None:   # the Python API: ConversionResult.save writes them
+        return
+    files = output_files(conv=conv)
+    if conv.output is None:   # a step run outside `run_pipeline`
+        write_outputs_atomically(directory=conv.options.out_dir, files=files)
+    else:   # also removes what an earlier convert left (e.g. a plan of another policy)
+        conv.output.commit(files=files, replaces=conv.output_names)
 
 
 Step = Callable[[Conversion], None]
@@ -354,11 +455,11 @@ PIPELINE: tuple[Step, ...] = (
     set_io_types,          # --input-type/--output-type: drop or retype the float I/O ops
     plan_patch_stage,      # split point and grid under the arena budget (or keep layers)
     rewrite_patch_stage,   # run the memory-heavy stage patch by patch, sharing the weights
-    verify_equivalence,    # a rewrite must not change numerics: compare outputs in LiteRT
-    choose_bitwidths,      # QuantMCU: calibration -> VDPC -> VDQS per branch (or --plan replay)
+    verify_equivalence,    # a rewrite must not change numerics: LiteRT (stage-op: reference)
+    choose_bitwidths,      # QuantMCU: VDPC -> VDQS; rusci: rules M2/M1; rl: agent (or --plan)
     guard_accuracy,        # --max-accuracy-drop: raise costly sub-byte maps on held-out calibration
     target_bitops,         # --bitops-ratio: lower widths until BitOPs reach the requested ratio
-    apply_bitwidths,       # packed 4/2-bit feature maps and the QMCU_* ops that use them
+    apply_bitwidths,       # packed 4/2-bit maps and filters and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
     check_budgets,         # final whole-arena and flash figures against the user's budgets
     serialize_outputs,     # model bytes and op resolver header, in memory
@@ -367,31 +468,52 @@ PIPELINE: tuple[Step, ...] = (
 )
 
 
-def _data_source(source):
-    """A file path as the data readers take it; arrays and iterables as given."""
-    return str(source) if isinstance(source, (str, Path)) else source
-
-
 def _data_label(source) -> str:
-    """How the report names the evaluation data: the file, or what the API was given."""
+    """How the report names evaluation data: the file, or what kind of object it was."""
     if isinstance(source, (str, Path)):
         return f"--eval-data {Path(source).name}"
     return f"eval_data ({type(source).__name__})"
 
 
+def _data_source(source):
+    """A file path as the data readers take it; arrays and iterables as given."""
+    return str(source) if isinstance(source, (str, Path)) else source
+
+
 def _read_text(path: Path, option: str) -> str:
+    """A UTF-8 text file of at most MAX_TEXT_BYTES (a plan is a few KB)."""
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{option} {path}: not a regular file")
+            data = handle.read(MAX_TEXT_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{option} {path}: cannot be read ({err.strerror})") from err
+    if len(data) > MAX_TEXT_BYTES:
+        raise ConfigError(f"{option} {path}: larger than {MAX_TEXT_BYTES:,} B, the limit for "
+                          "a plan file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {err.start}: "
+                          f"{err.reason})") from err
 
 
 def run_pipeline(*, options: ConvertOptions) -> Conversion:
     conv = Conversion(options=options)
+    if options.out_dir is None:
+        _run_steps(conv=conv)
+        return conv
+    with lock_output_directory(directory=options.out_dir) as conv.output:
+        _run_steps(conv=conv)
+    conv.output = None
+    return conv
+
+
+def _run_steps(*, conv: Conversion) -> None:
     start = time.perf_counter()
     for number, step in enumerate(PIPELINE, start=1):
-        if options.step_lines:
+        if conv.options.step_lines:
             print(f"convert [{number}/{len(PIPELINE)}] {step.__name__.replace('_', ' ')} "
                   f"({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
         step(conv)
-    return conv

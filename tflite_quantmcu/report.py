@@ -62,6 +62,9 @@ def conversion_report(*, conv: Conversion) -> dict:
         report["holdout_samples"] = sum(int(b.x.shape[0]) for b in conv.heldout)
         report["statistics_time_s"] = round(search["statistics_time_s"], 3)
         report["search_time_s"] = round(search["search_time_s"], 3)
+    if getattr(conv, "seed_search", None) is not None:
+        report["seed_search"] = conv.seed_search.to_dict()
+        report["search_time_s"] = round(conv.seed_search.search_time_s, 3)
     if conv.accuracy:
         report["accuracy"] = dict(conv.accuracy)
     if conv.bitwidth_plan is not None and conv.bitwidth_plan.guard is not None:
@@ -71,6 +74,8 @@ def conversion_report(*, conv: Conversion) -> dict:
     if conv.bitwidth_plan is not None and conv.bitwidth_plan.ranges:
         report["subbyte_ranges"] = {k: r.to_dict()
                                     for k, r in sorted(conv.bitwidth_plan.ranges.items())}
+    if opts.input_normalization is not None:   # --input-mean/--input-std
+        report["input_normalization"] = opts.input_normalization.to_dict()
     return report
 
 

@@ -51,6 +51,55 @@ class OptionsReader {
     return ok_ ? value : 0;
   }
 
+  // A vector of ints (untyped, typed or fixed typed) into out[0..n); false unless its length
+  // is exactly n (n = -1: any length up to `limit`, returned in *length).
+  bool Ints(const char* key, int32_t* out, int32_t n, int32_t limit, int32_t* length) {
+    if (!ok_) return false;
+    ok_ = IntVector(map_[key], out, n, limit, length);
+    return ok_;
+  }
+
+  // A nested map of the root map's vector `key` at `index` (stage options).
+  static bool At(const flexbuffers::Map& map, const char* key, size_t index,
+                 flexbuffers::Map* out) {
+    const flexbuffers::Reference ref = map[key];
+    if (!ref.IsVector() || ref.IsMap()) return false;
+    const flexbuffers::Vector vec = ref.AsVector();
+    if (index >= vec.size() || !vec[index].IsMap()) return false;
+    *out = vec[index].AsMap();
+    return true;
+  }
+
+  const flexbuffers::Map& map() const { return map_; }
+
+  // A map without a version key (the tensors and layers of a stage).
+  explicit OptionsReader(const flexbuffers::Map& map) : map_(map), ok_(true) {}
+
+  static bool IntVector(const flexbuffers::Reference& ref, int32_t* out, int32_t n,
+                        int32_t limit, int32_t* length) {
+    if (ref.IsFixedTypedVector()) return Copy(ref.AsFixedTypedVector(), out, n, limit, length);
+    if (ref.IsTypedVector()) return Copy(ref.AsTypedVector(), out, n, limit, length);
+    if (ref.IsVector() && !ref.IsMap()) return Copy(ref.AsVector(), out, n, limit, length);
+    return false;
+  }
+
+  template <typename Vector>
+  static bool Copy(const Vector& vec, int32_t* out, int32_t n, int32_t limit, int32_t* length) {
+    const size_t size = vec.size();
+    if (n >= 0 ? size != static_cast<size_t>(n) : size > static_cast<size_t>(limit)) {
+      return false;
+    }
+    for (size_t i = 0; i < size; ++i) {
+      if (out != nullptr && !ToInt32(vec[i], &out[i])) return false;
+      if (out == nullptr) {
+        int32_t unused = 0;
+        if (!ToInt32(vec[i], &unused)) return false;
+      }
+    }
+    if (length != nullptr) *length = static_cast<int32_t>(size);
+    return true;
+  }
+
   // A logical [N, H, W, C]: a vector (untyped, typed or fixed typed) of exactly 4 ints.
   qmcu_dims Dims(const char* key) {
     qmcu_dims d = {0, 0, 0, 0};
@@ -158,6 +207,93 @@ bool ParseConvLike(const uint8_t* buf, size_t len, bool depthwise, qmcu_conv_par
   return true;
 }
 
+// ---- QMCU_PATCH_STAGE ----
+constexpr int32_t kMaxGrid = 4096;
+constexpr int32_t kMaxChannels = 1 << 20;
+
+struct StageCounts {
+  int32_t grid[2];
+  int32_t tensors;
+  int32_t layers;
+  int32_t requant_words;
+};
+
+int32_t VectorSize(const flexbuffers::Map& map, const char* key) {
+  const flexbuffers::Reference ref = map[key];
+  if (!ref.IsVector() || ref.IsMap()) return -1;
+  const size_t size = ref.AsVector().size();
+  return size < static_cast<size_t>(kMaxGrid) * 16 ? static_cast<int32_t>(size) : -1;
+}
+
+// The counts the pool size depends on; false when the map is not a stage map.
+bool StageSizes(OptionsReader& root, StageCounts* counts) {
+  int32_t n = 0;
+  if (!root.ok() || !root.Ints("grid", counts->grid, 2, 0, nullptr)) return false;
+  if (counts->grid[0] < 1 || counts->grid[1] < 1 || counts->grid[0] > kMaxGrid ||
+      counts->grid[1] > kMaxGrid) {
+    return false;
+  }
+  counts->tensors = VectorSize(root.map(), "tensors");
+  counts->layers = VectorSize(root.map(), "layers");
+  if (counts->tensors < 2 || counts->layers != counts->tensors - 1) return false;
+  counts->requant_words = 0;
+  for (n = 0; n < counts->layers; ++n) {
+    flexbuffers::Map layer = flexbuffers::Map::EmptyMap();
+    int32_t length = 0;
+    if (!OptionsReader::At(root.map(), "layers", static_cast<size_t>(n), &layer)) return false;
+    OptionsReader r(layer);
+    if (!r.Ints("multiplier", nullptr, -1, kMaxChannels, &length)) return false;
+    counts->requant_words += 2 * length;
+  }
+  return true;
+}
+
+bool ParseStageTensor(const flexbuffers::Map& map, const StageCounts& c, int32_t* record,
+                      int32_t* parts) {
+  OptionsReader r(map);
+  r.Ints("shape", record, 4, 0, nullptr);
+  record[4] = r.Int("bits");
+  record[5] = r.Int("zero_point");
+  record[6] = r.Int("offset");
+  r.Ints("rows", parts, 2 * c.grid[0], 0, nullptr);
+  r.Ints("cols", parts + 2 * c.grid[0], 2 * c.grid[1], 0, nullptr);
+  return r.ok();
+}
+
+bool ParseStageLayer(const flexbuffers::Map& map, int32_t* L, int32_t* requant,
+                     int32_t requant_at) {
+  OptionsReader r(map);
+  int32_t length = 0;
+  int32_t pair[2] = {0, 0};
+  L[QMCU_STAGE_L_KIND] = r.Int("kind");
+  r.Ints("inputs", pair, -1, 2, &length);
+  L[QMCU_STAGE_L_NUM_INPUTS] = length;
+  L[QMCU_STAGE_L_INPUT0] = pair[0];
+  L[QMCU_STAGE_L_INPUT1] = length > 1 ? pair[1] : -1;
+  pair[0] = pair[1] = QMCU_STAGE_NO_SLOT;
+  r.Ints("staging", pair, length, 0, nullptr);
+  L[QMCU_STAGE_L_STAGING0] = pair[0];
+  L[QMCU_STAGE_L_STAGING1] = pair[1];
+  L[QMCU_STAGE_L_OUTPUT] = r.Int("output");
+  L[QMCU_STAGE_L_ACT_MIN] = r.Int("act_min");
+  L[QMCU_STAGE_L_ACT_MAX] = r.Int("act_max");
+  L[QMCU_STAGE_L_FILTER] = r.Int("filter");
+  L[QMCU_STAGE_L_BIAS] = r.Int("bias");
+  r.Ints("kernel", &L[QMCU_STAGE_L_KERNEL_H], 2, 0, nullptr);
+  r.Ints("stride", &L[QMCU_STAGE_L_STRIDE_H], 2, 0, nullptr);
+  r.Ints("dilation", &L[QMCU_STAGE_L_DILATION_H], 2, 0, nullptr);
+  L[QMCU_STAGE_L_PAD_TOP] = r.Int("pad_top");
+  L[QMCU_STAGE_L_PAD_LEFT] = r.Int("pad_left");
+  L[QMCU_STAGE_L_DEPTH_MULTIPLIER] = r.Int("depth_multiplier");
+  L[QMCU_STAGE_L_KERNEL_SCRATCH] = r.Int("kernel_scratch");
+  L[QMCU_STAGE_L_KERNEL_SCRATCH_BYTES] = r.Int("kernel_scratch_bytes");
+  r.Ints("multiplier", requant, -1, kMaxChannels, &length);
+  r.Ints("shift", requant + length, length, 0, nullptr);
+  L[QMCU_STAGE_L_REQUANT_AT] = requant_at;
+  L[QMCU_STAGE_L_REQUANT_COUNT] = length;
+  return r.ok();
+}
+
 bool ParseRequant(const uint8_t* buf, size_t len, qmcu_requant_params* out) {
   OptionsReader r(buf, len);
   qmcu_requant_params p;
@@ -239,6 +375,55 @@ bool qmcu_parse_pack_options(const uint8_t* buf, size_t len, qmcu_requant_params
 
 bool qmcu_parse_unpack_options(const uint8_t* buf, size_t len, qmcu_requant_params* out) {
   return ParseRequant(buf, len, out);
+}
+
+bool qmcu_parse_patch_stage_words(const uint8_t* buf, size_t len, size_t* words) {
+  OptionsReader root(buf, len);
+  StageCounts c;
+  if (!StageSizes(root, &c) || words == nullptr) return false;
+  *words = qmcu_stage_pool_words_for(c.tensors, c.layers, c.grid[0], c.grid[1],
+                                     c.requant_words);
+  return true;
+}
+
+bool qmcu_parse_patch_stage_options(const uint8_t* buf, size_t len, int32_t* pool,
+                                    size_t pool_words, qmcu_stage_params* out) {
+  OptionsReader root(buf, len);
+  StageCounts c;
+  if (!StageSizes(root, &c) || pool == nullptr || out == nullptr) return false;
+  const size_t words =
+      qmcu_stage_pool_words_for(c.tensors, c.layers, c.grid[0], c.grid[1], c.requant_words);
+  if (words != pool_words || words > static_cast<size_t>(INT32_MAX)) return false;
+  const int32_t scratch_bytes = root.Int("scratch_bytes");
+  if (!root.ok()) return false;
+  int32_t* parts = pool + QMCU_STAGE_TENSOR_WORDS * c.tensors;
+  const int32_t part_words = 2 * (c.grid[0] + c.grid[1]);
+  int32_t* layers = parts + part_words * c.tensors;
+  int32_t requant_at = static_cast<int32_t>(layers - pool) + QMCU_STAGE_LAYER_WORDS * c.layers;
+  for (int32_t t = 0; t < c.tensors; ++t) {
+    flexbuffers::Map map = flexbuffers::Map::EmptyMap();
+    if (!OptionsReader::At(root.map(), "tensors", static_cast<size_t>(t), &map) ||
+        !ParseStageTensor(map, c, pool + QMCU_STAGE_TENSOR_WORDS * t, parts + part_words * t)) {
+      return false;
+    }
+  }
+  for (int32_t n = 0; n < c.layers; ++n) {
+    flexbuffers::Map map = flexbuffers::Map::EmptyMap();
+    int32_t* L = layers + QMCU_STAGE_LAYER_WORDS * n;
+    if (!OptionsReader::At(root.map(), "layers", static_cast<size_t>(n), &map) ||
+        !ParseStageLayer(map, L, pool + requant_at, requant_at)) {
+      return false;
+    }
+    requant_at += 2 * L[QMCU_STAGE_L_REQUANT_COUNT];
+  }
+  out->grid_rows = c.grid[0];
+  out->grid_cols = c.grid[1];
+  out->num_tensors = c.tensors;
+  out->num_layers = c.layers;
+  out->scratch_bytes = scratch_bytes;
+  out->pool_words = static_cast<int32_t>(words);
+  out->pool = pool;
+  return true;
 }
 
 bool qmcu_parse_padding(const uint8_t* buf, size_t len, qmcu_padding* out) {

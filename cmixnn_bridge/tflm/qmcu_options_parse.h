@@ -20,6 +20,7 @@
 #endif
 
 #include "qmcu/qmcu.h"
+#include "qmcu/qmcu_stage.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +53,14 @@ bool qmcu_parse_average_pool_2d_options(const uint8_t *buf, size_t len,
 /* QMCU_PACK and QMCU_UNPACK (same keys; the direction is checked in Prepare). */
 bool qmcu_parse_pack_options(const uint8_t *buf, size_t len, qmcu_requant_params *out);
 bool qmcu_parse_unpack_options(const uint8_t *buf, size_t len, qmcu_requant_params *out);
+
+/* QMCU_PATCH_STAGE (docs §8): the pool words the options need (to size the persistent block),
+ * then the options parsed into `pool` (exactly that many words) and *out (out->pool = pool).
+ * Checks the map's structure (keys, types, vector lengths against the grid and channel counts);
+ * the semantic rules are qmcu_patch_stage_check(). */
+bool qmcu_parse_patch_stage_words(const uint8_t *buf, size_t len, size_t *words);
+bool qmcu_parse_patch_stage_options(const uint8_t *buf, size_t len, int32_t *pool,
+                                    size_t pool_words, qmcu_stage_params *out);
 
 /* The `padding` key of a conv, depthwise conv or pool map (the kernels use only the explicit
  * pads; this is for tools and tests). Also checks the buffer and the version. */

@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "qmcu/qmcu.h"
+#include "qmcu/qmcu_stage.h"
 #include "qmcu_options_parse.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
@@ -295,7 +296,94 @@ TfLiteStatus RequantEval(TfLiteContext* context, TfLiteNode* node) {
   return status == QMCU_STATUS_OK ? kTfLiteOk : kTfLiteError;
 }
 
+// ---------------------------------------------------------------- patch stage
+// One persistent block per op: qmcu_stage_op_data, then the int32 pool of the parsed options
+// (tensors, patch parts, layers and every layer's multipliers and shifts: the requantization of
+// each layer once, not per patch). Prepare checks and requests the one scratch buffer.
+constexpr int kMaxStageOperands = 128;
+
+void* StageInit(TfLiteContext* context, const char* buffer, size_t length) {
+  size_t words = 0;
+  const bool sized = qmcu_parse_patch_stage_words(OptionBytes(buffer), length, &words);
+  const size_t bytes = sizeof(qmcu_stage_op_data) + (sized ? words : 0) * sizeof(int32_t);
+  auto* data = static_cast<qmcu_stage_op_data*>(
+      GetMicroContext(context)->AllocatePersistentBuffer(bytes));
+  if (data == nullptr) return nullptr;
+  data->scratch_index = kNoScratch;
+  data->parsed = sized && qmcu_parse_patch_stage_options(
+                              OptionBytes(buffer), length, reinterpret_cast<int32_t*>(data + 1),
+                              words, &data->params);
+  return data;
+}
+
+TfLiteStatus CheckStageTensors(TfLiteContext* context, const qmcu_stage_params& p,
+                               const TfLiteTensor* input, const TfLiteTensor* output) {
+  const int32_t* first = p.pool;
+  const int32_t* last = p.pool + QMCU_STAGE_TENSOR_WORDS * (p.num_tensors - 1);
+  const qmcu_dims in_dims = {first[0], first[1], first[2], first[3]};
+  const qmcu_dims out_dims = {last[0], last[1], last[2], last[3]};
+  TF_LITE_ENSURE_OK(context, CheckActivation(context, input, in_dims, 8));
+  TF_LITE_ENSURE_OK(context, CheckActivation(context, output, out_dims, 8));
+  return kTfLiteOk;
+}
+
+TfLiteStatus StagePrepare(TfLiteContext* context, TfLiteNode* node) {
+  TFLITE_DCHECK(node->user_data != nullptr);
+  auto* data = static_cast<qmcu_stage_op_data*>(node->user_data);
+  if (!data->parsed) {
+    MicroPrintf("QMCU_PATCH_STAGE: custom options are not a version-%d stage map",
+                QMCU_OPTIONS_VERSION);
+    return kTfLiteError;
+  }
+  TF_LITE_ENSURE(context, NumInputs(node) >= 1 && NumInputs(node) <= kMaxStageOperands);
+  TF_LITE_ENSURE_EQ(context, NumOutputs(node), 1);
+  if (qmcu_patch_stage_check(&data->params, NumInputs(node)) != QMCU_STATUS_OK) {
+    MicroPrintf("QMCU_PATCH_STAGE: options break docs/qmcu_ops.md section 8");
+    return kTfLiteError;
+  }
+  MicroContext* micro_context = GetMicroContext(context);
+  TfLiteTensor* input = micro_context->AllocateTempInputTensor(node, 0);
+  TfLiteTensor* output = micro_context->AllocateTempOutputTensor(node, 0);
+  const TfLiteStatus status = CheckStageTensors(context, data->params, input, output);
+  for (TfLiteTensor* t : {input, output}) {
+    if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
+  }
+  TF_LITE_ENSURE_OK(context, status);
+  const size_t scratch = qmcu_patch_stage_scratch_size(&data->params);
+  int index = kNoScratch;
+  if (scratch > 0) {
+    TF_LITE_ENSURE_OK(context, micro_context->RequestScratchBufferInArena(scratch, &index));
+  }
+  data->scratch_index = index;
+  return kTfLiteOk;
+}
+
+TfLiteStatus StageEval(TfLiteContext* context, TfLiteNode* node) {
+  const auto* data = static_cast<const qmcu_stage_op_data*>(node->user_data);
+  const void* operands[kMaxStageOperands];
+  const int count = NumInputs(node);
+  for (int k = 0; k < count; ++k) {
+    const TfLiteEvalTensor* t = micro::GetEvalInput(context, node, k);
+    operands[k] = t != nullptr ? t->data.raw_const : nullptr;
+  }
+  qmcu_stage_buffers buffers;
+  buffers.input = operands[0];
+  buffers.output = micro::GetEvalOutput(context, node, 0)->data.raw;
+  buffers.scratch = data->scratch_index == kNoScratch
+                        ? nullptr
+                        : GetMicroContext(context)->GetScratchBuffer(
+                              static_cast<int>(data->scratch_index));
+  buffers.operands = operands;
+  buffers.num_operands = count;
+  return qmcu_patch_stage(&data->params, &buffers) == QMCU_STATUS_OK ? kTfLiteOk : kTfLiteError;
+}
+
 }  // namespace
+
+TFLMRegistration* Register_QMCU_PATCH_STAGE() {
+  static TFLMRegistration r = micro::RegisterOp(StageInit, StagePrepare, StageEval);
+  return &r;
+}
 
 TFLMRegistration* Register_QMCU_CONV_2D() {
   static TFLMRegistration r = micro::RegisterOp(ConvInit, ConvPrepare, ConvEval);

@@ -19,9 +19,10 @@ TFLMRegistration* Register_QMCU_ADD();
 TFLMRegistration* Register_QMCU_AVERAGE_POOL_2D();
 TFLMRegistration* Register_QMCU_PACK();
 TFLMRegistration* Register_QMCU_UNPACK();
+TFLMRegistration* Register_QMCU_PATCH_STAGE();
 
 // The number of QMCU_* ops AddQmcuOps() adds (count them in the resolver's capacity).
-constexpr int kQmcuOpCount = 6;
+constexpr int kQmcuOpCount = 7;
 
 // Adds every QMCU_* op to a MicroMutableOpResolver (or any type with AddCustom).
 template <typename Resolver>
@@ -37,6 +38,7 @@ TfLiteStatus AddQmcuOps(Resolver& resolver) {
       {"QMCU_AVERAGE_POOL_2D", Register_QMCU_AVERAGE_POOL_2D},
       {"QMCU_PACK", Register_QMCU_PACK},
       {"QMCU_UNPACK", Register_QMCU_UNPACK},
+      {"QMCU_PATCH_STAGE", Register_QMCU_PATCH_STAGE},
   };
   for (const Entry& entry : kEntries) {
     const TfLiteStatus status = resolver.AddCustom(entry.name, entry.registration());

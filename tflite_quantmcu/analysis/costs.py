@@ -2,7 +2,7 @@
 
 MACs count the multiply-accumulates of ops with weights (CONV_2D,
 DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV, BATCH_MATMUL, and their
-`QMCU_*` custom forms). Element-wise ops, pooling, PAD and reshapes count 0.
+`QMCU_*` custom forms, and the layers inside a `QMCU_PATCH_STAGE` op, per patch). Element-wise ops, pooling, PAD and reshapes count 0.
 BitOPs = MACs x weight bits x input-activation bits, QuantMCU's metric, for
 any per-tensor bit widths. `QMCU_*` ops store packed tensors, so their logical
 shapes and bit widths are read from the op's options.
@@ -13,12 +13,16 @@ from collections.abc import Mapping
 
 from tflite_quantmcu.ir.graph import Operator, Subgraph, Tensor
 from tflite_quantmcu.qmcu_options import decode_options
+from tflite_quantmcu.qmcu_stage_options import decode_stage_options
 
 QMCU_WEIGHT_OPS = frozenset({"QMCU_CONV_2D", "QMCU_DEPTHWISE_CONV_2D"})
+QMCU_STAGE_OP = "QMCU_PATCH_STAGE"
 
 
 def op_macs(*, subgraph: Subgraph, op: Operator) -> int:
     """Multiply-accumulates of one op (0 for ops without weights)."""
+    if op.type == QMCU_STAGE_OP:
+        return sum(macs for macs, _ in _stage_layer_costs(op=op))
     if op.type in QMCU_WEIGHT_OPS:
         return _qmcu_macs(op=op)
     if op.type == "CONV_2D":
@@ -54,6 +58,22 @@ def _qmcu_macs(*, op: Operator) -> int:
     return _elements(opts.out_shape) * per_output
 
 
+def _stage_layer_costs(*, op: Operator) -> list[tuple[int, int]]:
+    """(MACs, input bits) of each conv/depthwise layer of a QMCU_PATCH_STAGE op, summed
+    over the patches: every patch computes its own output region, halos included."""
+    opts = decode_stage_options(data=op.custom_options or b"")
+    costs = []
+    for layer in opts.layers:
+        if layer.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        src, out = opts.tensors[layer.inputs[0]], opts.tensors[layer.output]
+        per_output = layer.kernel[0] * layer.kernel[1] * \
+            (src.shape[3] if layer.kind == "CONV_2D" else 1)
+        pixels = sum((r1 - r0) * (c1 - c0) for r0, r1 in out.rows for c0, c1 in out.cols)
+        costs.append((pixels * out.shape[3] * per_output, src.bits))
+    return costs
+
+
 def weight_bits(*, subgraph: Subgraph, op: Operator) -> int:
     """Bits of the op's weight tensor (input 1), 8 if it has none."""
     if len(op.inputs) < 2 or op.inputs[1] is None:
@@ -67,6 +87,8 @@ def op_bitops(*, subgraph: Subgraph, op: Operator,
     macs = op_macs(subgraph=subgraph, op=op)
     if macs == 0:
         return 0
+    if op.type == QMCU_STAGE_OP:   # int8 weights; each layer's input at its own width
+        return sum(macs * 8 * in_bits for macs, in_bits in _stage_layer_costs(op=op))
     if op.type in QMCU_WEIGHT_OPS:
         opts = decode_options(op=op.type, data=op.custom_options or b"")
         return macs * opts.w_bits * opts.in_bits

@@ -109,7 +109,7 @@ def analyze_model(*, graph: Graph, bitwidths: Mapping[str, int] | None = None,
         peak_op=peak_op,
         peak_tensors=tuple(sub.tensors[b.key].name if b.key in sub.tensors else b.key
                            for b in plan.live_during_op(peak_op)),
-        flash_bytes=len(write_model_bytes(graph=graph)),
+        flash_bytes=len(write_model_bytes(graph=graph, inline_buffers=True)),
         weight_bytes=sum(weights.values()),
         macs=sum(layer.macs for layer in layers),
         bitops=sum(layer.bitops for layer in layers),

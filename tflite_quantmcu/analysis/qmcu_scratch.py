@@ -2,7 +2,8 @@
 
 Only QMCU_CONV_2D and QMCU_DEPTHWISE_CONV_2D request scratch, and only on the optimized
 path (`QMCU_USE_OPT` at build time) for the shapes it supports; the reference path and
-every other QMCU op request none. These mirror `qmcu_conv_2d_opt_scratch_size` and
+every other QMCU op request none. QMCU_PATCH_STAGE requests one buffer: the scratch its
+options' buffer plan sizes (per-patch intermediates, staging copies, kernel scratch). These mirror `qmcu_conv_2d_opt_scratch_size` and
 `qmcu_depthwise_conv_2d_opt_scratch_size` (src/opt/*.c, default `QMCU_CONV_COLS_BYTES`);
 tests/test_cmixnn_host.py compares them with the C functions. A firmware built without
 `QMCU_USE_OPT` needs these bytes less: the figure is sized for the optimized build.
@@ -10,6 +11,7 @@ tests/test_cmixnn_host.py compares them with the C functions. A firmware built w
 from __future__ import annotations
 
 from tflite_quantmcu.qmcu_options import decode_options
+from tflite_quantmcu.qmcu_stage_options import STAGE_OP, decode_stage_options
 
 CONV_COLS_BYTES = 6144   # QMCU_CONV_COLS_BYTES
 MICRO_TILE_PIXELS = 3    # QMCU_MT
@@ -44,6 +46,9 @@ def qmcu_scratch_requests(*, op_type: str, custom_options: bytes) -> list[int] |
     """Scratch sizes a QMCU op requests (empty: none), None for a custom op not ours."""
     if op_type in NO_SCRATCH_OPS:
         return []
+    if op_type == STAGE_OP:
+        need = decode_stage_options(data=custom_options).scratch_bytes
+        return [need] if need > 0 else []
     if op_type == "QMCU_CONV_2D":
         o = decode_options(op=op_type, data=custom_options)
         need = conv_scratch_bytes(filter_shape=o.filter_shape, in_channels=o.in_shape[3],

@@ -36,6 +36,7 @@ from types import MappingProxyType
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import Graph, Operator, Subgraph
+from tflite_quantmcu.qmcu_stage_options import STAGE_OP, decode_stage_options, stage_pool_words
 
 ARENA_ALIGNMENT = 16
 INT32_BYTES = 4
@@ -79,9 +80,10 @@ _HOST64 = {
     "OpDataTanh": (16, 4), "LeakyReluOpData": (24, 4), "PreluParams": (28, 4),
     "OpDataTransposeConv": (80, 8), "OpDataDiv": (28, 4), "OpDataComparisons": (32, 4),
     "L2NormalizationParams": (4, 4), "OpDataMirrorPad": (20, 4),
-    # QMCU_* glue (cmixnn_bridge/tflm/qmcu_tflm_ops.cc: ConvData, AddData, PoolData, RequantData)
+    # QMCU_* glue (cmixnn_bridge/tflm/qmcu_tflm_ops.cc: ConvData, AddData, PoolData, RequantData,
+    # and qmcu_stage_op_data of qmcu/qmcu_stage.h, followed by its int32 pool)
     "QmcuConvData": (120, 8), "QmcuAddData": (80, 8), "QmcuPoolData": (112, 8),
-    "QmcuRequantData": (44, 4),
+    "QmcuRequantData": (44, 4), "QmcuStageData": (40, 8),
 }
 # cortex-m: arm-none-eabi-g++ 12.2 -mcpu=cortex-m4 -mthumb (AAPCS: 4-byte pointers, enums
 # as small as their values), checked against a Cortex-M4 build of 90b983c2 under QEMU.
@@ -117,7 +119,7 @@ _CORTEX_M = {
     "OpDataTransposeConv": (72, 4), "OpDataDiv": (28, 4), "OpDataComparisons": (32, 4),
     "L2NormalizationParams": (4, 4), "OpDataMirrorPad": (20, 4),
     "QmcuConvData": (120, 4), "QmcuAddData": (80, 4), "QmcuPoolData": (112, 4),
-    "QmcuRequantData": (44, 4),
+    "QmcuRequantData": (44, 4), "QmcuStageData": (36, 4),
 }
 
 
@@ -198,6 +200,7 @@ _QMCU_INIT = {
     "QMCU_CONV_2D": "QmcuConvData", "QMCU_DEPTHWISE_CONV_2D": "QmcuConvData",
     "QMCU_ADD": "QmcuAddData", "QMCU_AVERAGE_POOL_2D": "QmcuPoolData",
     "QMCU_PACK": "QmcuRequantData", "QMCU_UNPACK": "QmcuRequantData",
+    STAGE_OP: STAGE_OP,
 }
 _COPIES_OUTPUT_DIMS = frozenset({"GATHER", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"})
 
@@ -255,7 +258,9 @@ def arena_tail(*, graph: Graph, target: Target, scratch_requests: int = 0) -> Ar
     init: list[tuple[int, int]] = []
     for index, (sub, op) in enumerate(ops):
         data = _init_struct(op=op)
-        if data is _UNKNOWN:
+        if data == STAGE_OP:
+            init.append((_stage_op_data(op=op, sizes=sizes), ARENA_ALIGNMENT))
+        elif data is _UNKNOWN:
             unmodelled.append(f"{op.type}")
         elif data is not None:
             init.append((sizes[data][0], ARENA_ALIGNMENT))
@@ -289,6 +294,13 @@ def _init_struct(*, op: Operator) -> str | None | object:
     if op.opcode.builtin == schema.BuiltinOperator.CUSTOM:
         return _QMCU_INIT.get(op.opcode.custom or "", _UNKNOWN)
     return _INIT.get(op.type, _UNKNOWN)
+
+
+def _stage_op_data(*, op: Operator, sizes: Mapping[str, tuple[int, int]]) -> int:
+    """QMCU_PATCH_STAGE's one persistent block: `qmcu_stage_op_data` + the int32 pool
+    (tensors, patch parts, layers, per-layer multipliers and shifts: once per layer)."""
+    options = decode_stage_options(data=op.custom_options or b"")
+    return sizes["QmcuStageData"][0] + INT32_BYTES * stage_pool_words(options=options)
 
 
 def _prepare_buffers(*, subgraph: Subgraph, op: Operator) -> list[int]:

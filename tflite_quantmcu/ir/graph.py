@@ -21,15 +21,19 @@ from tflite_quantmcu.ir import schema
 
 @dataclass(eq=False)
 class Buffer:
-    """Bytes of a constant tensor or metadata entry; shared by identity."""
+    """Bytes of a constant tensor or metadata entry; shared by identity.
+
+    `external`: the file stores the bytes after the flatbuffer (`Buffer.offset` /
+    `size` in the schema, as the TF converter writes for large models); the writer
+    keeps that placement. Either way `data` holds the bytes.
+    """
 
     data: bytes
-    offset: int = 0
-    size: int = 0
+    external: bool = False
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Buffer) and self.data == other.data
-                and self.offset == other.offset and self.size == other.size)
+                and self.external == other.external)
 
     __hash__ = object.__hash__
 

@@ -1,8 +1,15 @@
 """`.tflite` bytes -> `Graph`.
 
-The reader checks the file before trusting it (identifier, truncation, every
-index in range, constant sizes against shapes) and raises `InvalidModelError`
-or `UnsupportedOpError` naming the part at fault.
+The reader checks the file before trusting it, in three steps:
+1. `_scan_sizes`: from the flatbuffer's own length fields, before any object is
+   built, every vector lies inside the file and the counts stay within
+   `ReaderLimits` (`ModelLimitError`), so a small hostile file cannot make us
+   allocate gigabytes;
+2. the object API parse and `_GraphBuilder`: every index in range, constant
+   sizes against shapes, buffer data stored after the flatbuffer (`Buffer.offset`
+   / `size`, as the TF converter writes for large models) read from the file;
+3. `validate_graph` (validate.py): the graph is one this tool can rely on.
+Failures raise `InvalidModelError` / `UnsupportedModelError` naming the part.
 """
 from __future__ import annotations
 
@@ -11,18 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
-from tflite_quantmcu.errors import (InvalidModelError, ModelFileError,
-                                    UnsupportedOpError)
+from tflite_quantmcu.errors import (InvalidModelError, ModelFileError, ModelLimitError,
+                                    UnsupportedModelError, UnsupportedOpError)
 from tflite_quantmcu.ir import schema
 from tflite_quantmcu.ir.graph import (Buffer, Graph, Metadata, OpCode, Operator,
                                       Quantization, SignatureDef, Subgraph, Tensor)
+from tflite_quantmcu.ir.limits import DEFAULT_LIMITS, ReaderLimits
+from tflite_quantmcu.ir.validate import validate_graph
 
+fb = schema.fb
 FILE_IDENTIFIER = b"TFL3"
 _PARSE_ERRORS = (IndexError, struct.error, ValueError, UnicodeDecodeError, TypeError,
-                 AttributeError)
+                 AttributeError, OverflowError)
+# A buffer offset of 0 or 1 means "no data after the flatbuffer" (1 is the TF converter's
+# placeholder); larger values are byte positions from the start of the file.
+_MIN_EXTERNAL_OFFSET = 2
 
 
-def read_model_file(*, path: str | Path) -> Graph:
+def read_model_file(*, path: str | Path, limits: ReaderLimits = DEFAULT_LIMITS) -> Graph:
     """Reads a `.tflite` file; `ModelFileError` if it cannot be opened."""
     path = Path(path)
     if not path.exists():
@@ -30,21 +43,34 @@ def read_model_file(*, path: str | Path) -> Graph:
     if not path.is_file():
         raise ModelFileError(f"{path}: not a regular file")
     try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise ModelLimitError(f"{path}: {size} bytes, more than the limit max_file_bytes="
+                                  f"{limits.max_file_bytes}")
         data = path.read_bytes()
     except OSError as err:
         raise ModelFileError(f"{path}: cannot be read ({err.strerror})") from err
-    return read_model_bytes(data=data, source=str(path))
+    return read_model_bytes(data=data, source=str(path), limits=limits)
 
 
-def read_model_bytes(*, data: bytes, source: str = "<bytes>") -> Graph:
+def read_model_bytes(*, data: bytes, source: str = "<bytes>",
+                     limits: ReaderLimits = DEFAULT_LIMITS) -> Graph:
     """Parses and validates a TFLite flatbuffer."""
+    data = bytes(data)
+    if len(data) > limits.max_file_bytes:
+        raise ModelLimitError(f"{source}: {len(data)} bytes, more than the limit "
+                              f"max_file_bytes={limits.max_file_bytes}")
     _check_header(data=data, source=source)
     try:
-        model = schema.fb.ModelT.InitFromPackedBuf(data, 0)
+        _SizeScan(data=data, source=source, limits=limits).run()
+        model = fb.ModelT.InitFromPackedBuf(data, 0)
     except _PARSE_ERRORS as err:
         raise InvalidModelError(
-            f"{source}: truncated or corrupt TFLite flatbuffer ({len(data)} bytes): {err}") from err
-    return _GraphBuilder(model=model, source=source).build()
+            f"{source}: truncated or corrupt TFLite flatbuffer ({len(data)} bytes): "
+            f"{type(err).__name__}: {err}") from err
+    graph = _GraphBuilder(model=model, source=source, data=data).build()
+    validate_graph(graph=graph, source=source, limits=limits)
+    return graph
 
 
 def _check_header(*, data: bytes, source: str) -> None:
@@ -64,18 +90,116 @@ def _check_header(*, data: bytes, source: str) -> None:
 
 
 def _text(value: bytes | str | None) -> str:
+    """Names as str; bytes that are not UTF-8 survive as surrogates for validate.py to name."""
     if value is None:
         return ""
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+class _SizeScan:
+    """Walks the flatbuffer's length fields (no objects built) against `ReaderLimits`.
+
+    Every vector must lie inside the file; buffer data (inline and external) must
+    fit in the file without overlapping, so shared data cannot multiply memory.
+    """
+
+    def __init__(self, *, data: bytes, source: str, limits: ReaderLimits) -> None:
+        self.data, self.source, self.limits = data, source, limits
+        self.model = fb.Model.GetRootAs(data, 0)
+        self.table_bytes = 0
+
+    def run(self) -> None:
+        model = self.model
+        subgraphs = self._vector(model, 8, 4, "subgraphs")
+        self._limit("max_subgraphs", subgraphs)
+        self._limit("max_buffers", self._vector(model, 12, 4, "buffers"))
+        self._vector(model, 6, 4, "operator codes")
+        self._vector(model, 16, 4, "metadata")
+        self._vector(model, 18, 4, "signature defs")
+        self._vector(model, 14, 4, "metadata buffers")
+        tensors = ops = 0
+        for i in range(subgraphs):
+            sub = model.Subgraphs(i)
+            where = f"subgraph {i}"
+            tensors += self._vector(sub, 4, 4, f"{where} tensors")
+            ops += self._vector(sub, 10, 4, f"{where} operators")
+            self._limit("max_tensors", tensors)
+            self._limit("max_ops", ops)
+            self._table(sub, ((6, 4), (8, 4), (12, 1)), where)
+            for j in range(sub.TensorsLength()):
+                self._tensor(sub.Tensors(j), f"{where} tensor {j}")
+            for j in range(sub.OperatorsLength()):
+                self._table(sub.Operators(j), ((6, 4), (8, 4), (14, 1), (18, 1), (20, 4)),
+                            f"{where} op {j}")
+        self._buffers()
+
+    def _tensor(self, tensor: object, where: str) -> None:
+        self._table(tensor, ((4, 4), (10, 1), (18, 4)), where)
+        quant = tensor.Quantization()
+        if quant is not None:
+            self._table(quant, ((4, 4), (6, 4), (8, 4), (10, 8)), f"{where} quantization")
+
+    def _table(self, table: object, vectors: tuple[tuple[int, int], ...], where: str) -> None:
+        for slot, width in vectors:
+            self.table_bytes += self._vector(table, slot, width, where) * width
+        if self.table_bytes > self.limits.max_table_bytes:
+            raise ModelLimitError(
+                f"{self.source}: names, shapes, quantization and op lists take more than the "
+                f"limit max_table_bytes={self.limits.max_table_bytes} (at {where})")
+
+    def _buffers(self) -> None:
+        total = 0
+        model = self.model
+        for i in range(model.BuffersLength()):
+            buffer = model.Buffers(i)
+            total += self._vector(buffer, 4, 1, f"buffer {i}")
+            if buffer.Offset() >= _MIN_EXTERNAL_OFFSET:
+                _external_range(buffer.Offset(), buffer.Size(), len(self.data),
+                                f"{self.source}: buffer {i}")
+                total += buffer.Size()
+            if total > self.limits.max_buffer_bytes:
+                raise ModelLimitError(f"{self.source}: constant data takes more than the limit "
+                                      f"max_buffer_bytes={self.limits.max_buffer_bytes}")
+        if total > len(self.data):
+            raise InvalidModelError(
+                f"{self.source}: buffers hold {total} bytes of data in a {len(self.data)}-byte "
+                f"file: buffer data overlaps (expected every buffer stored once)")
+
+    def _vector(self, table: object, slot: int, width: int, what: str) -> int:
+        """Length of the vector (or string) in `slot`, after checking it lies in the file."""
+        tab = table._tab
+        offset = tab.Offset(slot)
+        if offset == 0:
+            return 0
+        start = tab.Vector(offset)
+        length = tab.VectorLen(offset)
+        if start < 0 or start + length * width > len(self.data):
+            raise InvalidModelError(
+                f"{self.source}: {what}: a vector of {length} entries at byte {start} runs past "
+                f"the end of the {len(self.data)}-byte file")
+        return length
+
+    def _limit(self, name: str, value: int) -> None:
+        if value > getattr(self.limits, name):
+            raise ModelLimitError(f"{self.source}: {value} {name[4:]} (or more), more than the "
+                                  f"limit {name}={getattr(self.limits, name)}")
+
+
+def _external_range(offset: int, size: int, file_size: int, where: str) -> None:
+    if offset + size > file_size:
+        raise InvalidModelError(
+            f"{where}: data stored at bytes {offset}..{offset + size} after the flatbuffer, "
+            f"file has {file_size} bytes")
 
 
 class _GraphBuilder:
     """Turns a parsed ModelT into a Graph, validating indices on the way."""
 
-    def __init__(self, *, model: object, source: str) -> None:
+    def __init__(self, *, model: object, source: str, data: bytes) -> None:
         self.model = model
         self.source = source
-        self.buffers = [self._buffer(raw) for raw in (model.buffers or [])]
+        self.data = data
+        self.buffers = [self._buffer(i, raw) for i, raw in enumerate(model.buffers or [])]
         self.opcodes = [self._opcode(i, raw) for i, raw in enumerate(model.operatorCodes or [])]
 
     def build(self) -> Graph:
@@ -100,10 +224,17 @@ class _GraphBuilder:
         )
 
     # -- pieces ---------------------------------------------------------------
-    @staticmethod
-    def _buffer(raw: object) -> Buffer:
-        data = b"" if raw.data is None else np.asarray(raw.data, dtype=np.uint8).tobytes()
-        return Buffer(data=data, offset=int(raw.offset), size=int(raw.size))
+    def _buffer(self, index: int, raw: object) -> Buffer:
+        inline = b"" if raw.data is None else np.asarray(raw.data, dtype=np.uint8).tobytes()
+        offset, size = int(raw.offset), int(raw.size)
+        if offset < _MIN_EXTERNAL_OFFSET:
+            return Buffer(data=inline)
+        where = f"{self.source}: buffer {index}"
+        if inline:
+            raise InvalidModelError(f"{where}: holds {len(inline)} bytes inline and {size} "
+                                    f"bytes at offset {offset}; expected one or the other")
+        _external_range(offset, size, len(self.data), where)
+        return Buffer(data=self.data[offset:offset + size], external=True)
 
     def _buffer_at(self, index: int, owner: str) -> Buffer:
         if not 0 <= index < len(self.buffers):
@@ -147,7 +278,7 @@ class _GraphBuilder:
         shape = tuple(int(d) for d in _ints(raw.shape))
         tensor = Tensor(
             name=name, shape=shape, dtype=int(raw.type),
-            buffer=buffer if (buffer.data or buffer.offset) else None,
+            buffer=buffer if buffer.data else None,
             quantization=_quantization(raw.quantization),
             is_variable=bool(raw.isVariable),
             shape_signature=(tuple(int(d) for d in raw.shapeSignature)
@@ -158,7 +289,9 @@ class _GraphBuilder:
             if getattr(raw, field_name, None) is not None:
                 tensor.extra[field_name] = getattr(raw, field_name)
         if getattr(raw, "externalBuffer", 0):
-            tensor.extra["externalBuffer"] = raw.externalBuffer
+            raise UnsupportedModelError(
+                f"{where} '{name}': data in external buffer {raw.externalBuffer} (a separate "
+                f"file); expected the data inside the .tflite file")
         _check_constant_size(tensor=tensor, where=f"{where} '{name}'")
         return tensor
 
@@ -177,13 +310,11 @@ class _GraphBuilder:
             outputs=outputs,
             options_type=int(raw.builtinOptionsType),
             options=raw.builtinOptions,
-            custom_options=(np.asarray(raw.customOptions, dtype=np.uint8).tobytes()
-                            if raw.customOptions is not None else None),
+            custom_options=self._custom_options(raw, label),
             intermediates=[key_of(int(i), f"{label} intermediates")
                            for i in _ints(raw.intermediates)],
         )
-        defaults = {"customOptionsFormat": 0, "largeCustomOptionsOffset": 0,
-                    "largeCustomOptionsSize": 0, "builtinOptions2Type": 0,
+        defaults = {"customOptionsFormat": 0, "builtinOptions2Type": 0,
                     "builtinOptions2": None, "debugMetadataIndex": -1}
         for field_name, default in defaults.items():
             value = getattr(raw, field_name, default)
@@ -192,6 +323,17 @@ class _GraphBuilder:
         if raw.mutatingVariableInputs is not None and len(raw.mutatingVariableInputs):
             op.extra["mutatingVariableInputs"] = [bool(v) for v in raw.mutatingVariableInputs]
         return op
+
+    def _custom_options(self, raw: object, where: str) -> bytes | None:
+        """Inline custom options, or large ones stored after the flatbuffer (read here)."""
+        offset = int(getattr(raw, "largeCustomOptionsOffset", 0))
+        if offset >= _MIN_EXTERNAL_OFFSET:
+            size = int(raw.largeCustomOptionsSize)
+            _external_range(offset, size, len(self.data), f"{where}: large custom options")
+            return self.data[offset:offset + size]
+        if raw.customOptions is None:
+            return None
+        return np.asarray(raw.customOptions, dtype=np.uint8).tobytes()
 
     def _signature(self, raw: object, subgraphs: list[Subgraph]) -> SignatureDef:
         index = int(raw.subgraphIndex)
@@ -242,7 +384,7 @@ def _check_constant_size(*, tensor: Tensor, where: str) -> None:
     """A constant's byte count must match its shape (packed types rounded up)."""
     if not tensor.is_constant or tensor.dtype not in schema.TENSOR_TYPE_BITS:
         return
-    if any(d < 0 for d in tensor.shape) or tensor.buffer.offset:
+    if any(d < 0 for d in tensor.shape):
         return
     expected = (tensor.num_elements * schema.TENSOR_TYPE_BITS[tensor.dtype] + 7) // 8
     got = len(tensor.buffer.data)

@@ -1,9 +1,14 @@
 """`Graph` -> `.tflite` bytes.
 
 Buffers are written once per `Buffer` object (shared objects stay shared) and
-their data is 16-byte aligned in the file. Output is deterministic: the same
-graph always gives the same bytes. `write_model_file` writes through a
-temporary file so a failure never leaves a partial model behind.
+their data is 16-byte aligned in the file. A `Buffer` marked `external` keeps
+the placement it had in the input: its bytes follow the flatbuffer and the
+schema's `Buffer.offset` / `size` point at them (offsets from the file start).
+LiteRT reads such files; TFLite Micro does not (it reads only inline
+`Buffer.data`), so `inline_buffers=True` writes every buffer inline, as a model
+for an MCU needs. Output is deterministic: the same graph always gives the same
+bytes. `write_model_file` writes through a temporary file so a failure never
+leaves a partial model behind.
 """
 from __future__ import annotations
 
@@ -21,7 +26,12 @@ BUFFER_ALIGNMENT = 16
 
 
 class _AlignedBufferT(fb.BufferT):
-    """A BufferT (data held as bytes) whose data starts on a 16-byte boundary of the file."""
+    """A BufferT (data held as bytes) whose data starts on a 16-byte boundary of the file.
+
+    `external` holds bytes written after the flatbuffer instead of inline.
+    """
+
+    external: bytes | None = None
 
     def Pack(self, builder: flatbuffers.Builder) -> int:
         data_offset = None
@@ -43,17 +53,42 @@ class _SharedQuantizationT(fb.QuantizationParametersT):
     """Packed once per builder; tensors with equal quantization point at one table."""
 
     def Pack(self, builder: flatbuffers.Builder) -> int:
-        offset = getattr(self, "_packed_offset", None)
-        if offset is None:
-            offset = super().Pack(builder)
-            self._packed_offset = offset
-        return offset
+        packed = getattr(self, "_packed", None)
+        if packed is None or packed[0] is not builder:
+            packed = (builder, super().Pack(builder))
+            self._packed = packed
+        return packed[1]
 
 
-def write_model_bytes(*, graph: Graph) -> bytes:
-    """Serializes the graph to a TFLite flatbuffer."""
-    model = _ModelBuilder(graph=graph).build()
-    builder = flatbuffers.Builder(1024 + _payload_size(graph))
+# Stands in for the offsets of external buffers while the flatbuffer's size is measured;
+# any non-zero value gives the same layout (a uint64 field is present iff non-zero).
+_OFFSET_PLACEHOLDER = 1 << 62
+
+
+def write_model_bytes(*, graph: Graph, inline_buffers: bool = False) -> bytes:
+    """Serializes the graph to a TFLite flatbuffer (plus external buffer data, if any)."""
+    model_builder = _ModelBuilder(graph=graph, inline_buffers=inline_buffers)
+    model = model_builder.build()
+    externals = [raw for raw in model_builder.buffers if raw.external is not None]
+    if not externals:
+        return _pack(model=model, size_hint=_payload_size(graph))
+    for raw in externals:
+        raw.offset, raw.size = _OFFSET_PLACEHOLDER, len(raw.external)
+    head_size = len(_pack(model=model, size_hint=0))
+    tail = bytearray()
+    for raw in externals:
+        tail += bytes(-(head_size + len(tail)) % BUFFER_ALIGNMENT)
+        raw.offset = head_size + len(tail)
+        tail += raw.external
+    head = _pack(model=model, size_hint=0)
+    if len(head) != head_size:
+        raise AssertionError(f"flatbuffer size changed from {head_size} to {len(head)} "
+                             f"when external offsets were filled in")
+    return head + bytes(tail)
+
+
+def _pack(*, model: object, size_hint: int) -> bytes:
+    builder = flatbuffers.Builder(1024 + size_hint)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
@@ -61,6 +96,13 @@ def write_model_bytes(*, graph: Graph) -> bytes:
 def write_model_file(*, graph: Graph, path: str | Path) -> None:
     """Writes atomically: a temporary file in the same directory, then rename."""
     write_bytes_atomically(data=write_model_bytes(graph=graph), path=path)
+
+
+def has_external_buffers(*, graph: Graph) -> bool:
+    """Whether writing `graph` as it is puts some buffer data after the flatbuffer."""
+    return any(t.buffer is not None and t.buffer.external
+               for sub in graph.subgraphs for t in sub.tensors.values()) \
+        or any(m.buffer.external for m in graph.metadata)
 
 
 def _payload_size(graph: Graph) -> int:
@@ -73,8 +115,9 @@ def _payload_size(graph: Graph) -> int:
 class _ModelBuilder:
     """Assigns indices (buffers, op codes, tensors) and fills a ModelT."""
 
-    def __init__(self, *, graph: Graph) -> None:
+    def __init__(self, *, graph: Graph, inline_buffers: bool) -> None:
         self.graph = graph
+        self.inline_buffers = inline_buffers
         self.buffer_index: dict[int, int] = {}
         self.buffers: list[fb.BufferT] = [_AlignedBufferT()]
         self.opcode_index: dict[OpCode, int] = {}
@@ -104,8 +147,10 @@ class _ModelBuilder:
         index = self.buffer_index.get(id(buffer))
         if index is None:
             raw = _AlignedBufferT()
-            raw.data = buffer.data or None
-            raw.offset, raw.size = buffer.offset, buffer.size
+            if buffer.external and not self.inline_buffers:
+                raw.external = buffer.data
+            else:
+                raw.data = buffer.data or None
             index = len(self.buffers)
             self.buffers.append(raw)
             self.buffer_index[id(buffer)] = index
@@ -190,7 +235,8 @@ class _ModelBuilder:
         return self._buffer(buffer)
 
     def _signature(self, sig: object) -> object:
-        index_of = {key: i for i, key in enumerate(self.graph.subgraphs[sig.subgraph_index].tensors)}
+        tensors = self.graph.subgraphs[sig.subgraph_index].tensors
+        index_of = {key: i for i, key in enumerate(tensors)}
         raw = fb.SignatureDefT()
         raw.signatureKey = sig.key
         raw.subgraphIndex = sig.subgraph_index

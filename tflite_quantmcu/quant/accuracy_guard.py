@@ -18,10 +18,12 @@ reference executor, which is bit-exact with TFLite Micro.
 If the plan's drop exceeds the bound, each sub-byte map gets a **cost**: the mean squared
 difference (int8 output codes) between the int8 model's first output and the output when
 only that map is quantized with its planned width and range, on the first
-``GuardOptions.cost_samples`` held-out samples. This is simulated in the int8 graph (the
-map's int8 codes pass through the b-bit round trip, ``ranges.int8_lookup``; a patch map only
-in its branch's region), resuming the executor at the map's producer from cached values,
-so a map costs one partial run. The maps are then raised to 8 bits in descending cost, and
+``GuardOptions.cost_samples`` held-out samples, simulated in the int8 graph
+(:class:`range_selection.OutputSimulator`). The range selection already simulated most of
+them (``known_costs``: there a patch layer's branch maps share their layer's cost, ties go
+by key); the others cost one partial run each. The maps are then raised to 8 bits in
+descending cost per BitOP they save (``saved_bitops``: a costly map that saves few BitOPs goes
+first; a map that saves many must cost proportionally more), and
 the smallest number k of raised maps whose exactly measured drop holds the bound is found
 by bisection over k (k = all maps is the patch-int8 plan, drop 0). If no k holds the
 bound (a negative bound), every map is kept at int8 and the record says so.
@@ -29,10 +31,12 @@ bound (a negative bound), every map is kept at int8 and the record says so.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from tflite_quantmcu.analysis.costs import op_macs, weight_bits
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.patches.branches import patch_branches
@@ -40,12 +44,11 @@ from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import stage_map_regions
+from tflite_quantmcu.quant.range_selection import SELECT_SAMPLES, OutputSimulator
 from tflite_quantmcu.quant.ranges import full_range, int8_lookup
-from tflite_quantmcu.reference.blas_threads import limited_blas_threads
-from tflite_quantmcu.reference.executor import resume_samples, run_graph
-from tflite_quantmcu.reference.registry import DEFAULT_CUSTOM_KERNELS, kernel_for
+from tflite_quantmcu.reference.executor import run_graph
 
-COST_SAMPLES = 64
+COST_SAMPLES = SELECT_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,10 @@ def raised(*, plan: BitwidthPlan, keys) -> BitwidthPlan:
 
 
 def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
-               heldout: HeldOut, options: GuardOptions = GuardOptions()) -> GuardResult:
-    """The plan, with maps raised until the held-out drop holds the bound (module doc)."""
+               heldout: HeldOut, options: GuardOptions = GuardOptions(),
+               known_costs: Mapping[str, float] | None = None) -> GuardResult:
+    """The plan, with maps raised until the held-out drop holds the bound (module doc).
+    ``known_costs``: map costs already simulated (the range selection's), by key."""
     if heldout.size < 1:
         raise ConfigError("accuracy guard: no held-out calibration samples")
     judge = _Judge(graph=graph, patched_graph=patched_graph, heldout=heldout)
@@ -139,9 +144,10 @@ def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, pla
         record.update(drop_pts=before, evaluations=len(judge.cache))
         return GuardResult(plan=dataclasses.replace(plan, guard=record), record=record)
     costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
-                      plan=plan, heldout=heldout, int8_outputs=judge.int8_outputs,
-                      samples=options.cost_samples)
-    order = sorted(subbyte, key=lambda k: (-costs[k], k))
+                      plan=plan, heldout=heldout, samples=options.cost_samples,
+                      known=known_costs)
+    saved = saved_bitops(patched_graph=patched_graph, plan=plan)
+    order = sorted(subbyte, key=lambda k: (-costs[k] / max(saved[k], 1), k))
     count = _fewest_raised(judge=judge, plan=plan, order=order, bound=options.max_drop_pts)
     final = raised(plan=plan, keys=order[:count])
     drop = judge.drop(final)
@@ -151,6 +157,24 @@ def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, pla
         record["note"] = (f"the bound {options.max_drop_pts} pt cannot hold on the hold-out even "
                           "with every map at int8; all maps kept at int8")
     return GuardResult(plan=dataclasses.replace(final, guard=record), record=record)
+
+
+def saved_bitops(*, patched_graph: Graph, plan: BitwidthPlan) -> dict[str, int]:
+    """BitOPs each sub-byte map saves: MACs x weight bits of the ops reading it (through a
+    foldable PAD) x (8 - its bits)."""
+    sub = patched_graph.main
+    readers = sub.consumers()
+    out = {}
+    for key, bits in plan.bits.items():
+        if bits == 8:
+            continue
+        ops = list(readers.get(key, ()))
+        ops += [j for i in ops if sub.operators[i].type == "PAD"
+                for j in readers.get(sub.operators[i].outputs[0], ())]
+        per_bit = sum(op_macs(subgraph=sub, op=sub.operators[i])
+                      * weight_bits(subgraph=sub, op=sub.operators[i]) for i in set(ops))
+        out[key] = per_bit * (8 - bits)
+    return out
 
 
 def _fewest_raised(*, judge: _Judge, plan: BitwidthPlan, order: list[str], bound: float) -> int:
@@ -182,51 +206,33 @@ def map_locations(*, graph: Graph, patch_plan: PatchPlan,
 
 
 def map_costs(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
-              heldout: HeldOut, int8_outputs: np.ndarray, samples: int) -> dict[str, float]:
-    """Cost of every sub-byte map of the plan alone (module doc)."""
-    sub = graph.main
-    x = heldout.x[:samples]
-    reference = int8_outputs[:samples].astype(np.float64)
-    cache: dict[str, np.ndarray] = dict(zip(sub.inputs, [x.reshape((x.shape[0],) + tuple(
-        sub.tensors[sub.inputs[0]].shape))]))
-
-    def keep(_index, _op, produced):
-        cache.update(produced)
-
-    run_graph(graph=graph, inputs=[x], observer=keep, batch_size=None)
-    kernels = [kernel_for(subgraph=sub, index=i, custom_kernels=DEFAULT_CUSTOM_KERNELS)
-               for i in range(len(sub.operators))]
-    producers = sub.producers()
-    order = {key: producers.get(key, -1) for key in cache}
+              heldout: HeldOut, samples: int, known: Mapping[str, float] | None = None
+              ) -> dict[str, float]:
+    """Cost of every sub-byte map of the plan alone (module doc); ``known`` costs (e.g. from
+    the range selection, :class:`range_selection.Selection`) are taken as they are."""
+    known = dict(known or {})
+    wanted = sorted(k for k, b in plan.bits.items() if b < 8 and k not in known)
+    if not wanted:
+        return known
+    simulator = OutputSimulator(graph=graph, x=heldout.x[:samples])
     locations = map_locations(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph)
-    costs = {}
-    with limited_blas_threads(threads=1):
-        for key, bits in sorted(plan.bits.items()):
-            if bits == 8:
-                continue
-            original, region = locations[key]
-            start = producers[original]
-            values = {k: v for k, v in cache.items() if order[k] <= start}
-            values[original] = _fake_quantized(values=values[original], tensor=sub.tensors[original],
-                                               plan=plan, key=key, bits=bits, region=region)
-            out = resume_samples(subgraph=sub, kernels=kernels, values=values, start=start + 1)[0]
-            costs[key] = float(np.mean((out.astype(np.float64) - reference) ** 2))
-    return costs
+    for key in wanted:
+        original, region = locations[key]
+        quant = graph.main.tensors[original].quantization
+        scale8, zp8 = float(quant.scale[0]), int(quant.zero_point[0])
+        subbyte = plan.range_of(key) or full_range(scale8=scale8, zero_point8=zp8,
+                                                   bits=plan.bits[key])
+        lut = int8_lookup(scale8=scale8, zero_point8=zp8, subbyte=subbyte)
+        known[key] = simulator.cost(tensor=original, edits=[(region, lut)])
+    return known
 
 
-def _fake_quantized(*, values: np.ndarray, tensor, plan: BitwidthPlan, key: str, bits: int,
-                    region: tuple[int, int, int, int] | None) -> np.ndarray:
-    quant = tensor.quantization
-    scale8, zp8 = float(quant.scale[0]), int(quant.zero_point[0])
-    subbyte = plan.range_of(key) or full_range(scale8=scale8, zero_point8=zp8, bits=bits)
-    lut = int8_lookup(scale8=scale8, zero_point8=zp8, subbyte=subbyte)
-    out = values.copy()
-    if region is None:
-        return lut[out.astype(np.int16) + 128]
-    y0, y1, x0, x1 = region
-    view = out.reshape((out.shape[0],) + tuple(out.shape[-3:]))
-    view[:, y0:y1, x0:x1, :] = lut[view[:, y0:y1, x0:x1, :].astype(np.int16) + 128]
-    return out
+def selection_costs(*, plan: BitwidthPlan, selection) -> dict[str, float]:
+    """Costs the range selection simulated for the plan's sub-byte maps at their widths."""
+    if selection is None:
+        return {}
+    costs = {key: selection.cost(key=key, bits=bits) for key, bits in plan.bits.items() if bits < 8}
+    return {k: c for k, c in costs.items() if c is not None}
 
 
 def heldout_from_batches(*, batches, labels: bool = True) -> HeldOut:
@@ -240,4 +246,4 @@ def heldout_from_batches(*, batches, labels: bool = True) -> HeldOut:
 
 
 __all__ = ["GuardOptions", "GuardResult", "HeldOut", "drop_points", "guard_plan",
-           "heldout_from_batches", "map_costs", "map_locations", "raised"]
+           "heldout_from_batches", "map_costs", "map_locations", "raised", "selection_costs"]

@@ -29,7 +29,10 @@ Which widths a feature map may take (`subbyte_candidates`): 4 and 2 bits only wh
 its producer and every reader have a QMCU form (or the reader is a foldable PAD),
 it is neither a graph input/output nor a CONCATENATION input (patch outputs stay
 int8), and its channel count is a multiple of ``8 / bits``. No QMCU_PACK/UNPACK op
-is ever needed. Weight bit widths are not applied here (a weight key must say 8).
+is ever needed. A filter key planned at 4 or 2 bits (``weight_cuts``: only filters
+read solely by conv-like ops with a QMCU form) turns every op reading it into its QMCU
+form with the packed, re-quantized filter, its requant from the new scales and its bias
+at the new scale ``s_in * s_w'[c]``.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ from tflite_quantmcu.qmcu_options import (ADD_LEFT_SHIFT, AddOptions, AveragePoo
                                           act_range, encode_options, same_padding,
                                           subbyte_quant_params)
 from tflite_quantmcu.quant.plan import BitwidthPlan
+from tflite_quantmcu.quant.weight_cuts import (channel_axis, cut_bias, packed_filter,
+                                               weight_candidates, weight_cuts)
 from tflite_quantmcu.reference.requantize import INT32_MAX, INT32_MIN, quantize_multiplier
 
 fb = schema.fb
@@ -263,6 +268,10 @@ def checked_bits(*, graph: Graph, plan: BitwidthPlan) -> dict[str, int]:
         raise ConfigError(f"bit-width plan: expected a BitwidthPlan with a `bits` mapping, "
                           f"got {type(plan).__name__}")
     reasons = candidate_reasons(graph=graph)
+    view = _View(subgraph=graph.main)
+    reasons.update({key: (widths, "the filter's innermost axis does not pack")
+                    for key, widths in weight_candidates(subgraph=graph.main,
+                                                         has_form=view.has_form).items()})
     tensors = graph.main.tensors
     for key, bits in plan.bits.items():
         if not isinstance(key, str) or key not in tensors:
@@ -288,7 +297,7 @@ def checked_ranges(*, graph: Graph, plan: BitwidthPlan) -> dict[str, tuple[float
 
 
 def _check_width(*, key: str, bits: int, tensor: Tensor, reasons: Mapping) -> None:
-    if tensor.is_constant:
+    if tensor.is_constant and key not in reasons:
         if bits != 8:
             raise ConfigError(f"bit-width plan: tensor {key!r} is a constant (weights); this "
                               f"pass sets feature-map widths only: expected 8, got {bits}")
@@ -331,6 +340,7 @@ class _Converter:
         self.constants: dict[tuple, str] = {}
         self.quant = {key: _per_tensor(t) for key, t in subgraph.tensors.items()
                       if not t.is_constant and t.dtype == INT8}
+        self.cuts = weight_cuts(subgraph=subgraph, bits=bits)
         self.qmcu = {i for i in range(len(subgraph.operators))
                      if self.view.has_form(i) and (force_custom or self._touches_subbyte(i))}
         self.folded = {i for i in self.view.pad_problems if self.view.foldable_pad(i)
@@ -343,6 +353,8 @@ class _Converter:
     def _touches_subbyte(self, index: int) -> bool:
         op = self.subgraph.operators[index]
         keys = [self.view.source(index).key] + list(op.outputs)
+        if op.type in CONV_TYPES:
+            keys.append(op.inputs[1])
         if op.type == "ADD":
             keys.append(op.inputs[1])
         return any(self.width(k) < 8 for k in keys)
@@ -370,8 +382,16 @@ class _Converter:
                 continue
             ops.append(self._converted(index=i) if i in self.qmcu else op)
         sub.operators = ops
+        for key, cut in self.cuts.items():
+            details = fb.CustomQuantizationT()
+            details.custom = np.frombuffer(subbyte_details(
+                bits=cut.bits, logical_shape=tuple(sub.tensors[key].shape)), dtype=np.uint8)
+            reader = next(op for op in before if op.inputs[1:2] == [key])
+            axis = channel_axis(op_type=reader.type)
+            sub.tensors[key] = packed_filter(tensor=sub.tensors[key], cut=cut, axis=axis,
+                                             details=details)
         for key, bits in self.bits.items():
-            if bits < 8:
+            if bits < 8 and key not in self.cuts:
                 sub.tensors[key] = packed_tensor(tensor=sub.tensors[key], bits=bits,
                                                  quant=self.quant_at(key))
         _drop_unreferenced(subgraph=sub, candidates={k for op in before for k in op.inputs
@@ -393,7 +413,7 @@ class _Converter:
         s_in, zp_in = self.quant_at(source.key)
         s_out, zp_out = self.quant_at(op.outputs[0])
         channels = weights.shape[0] if op.type == "CONV_2D" else weights.shape[3]
-        requant = conv_requant(in_scale=s_in, filter_scales=weights.quantization.scale,
+        requant = conv_requant(in_scale=s_in, filter_scales=self.filter_scales(op.inputs[1]),
                                out_scale=s_out, channels=channels)
         out_name = self.subgraph.tensors[op.outputs[0]].name
         requant_key = self._constant(name=f"{out_name}/requant", values=requant)
@@ -402,6 +422,12 @@ class _Converter:
                                      out=(s_out, zp_out))
         return _custom_op(op=op, inputs=[source.key, op.inputs[1], bias_key, requant_key],
                           options=options)
+
+    def filter_scales(self, key: str) -> tuple[float, ...]:
+        """The filter's scales at its planned width (the cut's when it is cut)."""
+        cut = self.cuts.get(key)
+        return cut.scales if cut is not None else \
+            tuple(self.subgraph.tensors[key].quantization.scale)
 
     def _conv_options(self, *, index: int, source: _Source, zp_in: int,
                       out: tuple[float, int]):
@@ -415,7 +441,8 @@ class _Converter:
             options=o, in_shape=self.subgraph.tensors[op.inputs[0]].shape,
             kernel=tuple(weights.shape[1:3]),
             dilation=(o.dilationHFactor or 1, o.dilationWFactor or 1), extra=source.pads)
-        common = dict(in_bits=self.width(source.key), out_bits=self.width(out_key), w_bits=8,
+        common = dict(in_bits=self.width(source.key), out_bits=self.width(out_key),
+                      w_bits=self.width(op.inputs[1]),
                       in_zero_point=zp_in, out_zero_point=out[1],
                       in_shape=tuple(self.subgraph.tensors[source.key].shape),
                       filter_shape=tuple(weights.shape),
@@ -428,17 +455,25 @@ class _Converter:
     def _bias(self, *, op: Operator, source: _Source, s_in: float) -> str | None:
         """The bias key: the original one, or a rescaled copy when the input scale changed."""
         key = op.inputs[2] if len(op.inputs) > 2 else None
-        if key is None or self.width(source.key) == 8:
+        cut = self.cuts.get(op.inputs[1])
+        if key is None or (self.width(source.key) == 8 and cut is None):
             return key
         bias = self.subgraph.tensors[key]
         values = rescaled_bias(bias=bias.array(), old_scale=self.quant[source.key][0],
                                new_scale=s_in)
         weights = self.subgraph.tensors[op.inputs[1]]
+        if cut is not None:
+            values = _checked_int32(cut_bias(
+                bias=bias.array(), new_scales=np.asarray(cut.scales, dtype=np.float64) * s_in,
+                old_scales=np.broadcast_to(np.asarray(weights.quantization.scale, np.float64)
+                                           * self.quant[source.key][0], (len(cut.scales),))))
         scales = tuple(float(np.float32(s_in * float(np.float32(s))))
-                       for s in weights.quantization.scale)
-        quant = Quantization(scale=scales, zero_point=(0,) * len(scales),
+                       for s in self.filter_scales(op.inputs[1]))
+        quant = Quantization(scale=scales, zero_point=(0,) * len(scales) if cut is None else (),
                              quantized_dimension=0)
-        return self._constant(name=f"{bias.name}/in{self.width(source.key)}bit", values=values,
+        suffix = "" if cut is None else f"w{cut.bits}"
+        return self._constant(name=f"{bias.name}/in{self.width(source.key)}bit{suffix}",
+                              values=values,
                               quantization=quant)
 
     # -- add and average pool ----------------------------------------------------------------
@@ -514,6 +549,12 @@ def rescaled_bias(*, bias: np.ndarray, old_scale: float, new_scale: float) -> np
     if rounded.size and (rounded.min() < INT32_MIN or rounded.max() > INT32_MAX):
         raise ConfigError("rescaled bias leaves the int32 range")
     return rounded.astype(np.int32)
+
+
+def _checked_int32(values: np.ndarray) -> np.ndarray:
+    if values.size and (values.min() < INT32_MIN or values.max() > INT32_MAX):
+        raise ConfigError("rescaled bias leaves the int32 range")
+    return values.astype(np.int32)
 
 
 def activation_range(*, activation: int, bits: int, scale: float,

@@ -124,13 +124,10 @@ class BitwidthPlan:
     @classmethod
     def from_dict(cls, data: Mapping) -> BitwidthPlan:
         version = data.get("version")
-        if version not in READABLE_VERSIONS:
-            raise ConfigError(f"bit-width plan: expected version 1 or {PLAN_FORMAT_VERSION}, "
-                              f"got {version!r}")
-        bits = {str(k): int(v) for k, v in data["bits"].items()}
-        bad = {k: v for k, v in bits.items() if v not in (2, 4, 8)}
-        if bad:
-            raise ConfigError(f"bit-width plan: bit widths must be 8, 4 or 2, got {bad}")
+        if type(version) is not int or version not in READABLE_VERSIONS:
+            raise ConfigError(f"bit-width plan: expected version 1 or {PLAN_FORMAT_VERSION} "
+                              f"(a JSON integer), got {version!r}")
+        bits = _checked_bits(data.get("bits"))
         ranges = {str(k): SubbyteRange.from_dict(v) for k, v in data.get("ranges", {}).items()}
         weights = data.get("weights")
         guard = data.get("guard")
@@ -143,15 +140,34 @@ class BitwidthPlan:
     @classmethod
     def from_json(cls, text: str) -> BitwidthPlan:
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_reject_constant)
         except json.JSONDecodeError as err:
             raise ConfigError(f"bit-width plan is not valid JSON: {err}") from err
+        except RecursionError as err:
+            raise ConfigError("bit-width plan: JSON nested too deeply") from err
         if not isinstance(data, dict):
             raise ConfigError("bit-width plan: expected a JSON object")
         try:
             return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise ConfigError(f"bit-width plan: malformed ({err!r})") from err
+
+
+def _reject_constant(name: str) -> None:
+    raise ConfigError(f"bit-width plan: {name} is not a number a plan can hold")
+
+
+def _checked_bits(bits: object) -> dict[str, int]:
+    """Tensor key -> 8, 4 or 2, each a JSON integer (not 4.5, not true, not null)."""
+    if not isinstance(bits, Mapping):
+        raise ConfigError(f"bit-width plan: 'bits' must be an object of tensor key -> 8, 4 "
+                          f"or 2, got {type(bits).__name__}")
+    bad = {k: v for k, v in bits.items() if type(v) is not int or v not in (2, 4, 8)}
+    if bad:
+        shown = dict(list(bad.items())[:5])
+        raise ConfigError(f"bit-width plan: bit widths must be the integers 8, 4 or 2, got "
+                          f"{shown}{' ...' if len(bad) > 5 else ''}")
+    return {str(k): v for k, v in bits.items()}
 
 
 def _step_from_dict(data: Mapping) -> TraversalStep:

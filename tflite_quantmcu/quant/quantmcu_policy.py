@@ -55,6 +55,14 @@ Steps (each a function below):
 ``uniform_plan`` gives the baseline "every eligible stage feature map at b bits".
 Everything is deterministic for the same inputs; timings are reported, not used.
 
+**Ranges** (issue 11): every candidate sub-byte width of every searched map gets a range
+(:mod:`ranges`) chosen per map before VDQS scores it (:mod:`range_selection`: by simulated
+model-output error on held-out calibration samples when ``heldout_x`` is given), so Eq. 3-4's
+entropy is that of the map as it would be quantized; the plan carries the chosen ranges.
+Defaults since then: rules ``full`` + ``percentile``, k = 16, and the accuracy guard in
+``convert`` (docs/quantmcu_accuracy.md has the figures). The measurements below predate
+ranges (whole int8 range, k as stated).
+
 Measured on the bundled model (bench/quantmcu_accuracy.py; tuning figures on 1,000
 held-out training images, never the test set), 256 KB budget -> the planner's stage
 ops 0..6, 2x2 patches:
@@ -107,6 +115,8 @@ from tflite_quantmcu.patches.branches import PatchBranch, PatchFeatureMap, patch
 from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
 from tflite_quantmcu.quant.plan import BitwidthPlan, merge_plans
+from tflite_quantmcu.quant.range_selection import (SELECT_SAMPLES, MapSite, OutputSimulator,
+                                                   Selection, select_ranges)
 from tflite_quantmcu.quant.ranges import (DEFAULT_PERCENTILE_MASS, RANGE_RULES, RangeOptions,
                                           SubbyteRange, choose_range, full_range)
 from tflite_quantmcu.quant.statistics import StatisticsCollector, TensorStatistics
@@ -117,6 +127,7 @@ from tflite_quantmcu.quant.vdqs import (BIT_CHOICES, BranchSpec, ConsumerCost, V
 from tflite_quantmcu.reference.executor import run_graph
 
 CLASSIFY_ON = ("first", "any")
+DEFAULT_RANGE_RULES = ("full", "percentile")   # docs/quantmcu_accuracy.md: why not "mse" too
 TAIL = "tail"
 
 
@@ -128,7 +139,7 @@ class QuantMCUOptions:
 
     phi: float = 0.96
     lam: float = 0.6
-    bins: int = 24
+    bins: int = 16   # with ranges + the accuracy guard: docs/quantmcu_accuracy.md
     min_density_ratio: float = 1.0
     min_outliers: int = 1
     min_sample_fraction: float = 0.0
@@ -136,8 +147,9 @@ class QuantMCUOptions:
     use_vdpc: bool = True
     classify_on: str = "first"
     search_tail: bool = True
-    range_rules: tuple[str, ...] = RANGE_RULES
+    range_rules: tuple[str, ...] = DEFAULT_RANGE_RULES
     percentile_mass: float = DEFAULT_PERCENTILE_MASS
+    select_samples: int = SELECT_SAMPLES
 
     def __post_init__(self) -> None:
         if self.classify_on not in CLASSIFY_ON:
@@ -186,6 +198,7 @@ class QuantMCUResult:
     statistics_time_s: float
     search_time_s: float
     tail_keys: tuple[str, ...] = ()
+    selection: Selection | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready figures for a report (the plan itself: ``plan.to_dict()``)."""
@@ -198,10 +211,18 @@ class QuantMCUResult:
                              "non_outlier": len(names) - len(self.outlier_branches)},
             "branch_limits": [dataclasses.asdict(b) for b in self.branch_limits],
             "tail": {"searched": bool(self.tail_keys), "feature_maps": len(self.tail_keys)},
+            "range_rules": _rule_counts(self.plan),
             "num_samples": self.num_samples,
             "statistics_time_s": self.statistics_time_s,
             "search_time_s": self.search_time_s,
         }
+
+
+def _rule_counts(plan: BitwidthPlan) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for subbyte in plan.ranges.values():
+        counts[subbyte.rule] = counts.get(subbyte.rule, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 # -- 1. statistics ---------------------------------------------------------------------------
@@ -414,21 +435,25 @@ def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
                 statistics: Mapping[str, TensorStatistics], limit: BranchLimit,
                 allowed: Mapping[str, Iterable[int]], outlier_class: bool,
                 options: QuantMCUOptions,
-                check_statistics: Mapping[str, TensorStatistics] | None = None) -> BranchSpec:
-    """The VDQS input of one branch."""
+                check_statistics: Mapping[str, TensorStatistics] | None = None,
+                chosen: Mapping[tuple[str, int], SubbyteRange] | None = None) -> BranchSpec:
+    """The VDQS input of one branch; ``chosen``: ranges picked beforehand per (key, bits)
+    (:mod:`range_selection`), else :func:`map_ranges`."""
     sub = patched_graph.main
     check = check_statistics or {}
     maps = []
     for m in branch.feature_maps:
         candidates = map_candidates(key=m.patched_key, allowed=allowed, options=options)
+        ranges = _chosen_ranges(key=m.patched_key, candidates=candidates, chosen=chosen)
+        if ranges is None:
+            ranges = map_ranges(statistics=statistics[m.original_key],
+                                check=check.get(m.original_key), region=branch.name,
+                                candidates=() if outlier_class else candidates, options=options)
         maps.append(feature_map_from_statistics(
             key=m.patched_key, shape=sub.tensors[m.patched_key].shape,
             statistics=statistics[m.original_key], region=branch.name,
             consumers=consumer_costs(subgraph=sub, feature_map=m), candidates=candidates,
-            ranges=map_ranges(statistics=statistics[m.original_key],
-                              check=check.get(m.original_key), region=branch.name,
-                              candidates=() if outlier_class else candidates,
-                              options=options)))
+            ranges=ranges))
     maps = tuple(maps)
     memory_limit = limit.memory_limit
     if memory_limit is None:
@@ -440,28 +465,62 @@ def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
 def tail_spec(*, patched_graph: Graph, tail: TailBranch,
               statistics: Mapping[str, TensorStatistics], limit: BranchLimit,
               allowed: Mapping[str, Iterable[int]], options: QuantMCUOptions,
-              check_statistics: Mapping[str, TensorStatistics] | None = None) -> BranchSpec:
+              check_statistics: Mapping[str, TensorStatistics] | None = None,
+              chosen: Mapping[tuple[str, int], SubbyteRange] | None = None) -> BranchSpec:
     """The VDQS input of the tail: whole-tensor statistics, never outlier-class."""
     sub = patched_graph.main
-    missing = [k for k in tail.keys if k not in statistics]
-    if missing:
-        raise ConfigError(f"statistics lack the tail maps {missing[:3]} (of {len(missing)}): "
-                          "collect them with collect_patch_statistics(tail=True) or set "
-                          "QuantMCUOptions(search_tail=False)")
+    _check_tail_statistics(tail=tail, statistics=statistics)
     check = check_statistics or {}
     maps = []
     for m in tail.feature_maps:
         candidates = map_candidates(key=m.key, allowed=allowed, options=options)
+        ranges = _chosen_ranges(key=m.key, candidates=candidates, chosen=chosen)
+        if ranges is None:
+            ranges = map_ranges(statistics=statistics[m.key], check=check.get(m.key),
+                                region=None, candidates=candidates, options=options)
         maps.append(feature_map_from_statistics(
             key=m.key, shape=sub.tensors[m.key].shape, statistics=statistics[m.key],
             consumers=consumer_costs(subgraph=sub, feature_map=m), candidates=candidates,
-            ranges=map_ranges(statistics=statistics[m.key], check=check.get(m.key),
-                              region=None, candidates=candidates, options=options)))
+            ranges=ranges))
     maps = tuple(maps)
     memory_limit = limit.memory_limit
     if memory_limit is None:
         memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
     return BranchSpec(name=tail.name, feature_maps=maps, memory_limit=memory_limit)
+
+
+def _check_tail_statistics(*, tail: TailBranch, statistics: Mapping[str, TensorStatistics]) -> None:
+    missing = [k for k in tail.keys if k not in statistics]
+    if missing:
+        raise ConfigError(f"statistics lack the tail maps {missing[:3]} (of {len(missing)}): "
+                          "collect them with collect_patch_statistics(tail=True) or set "
+                          "QuantMCUOptions(search_tail=False)")
+
+
+def _chosen_ranges(*, key: str, candidates: Iterable[int],
+                   chosen: Mapping[tuple[str, int], SubbyteRange] | None
+                   ) -> tuple[SubbyteRange, ...] | None:
+    wanted = [b for b in candidates if b < 8]
+    if chosen is None or any((key, b) not in chosen for b in wanted):
+        return None
+    return tuple(chosen[(key, b)] for b in wanted)
+
+
+def map_sites(*, graph: Graph, patch_plan: PatchPlan, branches: tuple[PatchBranch, ...],
+              tail: TailBranch | None, outliers: tuple[str, ...],
+              allowed: Mapping[str, Iterable[int]], options: QuantMCUOptions) -> list[MapSite]:
+    """Every searched map with its place in the int8 graph (for :mod:`range_selection`)."""
+    regions = stage_map_regions(graph=graph, patch_plan=patch_plan)
+    sites = [MapSite(key=m.patched_key, tensor=m.original_key, region_name=b.name,
+                     region=regions[m.original_key][b.name],
+                     candidates=(8,) if b.name in outliers else
+                     map_candidates(key=m.patched_key, allowed=allowed, options=options))
+             for b in branches for m in b.feature_maps]
+    if tail is not None:
+        sites += [MapSite(key=m.key, tensor=m.key, region_name=None, region=None,
+                          candidates=map_candidates(key=m.key, allowed=allowed, options=options))
+                  for m in tail.feature_maps]
+    return sites
 
 
 def search_branch(*, spec: BranchSpec, options: QuantMCUOptions) -> BitwidthPlan:
@@ -480,14 +539,17 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
                     options: QuantMCUOptions = QuantMCUOptions(),
                     statistics: Mapping[str, TensorStatistics] | None = None,
                     allowed: Mapping[str, Iterable[int]] | None = None,
-                    check_statistics: Mapping[str, TensorStatistics] | None = None
-                    ) -> QuantMCUResult:
+                    check_statistics: Mapping[str, TensorStatistics] | None = None,
+                    heldout_x: np.ndarray | None = None) -> QuantMCUResult:
     """QuantMCU's bit widths for the per-patch feature maps (module doc).
 
     ``statistics`` (from :func:`collect_patch_statistics`) skips step 1, e.g. for
     parameter sweeps; ``allowed`` overrides ``subbyte_candidates`` of the patched graph;
-    ``check_statistics``: statistics of held-out calibration samples, on which each map's
-    range rule is chosen (:func:`ranges.choose_range`; None: on the fit samples).
+    ``check_statistics``: statistics of held-out calibration samples; ``heldout_x``: those
+    samples' int8 input codes. With ``heldout_x`` each map's range rule is chosen by the model
+    output error of its first ``options.select_samples`` samples (:mod:`range_selection`),
+    else by the map's own quantization error on ``check_statistics`` (None: on the fit
+    samples, :func:`ranges.choose_range`).
     """
     if not patch_plan.is_patched:
         raise ConfigError("QuantMCU needs a patched plan (grid larger than 1x1); the patch "
@@ -506,21 +568,30 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
     outliers = classify_branches(classes=classes, options=options)
     limits = branch_memory_limits(patched_graph=patched_graph, branches=branches,
                                   sram_budget=sram_budget)
+    tail = _searched_tail(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
+                          options=options)
+    if tail is not None:
+        _check_tail_statistics(tail=tail, statistics=statistics)
+    simulator = None if heldout_x is None or len(heldout_x) == 0 else \
+        OutputSimulator(graph=graph, x=heldout_x[:options.select_samples])
+    selection = select_ranges(
+        sites=map_sites(graph=graph, patch_plan=patch_plan, branches=branches, tail=tail,
+                        outliers=outliers, allowed=allowed, options=options),
+        statistics=statistics, check_statistics=check_statistics, simulator=simulator,
+        options=options.range_options())
     plans = [search_branch(spec=branch_spec(
         patched_graph=patched_graph, branch=b, statistics=statistics, limit=lim,
         allowed=allowed, outlier_class=b.name in outliers, options=options,
-        check_statistics=check_statistics), options=options)
+        check_statistics=check_statistics, chosen=selection.ranges), options=options)
         for b, lim in zip(branches, limits)]
-    tail = _searched_tail(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
-                          options=options)
     if tail is not None:
         tail_limit = tail_memory_limit(patched_graph=patched_graph, tail=tail,
                                        sram_budget=sram_budget)
         limits = limits + (tail_limit,)
         plans.append(search_branch(spec=tail_spec(
             patched_graph=patched_graph, tail=tail, statistics=statistics, limit=tail_limit,
-            allowed=allowed, options=options, check_statistics=check_statistics),
-            options=options))
+            allowed=allowed, options=options, check_statistics=check_statistics,
+            chosen=selection.ranges), options=options))
     merged = merge_plans(plans=plans)
     plan = dataclasses.replace(merged, policy="quantmcu" if options.use_vdpc else
                                "quantmcu-no-vdpc", options=options.to_dict())
@@ -529,7 +600,7 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
                           branch_limits=limits,
                           num_samples=next(iter(statistics.values())).num_samples,
                           statistics_time_s=collected - start, search_time_s=done - collected,
-                          tail_keys=() if tail is None else tail.keys)
+                          tail_keys=() if tail is None else tail.keys, selection=selection)
 
 
 def _searched_tail(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph,
@@ -545,40 +616,43 @@ def uniform_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, b
                  allowed: Mapping[str, Iterable[int]] | None = None,
                  tail: bool = False, statistics: Mapping[str, TensorStatistics] | None = None,
                  check_statistics: Mapping[str, TensorStatistics] | None = None,
-                 range_rules: tuple[str, ...] = ("full",)) -> BitwidthPlan:
+                 range_rules: tuple[str, ...] = ("full",),
+                 heldout_x: np.ndarray | None = None,
+                 select_samples: int = SELECT_SAMPLES) -> BitwidthPlan:
     """Every per-patch feature map (and with ``tail`` every tail map) at ``bits`` where the
-    graph pass allows it, else 8; each sub-byte map's range chosen among ``range_rules``
-    (:func:`map_ranges`; rules other than ``full`` need ``statistics``)."""
+    graph pass allows it, else 8; each sub-byte map's range chosen among ``range_rules`` as
+    :func:`search_quantmcu` does (rules other than ``full`` need ``statistics``)."""
     if bits not in BIT_CHOICES:
         raise ConfigError(f"uniform plan: bits must be one of {BIT_CHOICES}, got {bits}")
     if allowed is None:
         allowed = allowed_subbyte_bits(patched_graph=patched_graph)
     branches = patch_branches(graph=graph, patched_graph=patched_graph, plan=patch_plan)
-    where = {m.patched_key: (m.original_key, b.name) for b in branches for m in b.feature_maps}
+    regions = stage_map_regions(graph=graph, patch_plan=patch_plan)
+    sites = [MapSite(key=m.patched_key, tensor=m.original_key, region_name=b.name,
+                     region=regions[m.original_key][b.name], candidates=(bits,))
+             for b in branches for m in b.feature_maps]
     if tail:
-        where.update({k: (k, None) for k in tail_map_keys(graph=graph, patch_plan=patch_plan)})
-    chosen = {key: (bits if bits in set(allowed.get(key, ())) else 8) for key in where}
-    options = QuantMCUOptions(range_rules=tuple(range_rules))
-    ranges = {}
-    for key, width in chosen.items():
-        if width < 8:
-            original, region = where[key]
-            ranges[key] = _uniform_range(graph=graph, key=original, region=region, bits=width,
-                                         statistics=statistics, check=check_statistics,
-                                         options=options)
+        sites += [MapSite(key=k, tensor=k, region_name=None, region=None, candidates=(bits,))
+                  for k in tail_map_keys(graph=graph, patch_plan=patch_plan)]
+    chosen = {s.key: (bits if bits in set(allowed.get(s.key, ())) else 8) for s in sites}
+    sites = [s for s in sites if chosen[s.key] < 8]
+    options = RangeOptions(rules=tuple(range_rules))
+    if statistics is None:
+        if tuple(range_rules) != ("full",):
+            raise ConfigError(f"range rules {tuple(range_rules)} need calibration statistics")
+        ranges = {s.key: _full_range_of(graph=graph, key=s.tensor, bits=bits) for s in sites}
+    else:
+        simulator = None if heldout_x is None or len(heldout_x) == 0 else \
+            OutputSimulator(graph=graph, x=heldout_x[:select_samples])
+        selection = select_ranges(sites=sites, statistics=statistics,
+                                  check_statistics=check_statistics, simulator=simulator,
+                                  options=options)
+        ranges = {s.key: selection.ranges[(s.key, bits)] for s in sites}
     return BitwidthPlan(policy=f"uniform{bits}" + ("-tail" if tail else ""),
                         options={"bits": bits, "tail": tail, "range_rules": list(range_rules)},
                         bits=chosen, ranges=ranges)
 
 
-def _uniform_range(*, graph: Graph, key: str, region: str | None, bits: int,
-                   statistics: Mapping[str, TensorStatistics] | None,
-                   check: Mapping[str, TensorStatistics] | None,
-                   options: QuantMCUOptions) -> SubbyteRange:
-    if statistics is None:
-        if tuple(options.range_rules) != ("full",):
-            raise ConfigError(f"range rules {options.range_rules} need calibration statistics")
-        quant = graph.main.tensors[key].quantization
-        return full_range(scale8=quant.scale[0], zero_point8=quant.zero_point[0], bits=bits)
-    return map_ranges(statistics=statistics[key], check=(check or {}).get(key), region=region,
-                      candidates=(bits,), options=options)[0]
+def _full_range_of(*, graph: Graph, key: str, bits: int) -> SubbyteRange:
+    quant = graph.main.tensors[key].quantization
+    return full_range(scale8=quant.scale[0], zero_point8=quant.zero_point[0], bits=bits)

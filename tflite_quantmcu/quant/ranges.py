@@ -29,7 +29,9 @@ simulation all use :func:`levels`.
 Choosing among rules (:func:`choose_range`): the rule whose interval, fitted on the
 calibration samples that built ``fit_histogram``, gives the smallest quantization MSE on
 **held-out** calibration samples (``check_histogram``); ties go to the earlier rule of
-``RANGE_RULES`` (the wider one). docs/quantmcu_ranges.md says why.
+``RANGE_RULES`` (the wider one). This is the fallback of
+:mod:`range_selection`, which judges rules by the model output; docs/quantmcu_accuracy.md
+says why.
 """
 from __future__ import annotations
 
@@ -181,40 +183,55 @@ def _occupied(histogram: np.ndarray) -> tuple[int, int]:
 
 
 def mse_codes(*, histogram: Sequence[int], zero_point8: int, bits: int) -> tuple[int, int]:
-    """``[low_code, high_code]`` of the ``mse`` rule (module doc). The search rounds with
-    floats (half up); the chosen interval is then used with the exact quantizer."""
+    """``[low_code, high_code]`` of the ``mse`` rule (module doc). One-sided maps: every high
+    code is tried; two-sided: a ``MSE_GRID`` x ``MSE_GRID`` grid, then every pair within one
+    grid step of its best;
+    the errors are those of the exact quantizer."""
     counts = np.asarray(histogram, dtype=np.float64)
     zp8 = int(zero_point8)
     lowest, highest = _occupied(counts)
-    lows = _side_candidates(start=min(lowest, zp8), stop=zp8, include_stop=True)
-    highs = _side_candidates(start=max(highest, zp8), stop=zp8, include_stop=False)
-    if highs.size == 0:
-        highs = np.array([min(zp8 + 1, INT8_HIGH)])
-        if highs[0] == zp8:
-            return INT8_LOW, INT8_HIGH
+    highest = max(highest, min(zp8 + 1, INT8_HIGH))
+    if highest == zp8:
+        return INT8_LOW, INT8_HIGH
+    if lowest >= zp8:
+        lows, highs = np.array([zp8]), np.arange(zp8 + 1, highest + 1)
+        return _best_pair(counts=counts, zp8=zp8, bits=bits, lows=lows, highs=highs)
+    lows = _grid(start=lowest, stop=zp8)
+    highs = _grid(start=highest, stop=zp8 + 1)
+    low, high = _best_pair(counts=counts, zp8=zp8, bits=bits, lows=lows, highs=highs)
+    step_low = max(1, int(np.ceil((zp8 - lowest) / (MSE_GRID - 1))))
+    step_high = max(1, int(np.ceil((highest - zp8 - 1) / (MSE_GRID - 1))))
+    lows = np.arange(max(lowest, low - step_low), min(zp8, low + step_low) + 1)
+    highs = np.arange(max(zp8 + 1, high - step_high), min(highest, high + step_high) + 1)
+    return _best_pair(counts=counts, zp8=zp8, bits=bits, lows=lows, highs=highs)
+
+
+def _grid(*, start: int, stop: int) -> np.ndarray:
+    """At most ``MSE_GRID`` integer codes from ``start`` to ``stop``, both included."""
+    return np.unique(np.round(np.linspace(start, stop, MSE_GRID)).astype(np.int64))
+
+
+def _best_pair(*, counts: np.ndarray, zp8: int, bits: int, lows: np.ndarray,
+               highs: np.ndarray) -> tuple[int, int]:
+    """The (low, high) pair whose exact quantizer (:func:`levels`) gives the smallest squared
+    error over ``counts`` (code units; ties: the first pair, lows ascending)."""
     low, high = np.meshgrid(lows, highs, indexing="ij")
-    low, high = low.reshape(-1, 1), high.reshape(-1, 1)
-    span = (high - low).astype(np.float64)
+    low, high = low.reshape(-1), high.reshape(-1)
     level_count = (1 << bits) - 1
-    zp_b = np.clip(((zp8 - low) * level_count * 2 + (high - low)) // (2 * (high - low)),
-                   0, level_count)
-    x = (_CODES - zp8).reshape(1, -1).astype(np.float64)
-    level = np.clip(np.floor(x * level_count / span + 0.5) + zp_b, 0, level_count)
-    error = x - (level - zp_b) * span / level_count
-    mse = (error * error) @ counts
-    best = int(np.argmin(mse))
-    return int(low[best, 0]), int(high[best, 0])
-
-
-def _side_candidates(*, start: int, stop: int, include_stop: bool) -> np.ndarray:
-    """Integer codes from ``start`` (an occupied extreme) towards the zero point ``stop``,
-    at most ``MSE_GRID`` of them, evenly spaced."""
-    if start == stop:
-        return np.array([stop]) if include_stop else np.array([], dtype=np.int64)
-    values = np.unique(np.round(np.linspace(start, stop, MSE_GRID)).astype(np.int64))
-    if not include_stop:
-        values = values[values != stop]
-    return values
+    span = high - low
+    zp_b = np.clip(((zp8 - low) * level_count * 2 + span) // (2 * span), 0, level_count)
+    # scale8 cancels in the ratio scale8 / scale_b; use scale8 = 1 in float32 arithmetic
+    scale_b = (span / level_count).astype(np.float32).astype(np.float64)
+    pairs = [quantize_multiplier(1.0 / float(s)) for s in scale_b]
+    multiplier = np.array([m for m, _ in pairs], dtype=np.int64).reshape(-1, 1)
+    shift = np.array([h for _, h in pairs], dtype=np.int64).reshape(-1, 1)
+    used = np.flatnonzero(counts)
+    x = (_CODES[used] - zp8).reshape(1, -1)
+    level = np.clip(multiply_by_quantized_multiplier(x, multiplier, shift) + zp_b[:, None],
+                    0, level_count)
+    error = x - (level - zp_b[:, None]) * scale_b[:, None]
+    best = int(np.argmin((error * error) @ counts[used]))
+    return int(low[best]), int(high[best])
 
 
 def percentile_codes(*, histogram: Sequence[int], zero_point8: int,

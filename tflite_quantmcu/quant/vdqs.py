@@ -23,9 +23,13 @@ For each feature map i of a branch (execution order, i = 0 .. N) and candidate b
   patches of its first 10 maps.
   Re-measured on the bundled model with the tail searched (held-out training images):
   at k = 16 dH(i, 4) is ~0, every eligible map goes to 4 bits for every lam and the
-  top-1 loss is 1.4-1.7 points; **the default is k = 24**, where lam moves BitOPs as in
+  top-1 loss is 1.4-1.7 points; ``VdqsOptions`` defaults to k = 24, where lam moves BitOPs as in
   Table III (lam 0.2 / 0.4 / 0.6 / 0.8 -> BitOPs / 1.31 / 1.10 / 1.04 / 1.00 of patch
   int8 at -2.0 / -0.6 / -0.7 / 0 points) and the paper's lam = 0.6 stays within 1 point.
+  The convert pipeline (``QuantMCUOptions``) uses k = 16 since sub-byte ranges are chosen
+  from calibration data and the accuracy guard raises costly maps back to int8: VDQS then
+  proposes (nearly) every eligible map at 4 bits and the guard decides
+  (docs/quantmcu_accuracy.md).
 * ``Omega(i, b) = dH(i, b) / H(N, b_last)`` (Eq. 5); ``b_last`` = the widest allowed
   candidate of the branch's last map (8 unless restricted). If H(N, b_last) = 0 the
   branch's output carries no information over the calibration set and Omega = 0.
@@ -61,6 +65,7 @@ from tflite_quantmcu.quant.statistics import NUM_CODES, TensorStatistics
 from tflite_quantmcu.quant.traversal import PairProblem, initial_bits, resolve_pairs
 
 BIT_CHOICES = (8, 4, 2)
+MAX_BINS = NUM_CODES   # k >= 256 already gives every int8 code its own bin (module doc)
 
 
 @dataclass(frozen=True)
@@ -150,8 +155,10 @@ class VdqsOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.lam <= 1.0:
             raise ConfigError(f"VDQS lam must be in [0, 1], got {self.lam}")
-        if int(self.bins) < 2:
-            raise ConfigError(f"VDQS bins must be >= 2, got {self.bins}")
+        if not 2 <= int(self.bins) <= MAX_BINS:
+            raise ConfigError(f"VDQS bins (--bins) must be 2..{MAX_BINS}, got {self.bins} "
+                              f"(with {MAX_BINS} bins every one of the {NUM_CODES} codes has "
+                              "its own bin already; more change nothing)")
         _check_candidates(where="VDQS options", candidates=self.candidates)
 
     def to_dict(self) -> dict:

@@ -2,7 +2,8 @@
 
 Builtin ops are looked up by their type name ('CONV_2D'); custom ops by their
 custom code ('QMCU_CONV_2D') in the `custom_kernels` mapping the caller passes;
-the default, `DEFAULT_CUSTOM_KERNELS`, holds the QMCU_* ops (qmcu_adapters.py).
+the default, `DEFAULT_CUSTOM_KERNELS`, holds the QMCU_* ops (qmcu_adapters.py) and
+QMCU_PATCH_STAGE (qmcu_stage.py).
 
 A kernel is a callable `kernel(*, ctx: OpContext) -> list[np.ndarray]`: one array
 per op output, each with the leading sample axis.
@@ -21,6 +22,7 @@ from tflite_quantmcu.reference import (conv, depthwise, elementwise, fully_conne
                                        quantize, reduce, shape_ops, softmax)
 from tflite_quantmcu.reference.op_context import OpContext
 from tflite_quantmcu.reference.qmcu_adapters import QMCU_KERNELS
+from tflite_quantmcu.reference.qmcu_stage import patch_stage_kernel
 
 Kernel = Callable[..., list[np.ndarray]]
 
@@ -30,7 +32,8 @@ BUILTIN_KERNELS: Mapping[str, Kernel] = MappingProxyType({
     **softmax.KERNELS,
 })
 
-DEFAULT_CUSTOM_KERNELS: Mapping[str, Kernel] = QMCU_KERNELS
+DEFAULT_CUSTOM_KERNELS: Mapping[str, Kernel] = MappingProxyType({
+    **QMCU_KERNELS, "QMCU_PATCH_STAGE": patch_stage_kernel})
 
 
 def kernel_for(*, subgraph: Subgraph, index: int,

@@ -1,0 +1,503 @@
+/* QMCU_PATCH_STAGE (docs/qmcu_ops.md §8): patches row-major, layers in order, through the
+ * existing layer kernels. Mirrors tflite_quantmcu/reference/qmcu_stage.py step for step:
+ * a layer input is read in place (rows by pointer offset) or first copied to its staging slot,
+ * the layer runs with the patch's border padding as explicit pads, the output goes to its slot
+ * (or straight into the stage output), and a stage output with a slot is copied out after each
+ * patch. In-place (depthwise) layers need nothing here: their slots overlap as planned and the
+ * kernels write output rows in order. */
+#include <string.h>
+
+#include "qmcu/qmcu_ops.h"
+#include "qmcu/qmcu_stage.h"
+
+/* bench/kernels_cortexm.py --stage builds with QMCU_STAGE_BENCH_HOOKS to count the
+ * instructions of the layer kernels alone (markers around every kernel call). */
+#ifdef QMCU_STAGE_BENCH_HOOKS
+void qmcu_bench_begin(void);
+void qmcu_bench_end(void);
+#define QMCU_KERNEL_BEGIN() qmcu_bench_begin()
+#define QMCU_KERNEL_END() qmcu_bench_end()
+#else
+#define QMCU_KERNEL_BEGIN() ((void)0)
+#define QMCU_KERNEL_END() ((void)0)
+#endif
+
+typedef struct {
+  int32_t start;
+  int32_t stop;
+  int32_t pad_before;
+  int32_t pad_after;
+} qmcu_cut;
+
+typedef struct {
+  const qmcu_stage_params *p;
+  const qmcu_stage_buffers *b;
+  int use_opt;
+  int32_t i;
+  int32_t j;
+} qmcu_stage_run;
+
+static const int32_t *tensor_at(const qmcu_stage_params *p, int32_t t) {
+  return p->pool + QMCU_STAGE_TENSOR_WORDS * t;
+}
+
+static const int32_t *parts_at(const qmcu_stage_params *p, int32_t t) {
+  return p->pool + QMCU_STAGE_TENSOR_WORDS * p->num_tensors +
+         2 * (p->grid_rows + p->grid_cols) * t;
+}
+
+static const int32_t *layer_at(const qmcu_stage_params *p, int32_t n) {
+  return parts_at(p, p->num_tensors) + QMCU_STAGE_LAYER_WORDS * n;
+}
+
+static int is_window(int32_t kind) {
+  return kind == QMCU_STAGE_CONV_2D || kind == QMCU_STAGE_DEPTHWISE_CONV_2D ||
+         kind == QMCU_STAGE_AVERAGE_POOL_2D || kind == QMCU_STAGE_MAX_POOL_2D;
+}
+
+/* Rows x cols [r0, r1, c0, c1] patch (i, j) holds of tensor t (the whole map for t = 0). */
+static void held_part(const qmcu_stage_params *p, int32_t t, int32_t i, int32_t j,
+                      int32_t r[4]) {
+  const int32_t *parts = parts_at(p, t);
+  if (t == 0) {
+    r[0] = 0;
+    r[1] = tensor_at(p, 0)[1];
+    r[2] = 0;
+    r[3] = tensor_at(p, 0)[2];
+    return;
+  }
+  r[0] = parts[2 * i];
+  r[1] = parts[2 * i + 1];
+  r[2] = parts[2 * p->grid_rows + 2 * j];
+  r[3] = parts[2 * p->grid_rows + 2 * j + 1];
+}
+
+/* What a layer reads along one axis for outputs [o0, o1) of an input of `size` pixels. */
+static qmcu_cut input_cut(const int32_t *L, int32_t axis, int32_t o0, int32_t o1, int32_t size) {
+  qmcu_cut c;
+  int32_t stride, dilation, extent, pad, start, stop;
+  if (!is_window(L[QMCU_STAGE_L_KIND])) {
+    c.start = o0;
+    c.stop = o1;
+    c.pad_before = 0;
+    c.pad_after = 0;
+    return c;
+  }
+  stride = L[axis == 0 ? QMCU_STAGE_L_STRIDE_H : QMCU_STAGE_L_STRIDE_W];
+  dilation = L[axis == 0 ? QMCU_STAGE_L_DILATION_H : QMCU_STAGE_L_DILATION_W];
+  extent = (L[axis == 0 ? QMCU_STAGE_L_KERNEL_H : QMCU_STAGE_L_KERNEL_W] - 1) * dilation + 1;
+  pad = L[axis == 0 ? QMCU_STAGE_L_PAD_TOP : QMCU_STAGE_L_PAD_LEFT];
+  start = o0 * stride - pad;
+  stop = (o1 - 1) * stride + extent - pad;
+  c.start = start > 0 ? start : 0;
+  c.stop = stop < size ? stop : size;
+  c.pad_before = start < 0 ? -start : 0;
+  c.pad_after = stop > size ? stop - size : 0;
+  return c;
+}
+
+static int fits(const qmcu_stage_params *p, int32_t offset, int32_t bytes) {
+  return offset >= 0 && bytes >= 0 && bytes <= p->scratch_bytes - offset;
+}
+
+/* Input k of layer L for the current patch: a pointer to its window, contiguous, and the cuts. */
+static const int8_t *layer_input(const qmcu_stage_run *run, const int32_t *L, int32_t k,
+                                 qmcu_cut *rows, qmcu_cut *cols) {
+  const qmcu_stage_params *p = run->p;
+  const int32_t t = L[QMCU_STAGE_L_INPUT0 + k];
+  const int32_t *src = tensor_at(p, t);
+  const int32_t *out = parts_at(p, L[QMCU_STAGE_L_OUTPUT]);
+  const int32_t staging = L[QMCU_STAGE_L_STAGING0 + k];
+  const int32_t channels = src[3];
+  int32_t held[4], width, r;
+  const int8_t *base;
+  held_part(p, t, run->i, run->j, held);
+  *rows = input_cut(L, 0, out[2 * run->i], out[2 * run->i + 1], src[1]);
+  *cols = input_cut(L, 1, out[2 * p->grid_rows + 2 * run->j],
+                    out[2 * p->grid_rows + 2 * run->j + 1], src[2]);
+  width = held[3] - held[2];
+  if (rows->start < held[0] || rows->stop > held[1] || cols->start < held[2] ||
+      cols->stop > held[3]) {
+    return NULL;
+  }
+  if (t == 0) {
+    base = (const int8_t *)run->b->input;
+  } else {
+    if (!fits(p, src[6], (held[1] - held[0]) * width * channels)) return NULL;
+    base = (const int8_t *)run->b->scratch + src[6];
+  }
+  if (staging == QMCU_STAGE_NO_SLOT) {
+    if (cols->start != held[2] || cols->stop != held[3]) return NULL;
+    return base + (rows->start - held[0]) * width * channels;
+  } else {
+    const int32_t row_bytes = (cols->stop - cols->start) * channels;
+    int8_t *dst = (int8_t *)run->b->scratch + staging;
+    if (!fits(p, staging, (rows->stop - rows->start) * row_bytes)) return NULL;
+    for (r = rows->start; r < rows->stop; ++r) {
+      memmove(dst + (r - rows->start) * row_bytes,
+              base + ((r - held[0]) * width + (cols->start - held[2])) * channels,
+              (size_t)row_bytes);
+    }
+    return dst;
+  }
+}
+
+/* Where the layer writes the current patch's output. */
+static int8_t *layer_output(const qmcu_stage_run *run, const int32_t *L, int32_t oh,
+                            int32_t ow) {
+  const qmcu_stage_params *p = run->p;
+  const int32_t t = L[QMCU_STAGE_L_OUTPUT];
+  const int32_t *dst = tensor_at(p, t);
+  const int32_t *parts = parts_at(p, t);
+  if (dst[6] != QMCU_STAGE_NO_SLOT) {
+    if (!fits(p, dst[6], oh * ow * dst[3])) return NULL;
+    return (int8_t *)run->b->scratch + dst[6];
+  }
+  if (t != p->num_tensors - 1 || ow != dst[2]) return NULL; /* whole rows of the output only */
+  return (int8_t *)run->b->output + parts[2 * run->i] * dst[2] * dst[3];
+}
+
+static qmcu_geometry cut_geometry(const int32_t *L, const qmcu_cut *rows, const qmcu_cut *cols) {
+  qmcu_geometry g;
+  g.stride_h = L[QMCU_STAGE_L_STRIDE_H];
+  g.stride_w = L[QMCU_STAGE_L_STRIDE_W];
+  g.dilation_h = L[QMCU_STAGE_L_DILATION_H];
+  g.dilation_w = L[QMCU_STAGE_L_DILATION_W];
+  g.pad_top = rows->pad_before;
+  g.pad_bottom = rows->pad_after;
+  g.pad_left = cols->pad_before;
+  g.pad_right = cols->pad_after;
+  return g;
+}
+
+static qmcu_dims dims(int32_t h, int32_t w, int32_t c) {
+  qmcu_dims d;
+  d.n = 1;
+  d.h = h;
+  d.w = w;
+  d.c = c;
+  return d;
+}
+
+static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
+                            const qmcu_cut *rows, const qmcu_cut *cols, int8_t *out,
+                            int32_t oh, int32_t ow) {
+  const qmcu_stage_params *p = run->p;
+  const int32_t *src = tensor_at(p, L[QMCU_STAGE_L_INPUT0]);
+  const int32_t *dst = tensor_at(p, L[QMCU_STAGE_L_OUTPUT]);
+  const int depthwise = L[QMCU_STAGE_L_KIND] == QMCU_STAGE_DEPTHWISE_CONV_2D;
+  const int32_t count = L[QMCU_STAGE_L_REQUANT_COUNT];
+  qmcu_conv_params cp;
+  qmcu_conv_buffers cb;
+  size_t need;
+  cp.input = dims(rows->stop - rows->start, cols->stop - cols->start, src[3]);
+  cp.output = dims(oh, ow, dst[3]);
+  cp.filter.n = depthwise ? 1 : dst[3];
+  cp.filter.h = L[QMCU_STAGE_L_KERNEL_H];
+  cp.filter.w = L[QMCU_STAGE_L_KERNEL_W];
+  cp.filter.c = depthwise ? dst[3] : src[3];
+  cp.in_bits = 8;
+  cp.w_bits = 8;
+  cp.out_bits = 8;
+  cp.in_zero_point = src[5];
+  cp.out_zero_point = dst[5];
+  cp.act_min = L[QMCU_STAGE_L_ACT_MIN];
+  cp.act_max = L[QMCU_STAGE_L_ACT_MAX];
+  cp.depth_multiplier = L[QMCU_STAGE_L_DEPTH_MULTIPLIER];
+  cp.geometry = cut_geometry(L, rows, cols);
+  cb.input = in;
+  cb.filter = run->b->operands[L[QMCU_STAGE_L_FILTER]];
+  cb.bias = L[QMCU_STAGE_L_BIAS] >= 0 ? (const int32_t *)run->b->operands[L[QMCU_STAGE_L_BIAS]]
+                                      : NULL;
+  cb.multiplier = p->pool + L[QMCU_STAGE_L_REQUANT_AT];
+  cb.shift = p->pool + L[QMCU_STAGE_L_REQUANT_AT] + count;
+  cb.output = out;
+  cb.scratch = NULL;
+  if (!run->use_opt) {
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = depthwise ? qmcu_depthwise_conv_2d_ref(&cp, &cb) : qmcu_conv_2d_ref(&cp, &cb);
+    QMCU_KERNEL_END();
+    return status;
+  }
+  need = depthwise ? qmcu_depthwise_conv_2d_scratch_size(&cp) : qmcu_conv_2d_scratch_size(&cp);
+  if (need > 0) {
+    if (L[QMCU_STAGE_L_KERNEL_SCRATCH] < 0 ||
+        need > (size_t)L[QMCU_STAGE_L_KERNEL_SCRATCH_BYTES] ||
+        !fits(p, L[QMCU_STAGE_L_KERNEL_SCRATCH], L[QMCU_STAGE_L_KERNEL_SCRATCH_BYTES])) {
+      return QMCU_STATUS_BAD_PARAMS;
+    }
+    cb.scratch = (int8_t *)run->b->scratch + L[QMCU_STAGE_L_KERNEL_SCRATCH];
+  }
+  {
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = depthwise ? qmcu_depthwise_conv_2d(&cp, &cb) : qmcu_conv_2d(&cp, &cb);
+    QMCU_KERNEL_END();
+    return status;
+  }
+}
+
+static qmcu_status run_add(const qmcu_stage_run *run, const int32_t *L, const int8_t *a,
+                           const int8_t *b, int8_t *out, int32_t oh, int32_t ow) {
+  const qmcu_stage_params *p = run->p;
+  const int32_t *q = p->pool + L[QMCU_STAGE_L_REQUANT_AT];
+  qmcu_add_params ap;
+  qmcu_add_buffers ab;
+  ap.shape = dims(oh, ow, tensor_at(p, L[QMCU_STAGE_L_OUTPUT])[3]);
+  ap.in1_bits = 8;
+  ap.in2_bits = 8;
+  ap.out_bits = 8;
+  ap.in1_zero_point = tensor_at(p, L[QMCU_STAGE_L_INPUT0])[5];
+  ap.in2_zero_point = tensor_at(p, L[QMCU_STAGE_L_INPUT1])[5];
+  ap.out_zero_point = tensor_at(p, L[QMCU_STAGE_L_OUTPUT])[5];
+  ap.left_shift = 20;
+  ap.in1_multiplier = q[0];
+  ap.in2_multiplier = q[1];
+  ap.out_multiplier = q[2];
+  ap.in1_shift = q[3];
+  ap.in2_shift = q[4];
+  ap.out_shift = q[5];
+  ap.act_min = L[QMCU_STAGE_L_ACT_MIN];
+  ap.act_max = L[QMCU_STAGE_L_ACT_MAX];
+  ab.input1 = a;
+  ab.input2 = b;
+  ab.output = out;
+  {
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = run->use_opt ? qmcu_add(&ap, &ab) : qmcu_add_ref(&ap, &ab);
+    QMCU_KERNEL_END();
+    return status;
+  }
+}
+
+static qmcu_status run_avg_pool(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
+                                const qmcu_cut *rows, const qmcu_cut *cols, int8_t *out,
+                                int32_t oh, int32_t ow) {
+  const int32_t *src = tensor_at(run->p, L[QMCU_STAGE_L_INPUT0]);
+  const int32_t *dst = tensor_at(run->p, L[QMCU_STAGE_L_OUTPUT]);
+  qmcu_avg_pool_params pp;
+  qmcu_unary_buffers ub;
+  pp.input = dims(rows->stop - rows->start, cols->stop - cols->start, src[3]);
+  pp.output = dims(oh, ow, dst[3]);
+  pp.filter_h = L[QMCU_STAGE_L_KERNEL_H];
+  pp.filter_w = L[QMCU_STAGE_L_KERNEL_W];
+  pp.in_bits = 8;
+  pp.out_bits = 8;
+  pp.in_zero_point = src[5];
+  pp.out_zero_point = dst[5];
+  pp.act_min = L[QMCU_STAGE_L_ACT_MIN];
+  pp.act_max = L[QMCU_STAGE_L_ACT_MAX];
+  pp.rescale = 0;
+  pp.multiplier = 0;
+  pp.shift = 0;
+  pp.geometry = cut_geometry(L, rows, cols);
+  ub.input = in;
+  ub.output = out;
+  {
+    qmcu_status status;
+    QMCU_KERNEL_BEGIN();
+    status = run->use_opt ? qmcu_average_pool_2d(&pp, &ub) : qmcu_average_pool_2d_ref(&pp, &ub);
+    QMCU_KERNEL_END();
+    return status;
+  }
+}
+
+/* Int8 max pool with explicit pads (padding never wins), clamped to the activation range. */
+static qmcu_status run_max_pool(const int32_t *L, const int8_t *in, const qmcu_cut *rows,
+                                const qmcu_cut *cols, int8_t *out, int32_t oh, int32_t ow,
+                                int32_t channels) {
+  const int32_t ih = rows->stop - rows->start;
+  const int32_t iw = cols->stop - cols->start;
+  int32_t oy, ox, c, ky, kx;
+  for (oy = 0; oy < oh; ++oy) {
+    for (ox = 0; ox < ow; ++ox) {
+      for (c = 0; c < channels; ++c) {
+        int32_t best = -128;
+        for (ky = 0; ky < L[QMCU_STAGE_L_KERNEL_H]; ++ky) {
+          const int32_t iy = oy * L[QMCU_STAGE_L_STRIDE_H] - rows->pad_before + ky;
+          if (iy < 0 || iy >= ih) continue;
+          for (kx = 0; kx < L[QMCU_STAGE_L_KERNEL_W]; ++kx) {
+            const int32_t ix = ox * L[QMCU_STAGE_L_STRIDE_W] - cols->pad_before + kx;
+            int32_t v;
+            if (ix < 0 || ix >= iw) continue;
+            v = in[(iy * iw + ix) * channels + c];
+            best = v > best ? v : best;
+          }
+        }
+        out[(oy * ow + ox) * channels + c] =
+            (int8_t)qmcu_clamp(best, L[QMCU_STAGE_L_ACT_MIN], L[QMCU_STAGE_L_ACT_MAX]);
+      }
+    }
+  }
+  return QMCU_STATUS_OK;
+}
+
+static qmcu_status run_kind(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
+                            const int8_t *in2, const qmcu_cut *rows, const qmcu_cut *cols,
+                            int8_t *out, int32_t oh, int32_t ow) {
+  switch (L[QMCU_STAGE_L_KIND]) {
+    case QMCU_STAGE_CONV_2D:
+    case QMCU_STAGE_DEPTHWISE_CONV_2D:
+      return run_conv(run, L, in, rows, cols, out, oh, ow);
+    case QMCU_STAGE_ADD:
+      return run_add(run, L, in, in2, out, oh, ow);
+    case QMCU_STAGE_AVERAGE_POOL_2D:
+      return run_avg_pool(run, L, in, rows, cols, out, oh, ow);
+    case QMCU_STAGE_MAX_POOL_2D: {
+      qmcu_status status;
+      QMCU_KERNEL_BEGIN();
+      status = run_max_pool(L, in, rows, cols, out, oh, ow,
+                            tensor_at(run->p, L[QMCU_STAGE_L_OUTPUT])[3]);
+      QMCU_KERNEL_END();
+      return status;
+    }
+    default:
+      return QMCU_STATUS_BAD_PARAMS;
+  }
+}
+
+static qmcu_status run_layer(const qmcu_stage_run *run, const int32_t *L) {
+  const int32_t *out_parts = parts_at(run->p, L[QMCU_STAGE_L_OUTPUT]);
+  const int32_t oh = out_parts[2 * run->i + 1] - out_parts[2 * run->i];
+  const int32_t ow = out_parts[2 * run->p->grid_rows + 2 * run->j + 1] -
+                     out_parts[2 * run->p->grid_rows + 2 * run->j];
+  qmcu_cut rows, cols, rows2, cols2;
+  const int8_t *in = layer_input(run, L, 0, &rows, &cols);
+  const int8_t *in2 = NULL;
+  int8_t *out;
+  if (in == NULL) return QMCU_STATUS_BAD_PARAMS;
+  if (L[QMCU_STAGE_L_KIND] == QMCU_STAGE_ADD) {
+    in2 = layer_input(run, L, 1, &rows2, &cols2);
+    if (in2 == NULL) return QMCU_STATUS_BAD_PARAMS;
+  }
+  out = layer_output(run, L, oh, ow);
+  if (out == NULL) return QMCU_STATUS_BAD_PARAMS;
+  return run_kind(run, L, in, in2, &rows, &cols, out, oh, ow);
+}
+
+/* A stage output with a slot: copy the patch's rows into the output. */
+static void copy_out(const qmcu_stage_run *run) {
+  const qmcu_stage_params *p = run->p;
+  const int32_t t = p->num_tensors - 1;
+  const int32_t *dst = tensor_at(p, t);
+  int32_t r[4], y;
+  held_part(p, t, run->i, run->j, r);
+  for (y = r[0]; y < r[1]; ++y) {
+    const int32_t row_bytes = (r[3] - r[2]) * dst[3];
+    memmove((int8_t *)run->b->output + (y * dst[2] + r[2]) * dst[3],
+            (const int8_t *)run->b->scratch + dst[6] + (y - r[0]) * row_bytes,
+            (size_t)row_bytes);
+  }
+}
+
+static qmcu_status run_stage(const qmcu_stage_params *p, const qmcu_stage_buffers *b,
+                             int use_opt) {
+  qmcu_stage_run run;
+  int32_t n;
+  if (b == NULL || qmcu_patch_stage_check(p, b->num_operands) != QMCU_STATUS_OK) {
+    return QMCU_STATUS_BAD_PARAMS;
+  }
+  if (b->input == NULL || b->output == NULL || (p->scratch_bytes > 0 && b->scratch == NULL)) {
+    return QMCU_STATUS_BAD_PARAMS;
+  }
+  run.p = p;
+  run.b = b;
+  run.use_opt = use_opt;
+  for (run.i = 0; run.i < p->grid_rows; ++run.i) {
+    for (run.j = 0; run.j < p->grid_cols; ++run.j) {
+      for (n = 0; n < p->num_layers; ++n) {
+        const qmcu_status status = run_layer(&run, layer_at(p, n));
+        if (status != QMCU_STATUS_OK) return status;
+      }
+      if (tensor_at(p, p->num_tensors - 1)[6] != QMCU_STAGE_NO_SLOT) copy_out(&run);
+    }
+  }
+  return QMCU_STATUS_OK;
+}
+
+qmcu_status qmcu_patch_stage(const qmcu_stage_params *p, const qmcu_stage_buffers *b) {
+  return run_stage(p, b, 1);
+}
+
+qmcu_status qmcu_patch_stage_ref(const qmcu_stage_params *p, const qmcu_stage_buffers *b) {
+  return run_stage(p, b, 0);
+}
+
+size_t qmcu_patch_stage_scratch_size(const qmcu_stage_params *p) {
+  return p != NULL && p->scratch_bytes > 0 ? (size_t)p->scratch_bytes : 0u;
+}
+
+/* ---- structure checks (the layer kernels check their own parameters per call) ---- */
+static int valid_tensor(const qmcu_stage_params *p, int32_t t) {
+  const int32_t *d = tensor_at(p, t);
+  const int32_t *parts = parts_at(p, t);
+  int32_t k;
+  if (d[0] != 1 || d[1] < 1 || d[2] < 1 || d[3] < 1 || d[4] != 8) return 0;
+  if (d[5] < -128 || d[5] > 127 || d[6] < QMCU_STAGE_NO_SLOT || d[6] >= p->scratch_bytes + 1) {
+    return 0;
+  }
+  for (k = 0; k < p->grid_rows + p->grid_cols; ++k) {
+    const int32_t size = k < p->grid_rows ? d[1] : d[2];
+    if (parts[2 * k] < 0 || parts[2 * k] >= parts[2 * k + 1] || parts[2 * k + 1] > size) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int valid_layer(const qmcu_stage_params *p, const int32_t *L, int32_t n,
+                       int32_t num_operands, int32_t requant_start) {
+  const int32_t kind = L[QMCU_STAGE_L_KIND];
+  const int32_t inputs = L[QMCU_STAGE_L_NUM_INPUTS];
+  const int32_t out = L[QMCU_STAGE_L_OUTPUT];
+  const int32_t count = L[QMCU_STAGE_L_REQUANT_COUNT];
+  int32_t k;
+  if (kind < QMCU_STAGE_CONV_2D || kind > QMCU_STAGE_MAX_POOL_2D) return 0;
+  if (inputs != (kind == QMCU_STAGE_ADD ? 2 : 1)) return 0;
+  if (out != n + 1 || out >= p->num_tensors) return 0; /* layer n writes tensor n + 1 */
+  for (k = 0; k < inputs; ++k) {
+    const int32_t t = L[QMCU_STAGE_L_INPUT0 + k];
+    if (t < 0 || t >= out) return 0;
+    if (L[QMCU_STAGE_L_STAGING0 + k] < QMCU_STAGE_NO_SLOT) return 0;
+  }
+  if (L[QMCU_STAGE_L_ACT_MIN] < -128 || L[QMCU_STAGE_L_ACT_MIN] > L[QMCU_STAGE_L_ACT_MAX] ||
+      L[QMCU_STAGE_L_ACT_MAX] > 127) {
+    return 0;
+  }
+  for (k = QMCU_STAGE_L_KERNEL_H; k <= QMCU_STAGE_L_DILATION_W; ++k) {
+    if (L[k] < 1) return 0;
+  }
+  if (L[QMCU_STAGE_L_PAD_TOP] < 0 || L[QMCU_STAGE_L_PAD_LEFT] < 0) return 0;
+  if (kind == QMCU_STAGE_CONV_2D || kind == QMCU_STAGE_DEPTHWISE_CONV_2D) {
+    if (L[QMCU_STAGE_L_FILTER] < 1 || L[QMCU_STAGE_L_FILTER] >= num_operands) return 0;
+    if (L[QMCU_STAGE_L_BIAS] >= num_operands || L[QMCU_STAGE_L_BIAS] == 0) return 0;
+    if (count != tensor_at(p, out)[3]) return 0;
+  } else if (kind == QMCU_STAGE_ADD ? count != 3 : count != 0) {
+    return 0;
+  }
+  return L[QMCU_STAGE_L_REQUANT_AT] >= requant_start &&
+         L[QMCU_STAGE_L_REQUANT_AT] <= p->pool_words - 2 * count;
+}
+
+qmcu_status qmcu_patch_stage_check(const qmcu_stage_params *p, int32_t num_operands) {
+  int32_t t, n, requant_start;
+  if (p == NULL || p->pool == NULL || p->grid_rows < 1 || p->grid_cols < 1 ||
+      p->num_tensors < 2 || p->num_layers != p->num_tensors - 1 || p->scratch_bytes < 0 ||
+      num_operands < 1) {
+    return QMCU_STATUS_BAD_PARAMS;
+  }
+  requant_start = (int32_t)qmcu_stage_pool_words_for(p->num_tensors, p->num_layers,
+                                                     p->grid_rows, p->grid_cols, 0);
+  if (p->pool_words < requant_start) return QMCU_STATUS_BAD_PARAMS;
+  for (t = 0; t < p->num_tensors; ++t) {
+    if (!valid_tensor(p, t)) return QMCU_STATUS_BAD_PARAMS;
+  }
+  for (n = 0; n < p->num_layers; ++n) {
+    if (!valid_layer(p, layer_at(p, n), n, num_operands, requant_start)) {
+      return QMCU_STATUS_BAD_PARAMS;
+    }
+  }
+  return QMCU_STATUS_OK;
+}

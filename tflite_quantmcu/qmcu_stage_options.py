@@ -1,0 +1,312 @@
+"""Options of the ``QMCU_PATCH_STAGE`` custom op (docs/qmcu_ops.md §8) and its per-patch geometry.
+
+One op runs a whole patch stage: its layers (a small DAG of conv, depthwise conv, ADD and
+pools) patch after patch, every per-patch intermediate in one scratch buffer at offsets the
+converter computed (the buffer plan). This module is the Python form of the format: the
+dataclasses, their flexbuffer encoding, and the per-patch regions and pads that the numpy
+reference (`reference/qmcu_stage.py`) and the C kernel (`qmcu_patch_stage`) both derive
+from the options the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from flatbuffers import flexbuffers
+
+from tflite_quantmcu.qmcu_options import ADD_LEFT_SHIFT, act_range
+
+STAGE_VERSION = 1
+STAGE_OP = "QMCU_PATCH_STAGE"
+# Layer kinds and their integer codes in the options (C: qmcu_stage_kind).
+LAYER_KINDS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 1, "ADD": 2, "AVERAGE_POOL_2D": 3,
+               "MAX_POOL_2D": 4}
+WINDOW_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
+NO_SLOT = -1
+SLOT_ALIGNMENT = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class StageTensor:
+    """A feature map of the stage: full logical shape, quantization, per-axis patch parts.
+
+    rows[i] / cols[j]: [start, stop) of grid row i / grid column j (image coordinates);
+    patch (i, j) holds rows[i] x cols[j]. offset: its slot in the scratch buffer, or -1
+    (the stage input; the stage output when patches write straight into it).
+    """
+
+    shape: tuple[int, int, int, int]
+    bits: int
+    zero_point: int
+    rows: tuple[tuple[int, int], ...]
+    cols: tuple[tuple[int, int], ...]
+    offset: int = NO_SLOT
+
+    @property
+    def pixel_bytes(self) -> int:
+        return self.shape[3] * self.bits // 8
+
+    def region(self, i: int, j: int) -> tuple[int, int, int, int]:
+        return self.rows[i] + self.cols[j]
+
+
+@dataclasses.dataclass(frozen=True)
+class StageLayer:
+    """One layer: kind, stage tensors read/written, window geometry of the full image.
+
+    filter / bias: index of the weight / bias tensor among the op's inputs (-1: none).
+    pad_top / pad_left: the layer's own padding before the first pixel (SAME or VALID of
+    the original op); per patch only the part that falls outside the image is applied.
+    multiplier / shift: per output channel (conv, depthwise); (in1, in2, out) for ADD.
+    staging[k]: scratch offset where input k's window is copied first, -1: read in place.
+    kernel_scratch: scratch offset of the kernel's own scratch (opt path), -1: none.
+    """
+
+    kind: str
+    inputs: tuple[int, ...]
+    output: int
+    act_min: int
+    act_max: int
+    filter: int = -1
+    bias: int = -1
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    pad_top: int = 0
+    pad_left: int = 0
+    depth_multiplier: int = 1
+    multiplier: tuple[int, ...] = ()
+    shift: tuple[int, ...] = ()
+    staging: tuple[int, ...] = ()
+    kernel_scratch: int = NO_SLOT
+    kernel_scratch_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOptions:
+    """The whole op: grid, tensors (0 = stage input, last = stage output), layers in order.
+
+    output_gap: -1, or the converter placed the stage output `output_gap` bytes before the
+    stage input in the arena (offline plan), overlapping it: output rows of patch row i
+    only reach input rows no later patch reads. The kernels need not know; the
+    reference executor runs on such one buffer to check it.
+    """
+
+    grid: tuple[int, int]
+    tensors: tuple[StageTensor, ...]
+    layers: tuple[StageLayer, ...]
+    scratch_bytes: int
+    output_gap: int = -1
+
+    def __post_init__(self) -> None:
+        check_stage(options=self)
+
+    @property
+    def output(self) -> int:
+        return len(self.tensors) - 1
+
+
+def check_stage(*, options: StageOptions) -> None:
+    """ValueError naming the first broken rule of docs §8 (the C check mirrors it)."""
+    rows, cols = options.grid
+    if rows < 1 or cols < 1:
+        raise ValueError(f"grid {options.grid} must be at least 1x1")
+    if len(options.tensors) < 2 or len(options.layers) != len(options.tensors) - 1:
+        raise ValueError("a stage has an input and one output tensor per layer")
+    for t, tensor in enumerate(options.tensors):
+        if len(tensor.rows) != rows or len(tensor.cols) != cols:
+            raise ValueError(f"tensor {t}: {len(tensor.rows)}x{len(tensor.cols)} parts, grid "
+                             f"is {rows}x{cols}")
+        if tensor.bits != 8:
+            raise ValueError(f"tensor {t}: {tensor.bits}-bit maps are not supported yet")
+        for lo, hi in tensor.rows + tensor.cols:
+            if not 0 <= lo < hi:
+                raise ValueError(f"tensor {t}: empty or negative part [{lo}, {hi})")
+        if tensor.rows[-1][1] > tensor.shape[1] or tensor.cols[-1][1] > tensor.shape[2]:
+            raise ValueError(f"tensor {t}: parts leave the {tensor.shape} map")
+    produced = {0}
+    for index, layer in enumerate(options.layers):
+        _check_layer(layer=layer, index=index, produced=produced, options=options)
+        produced.add(layer.output)
+    if options.layers[-1].output != options.output:
+        raise ValueError("the last layer must write the stage output (the last tensor)")
+    if options.output_gap < -1 or options.scratch_bytes < 0:
+        raise ValueError(f"output_gap {options.output_gap} / scratch_bytes "
+                         f"{options.scratch_bytes} out of range")
+
+
+def _check_layer(*, layer: StageLayer, index: int, produced: set[int],
+                 options: StageOptions) -> None:
+    if layer.kind not in LAYER_KINDS:
+        raise ValueError(f"layer {index}: kind {layer.kind!r} not one of {sorted(LAYER_KINDS)}")
+    want = 2 if layer.kind == "ADD" else 1
+    if len(layer.inputs) != want or len(layer.staging) != want:
+        raise ValueError(f"layer {index}: {layer.kind} reads {want} tensors, got "
+                         f"{len(layer.inputs)} (staging {len(layer.staging)})")
+    if any(t not in produced for t in layer.inputs) or layer.output != index + 1:
+        raise ValueError(f"layer {index}: reads {layer.inputs} / writes {layer.output}, which "
+                         "is not a DAG in execution order (layer n writes tensor n + 1)")
+    lo, hi = act_range(bits=options.tensors[layer.output].bits)
+    if not lo <= layer.act_min <= layer.act_max <= hi:
+        raise ValueError(f"layer {index}: act range [{layer.act_min}, {layer.act_max}]")
+    channels = options.tensors[layer.output].shape[3]
+    if layer.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if layer.filter < 1 or len(layer.multiplier) != channels or \
+                len(layer.shift) != channels:
+            raise ValueError(f"layer {index}: needs a filter and {channels} multipliers/shifts")
+    if layer.kind == "ADD" and (len(layer.multiplier) != 3 or len(layer.shift) != 3):
+        raise ValueError(f"layer {index}: ADD needs (in1, in2, out) multipliers and shifts")
+    if min(layer.kernel + layer.stride + layer.dilation) < 1 or \
+            min(layer.pad_top, layer.pad_left) < 0:
+        raise ValueError(f"layer {index}: kernel/stride/dilation must be >= 1, pads >= 0")
+
+
+# ---- per-patch geometry (C: qmcu_stage_window) --------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class AxisCut:
+    """One axis of one layer input for one patch: the input part the layer reads
+    ([start, stop), image coordinates, inside the map) and the border padding around it."""
+
+    start: int
+    stop: int
+    pad_before: int
+    pad_after: int
+
+
+def input_cut(*, layer: StageLayer, axis: int, out: tuple[int, int], size: int) -> AxisCut:
+    """What a layer reads along `axis` (0: rows, 1: cols) for outputs [out[0], out[1])."""
+    if layer.kind not in WINDOW_KINDS:
+        return AxisCut(out[0], out[1], 0, 0)
+    stride, dilation = layer.stride[axis], layer.dilation[axis]
+    extent = (layer.kernel[axis] - 1) * dilation + 1
+    pad = (layer.pad_top, layer.pad_left)[axis]
+    start = out[0] * stride - pad
+    stop = (out[1] - 1) * stride + extent - pad
+    return AxisCut(max(start, 0), min(stop, size), max(-start, 0), max(stop - size, 0))
+
+
+def patch_cuts(*, options: StageOptions, layer: StageLayer, k: int, i: int,
+               j: int) -> tuple[AxisCut, AxisCut]:
+    """Row and column cut of input `k` of `layer` for patch (i, j)."""
+    src = options.tensors[layer.inputs[k]]
+    out = options.tensors[layer.output]
+    return (input_cut(layer=layer, axis=0, out=out.rows[i], size=src.shape[1]),
+            input_cut(layer=layer, axis=1, out=out.cols[j], size=src.shape[2]))
+
+
+def held_part(*, options: StageOptions, t: int, i: int, j: int) -> tuple[int, int, int, int]:
+    """Rows x cols of tensor t that patch (i, j) holds (the whole map for the stage input)."""
+    tensor = options.tensors[t]
+    if t == 0:
+        return 0, tensor.shape[1], 0, tensor.shape[2]
+    return tensor.region(i, j)
+
+
+def add_quant(*, s1: float, s2: float, s_out: float,
+              quantize_multiplier) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(multipliers, shifts) of in1, in2, out for an int8 ADD (docs §4)."""
+    twice = 2 * max(s1, s2)
+    pairs = [quantize_multiplier(r) for r in (s1 / twice, s2 / twice,
+                                              twice / ((1 << ADD_LEFT_SHIFT) * s_out))]
+    return tuple(m for m, _ in pairs), tuple(s for _, s in pairs)
+
+
+# ---- flexbuffer encoding ---------------------------------------------------------------------
+
+def _pairs(values: tuple[tuple[int, int], ...]) -> list[int]:
+    return [int(v) for pair in values for v in pair]
+
+
+def encode_stage_options(*, options: StageOptions) -> bytes:
+    """The flexbuffer map of docs §8 (flat int vectors, so C reads them without nesting)."""
+    tensors = [{"shape": [int(v) for v in t.shape], "bits": t.bits, "zero_point": t.zero_point,
+                "rows": _pairs(t.rows), "cols": _pairs(t.cols), "offset": t.offset}
+               for t in options.tensors]
+    layers = [{"kind": LAYER_KINDS[layer.kind], "inputs": list(layer.inputs),
+               "output": layer.output, "act_min": layer.act_min, "act_max": layer.act_max,
+               "filter": layer.filter, "bias": layer.bias, "kernel": list(layer.kernel),
+               "stride": list(layer.stride), "dilation": list(layer.dilation),
+               "pad_top": layer.pad_top, "pad_left": layer.pad_left,
+               "depth_multiplier": layer.depth_multiplier,
+               "multiplier": [int(v) for v in layer.multiplier],
+               "shift": [int(v) for v in layer.shift], "staging": list(layer.staging),
+               "kernel_scratch": layer.kernel_scratch,
+               "kernel_scratch_bytes": layer.kernel_scratch_bytes}
+              for layer in options.layers]
+    return bytes(flexbuffers.Dumps({"version": STAGE_VERSION, "grid": list(options.grid),
+                                    "scratch_bytes": options.scratch_bytes,
+                                    "output_gap": options.output_gap,
+                                    "tensors": tensors, "layers": layers}))
+
+
+def _unpairs(values) -> tuple[tuple[int, int], ...]:
+    values = [int(v) for v in values]
+    return tuple((values[k], values[k + 1]) for k in range(0, len(values), 2))
+
+
+def decode_stage_options(*, data: bytes) -> StageOptions:
+    """The options `encode_stage_options` wrote; ValueError when malformed."""
+    raw = flexbuffers.Loads(bytes(data))
+    if not isinstance(raw, dict) or raw.get("version") != STAGE_VERSION:
+        raise ValueError(f"{STAGE_OP}: options are not a version-{STAGE_VERSION} flexbuffer map")
+    kinds = {code: name for name, code in LAYER_KINDS.items()}
+    try:
+        tensors = tuple(StageTensor(shape=tuple(int(v) for v in t["shape"]), bits=t["bits"],
+                                    zero_point=t["zero_point"], rows=_unpairs(t["rows"]),
+                                    cols=_unpairs(t["cols"]), offset=t["offset"])
+                        for t in raw["tensors"])
+        layers = tuple(StageLayer(
+            kind=kinds.get(layer["kind"], str(layer["kind"])),
+            inputs=tuple(layer["inputs"]), output=layer["output"],
+            act_min=layer["act_min"], act_max=layer["act_max"], filter=layer["filter"],
+            bias=layer["bias"], kernel=tuple(layer["kernel"]), stride=tuple(layer["stride"]),
+            dilation=tuple(layer["dilation"]), pad_top=layer["pad_top"],
+            pad_left=layer["pad_left"], depth_multiplier=layer["depth_multiplier"],
+            multiplier=tuple(layer["multiplier"]), shift=tuple(layer["shift"]),
+            staging=tuple(layer["staging"]), kernel_scratch=layer["kernel_scratch"],
+            kernel_scratch_bytes=layer["kernel_scratch_bytes"])
+            for layer in raw["layers"])
+        return StageOptions(grid=tuple(raw["grid"]), tensors=tensors, layers=layers,
+                            scratch_bytes=raw["scratch_bytes"],
+                            output_gap=raw.get("output_gap", -1))
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{STAGE_OP}: missing or malformed option: {err}") from err
+
+
+# ---- the C kernel's int32 pool (docs §8.3) ----------------------------------------------------
+TENSOR_WORDS = 7   # n, h, w, c, bits, zero_point, offset
+LAYER_WORDS = 24   # see docs §8.3 and qmcu/qmcu_stage.h
+
+
+def requant_words(*, layer: StageLayer) -> int:
+    """Words of the layer's multipliers and shifts in the pool."""
+    return len(layer.multiplier) + len(layer.shift)
+
+
+def stage_pool_words(*, options: StageOptions) -> int:
+    """int32 words the TFLM glue parses the options into (persistent, once per op)."""
+    rows, cols = options.grid
+    count = len(options.tensors)
+    return (TENSOR_WORDS * count + 2 * (rows + cols) * count + LAYER_WORDS * len(options.layers)
+            + sum(requant_words(layer=layer) for layer in options.layers))
+
+
+def stage_pool(*, options: StageOptions) -> list[int]:
+    """The pool the C parser fills (docs §8.3), for programs that embed it without the parser
+    (the bare-metal tests); tests compare it with the parser's."""
+    pool = [int(v) for t in options.tensors
+            for v in tuple(t.shape) + (t.bits, t.zero_point, t.offset)]
+    for t in options.tensors:
+        pool += _pairs(t.rows) + _pairs(t.cols)
+    requant_at = len(pool) + LAYER_WORDS * len(options.layers)
+    requant: list[int] = []
+    for layer in options.layers:
+        inputs = list(layer.inputs) + [-1] * (2 - len(layer.inputs))
+        staging = list(layer.staging) + [NO_SLOT] * (2 - len(layer.staging))
+        pool += [LAYER_KINDS[layer.kind], len(layer.inputs), *inputs, layer.output, *staging,
+                 layer.act_min, layer.act_max, layer.filter, layer.bias, *layer.kernel,
+                 *layer.stride, *layer.dilation, layer.pad_top, layer.pad_left,
+                 layer.depth_multiplier, layer.kernel_scratch, layer.kernel_scratch_bytes,
+                 requant_at + len(requant), len(layer.multiplier)]
+        requant += [int(v) for v in layer.multiplier] + [int(v) for v in layer.shift]
+    return pool + requant
