@@ -163,26 +163,35 @@ def stage():
 
 
 def _cases():
-    """(label, graph loader, split, grid, in_place)."""
+    """(label, graph loader, split, grid, in_place, sub-byte seed or None)."""
     mnv2 = "mobilenetv2_w035_r144.tflite"
-    return [("mnv2-9-3x3", mnv2, 9, (3, 3), True), ("mnv2-16-2x5", mnv2, 16, (2, 5), True),
+    int8 = [("mnv2-9-3x3", mnv2, 9, (3, 3), True), ("mnv2-16-2x5", mnv2, 16, (2, 5), True),
             ("mnv2-16-4x1", mnv2, 16, (4, 1), True), ("mnv2-9-2x2-plain", mnv2, 9, (2, 2), False),
             ("resnet8-3-2x2", "resnet8_cifar.tflite", 3, (2, 2), True),
             ("mnv1-5-3x3", "mobilenetv1_w025_r96.tflite", 5, (3, 3), True),
             ("synthetic-6-3x2", None, 6, (3, 2), True), ("synthetic-4-2x3", None, 4, (2, 3), False)]
+    # Per-patch 8/4/2-bit maps with their own ranges (version-2 options, variants).
+    subbyte = [("mnv2-9-3x3-subbyte", mnv2, 9, (3, 3), True, 1),
+               ("mnv2-16-2x5-subbyte", mnv2, 16, (2, 5), True, 2),
+               ("mnv2-9-2x2-plain-subbyte", mnv2, 9, (2, 2), False, 3),
+               ("resnet8-3-2x2-subbyte", "resnet8_cifar.tflite", 3, (2, 2), True, 4),
+               ("mnv1-5-3x3-subbyte", "mobilenetv1_w025_r96.tflite", 5, (3, 3), True, 5),
+               ("synthetic-6-3x2-subbyte", None, 6, (3, 2), True, 6)]
+    return [c + (None,) for c in int8] + subbyte
 
 
-def _stage_case(name, split, grid, in_place):
+def _stage_case(name, split, grid, in_place, subbyte=None):
     """The op's options and operands (None for the stage input) of one case."""
     if name is not None and not fixture_path(name).exists():
         pytest.skip(f"{fixture_path(name)} is absent")
-    return _CASES.stage_case(name, split, grid, in_place)
+    return _CASES.stage_case(name, split, grid, in_place, subbyte)
 
 
 @pytest.mark.parametrize("case", _cases(), ids=[c[0] for c in _cases()])
 def test_c_stage_equals_the_reference(stage, case):
-    _, name, split, grid, in_place = case
-    data, operands = _stage_case(name, split, grid, in_place)
+    _, name, split, grid, in_place, subbyte = case
+    data, operands = _stage_case(name, split, grid, in_place, subbyte)
+    assert decode_stage_options(data=data).version == (1 if subbyte is None else 2)
     options = decode_stage_options(data=data)
     assert stage.words(data) == stage_pool_words(options=options)
     rng = np.random.default_rng(split)

@@ -8,6 +8,15 @@
  *   [7T, 7T + 2T(R+C))          per tensor: R row parts [start, stop), then C column parts
  *   next 24 L                   per layer: QMCU_STAGE_L_* fields below
  *   then                        per layer with requant_count > 0: multipliers, then shifts
+ *   then (version 2 only: per-patch widths; absent, the pool ends above)
+ *     T words                   per tensor: pool index of its patch table, -1: none
+ *     2 L words                 per layer: number of extra variants V, pool index of its
+ *                               variant table (-1: none)
+ *     tables                    tensor: P bits, then P zero points (P = R * C patches,
+ *                               row-major); layer: P variant indices (0: the layer's own
+ *                               int8 fields), then V records of QMCU_STAGE_VARIANT_WORDS:
+ *                               act_min, act_max, bias operand, requant operand (an INT32
+ *                               [2, n] op input: multipliers then shifts; -1: none)
  */
 #ifndef QMCU_STAGE_H
 #define QMCU_STAGE_H
@@ -21,6 +30,7 @@ extern "C" {
 #define QMCU_STAGE_TENSOR_WORDS 7
 #define QMCU_STAGE_LAYER_WORDS 24
 #define QMCU_STAGE_NO_SLOT (-1)
+#define QMCU_STAGE_VARIANT_WORDS 4
 
 /* Layer kinds (the `kind` option). */
 enum {
