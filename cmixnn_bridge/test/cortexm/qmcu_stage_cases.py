@@ -44,15 +44,18 @@ def synthetic():
     return build_int8_graph(spec=spec)
 
 
-def mixed_widths(*, builtin, seed: int) -> BitwidthPlan:
+def mixed_widths(*, builtin, seed: int, keep8: float | None = None) -> BitwidthPlan:
     """A plan giving each per-patch map of the builtin form a random width it may take (8, 4
-    or 2), half of the sub-byte ones a narrowed range with its own zero point: every patch its
-    own widths and quantization, so the stage op needs per-patch tables and variants."""
+    or 2; keep8: the chance of 8 where sub-byte is allowed, None: uniform), half of the
+    sub-byte ones a narrowed range with its own zero point: every patch its own widths and
+    quantization, so the stage op needs per-patch tables and variants."""
     rng = np.random.default_rng(seed)
     allowed = subbyte_candidates(graph=builtin)
     bits, ranges = {}, {}
     for key in sorted(k for k in allowed if k.startswith("p")):
-        width = int(rng.choice([8] + [b for b in allowed[key] if b < 8]))
+        sub = [b for b in allowed[key] if b < 8]
+        width = int(rng.choice([8] + sub)) if keep8 is None or not sub else \
+            (8 if rng.random() < keep8 else int(rng.choice(sub)))
         bits[key] = width
         if width == 8:
             continue
