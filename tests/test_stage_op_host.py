@@ -10,6 +10,7 @@ lays them out.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib.util
 import os
 import pathlib
@@ -264,3 +265,38 @@ def test_same_comparisons_under_sanitizers():
     tail = (result.stdout + result.stderr)[-4000:]
     assert result.returncode == 0, tail
     assert "passed" in result.stdout and "failed" not in result.stdout, tail
+
+
+def test_bad_version_2_tables_are_refused(stage):
+    """Corrupt each part of version 2's per-patch section: the check refuses the pool."""
+    data, operands = _stage_case("mobilenetv2_w035_r144.tflite", 9, (2, 2), True, 3)
+    options = decode_stage_options(data=data)
+    assert options.version == 2
+    patches = options.patches
+    pool = stage_pool(options=options)
+    base = len(stage_pool(options=dataclasses.replace(
+        options, tensors=tuple(dataclasses.replace(t, patch_bits=(), patch_zero_points=())
+                               for t in options.tensors),
+        layers=tuple(dataclasses.replace(x, variants=(), patch_variants=())
+                     for x in options.layers))))
+    index = pool[base:base + len(options.tensors) + 2 * len(options.layers)]
+    table = next(w for w in index[:len(options.tensors)] if w >= 0)
+    layer = next(n for n in range(len(options.layers))
+                 if index[len(options.tensors) + 2 * n + 1] >= 0)
+    count, vtable = index[len(options.tensors) + 2 * layer:len(options.tensors) + 2 * layer + 2]
+    record = vtable + patches
+    edits = {"bits 3": (table, 3), "zero point": (table + patches, 99),
+             "variant index": (vtable, count + 1), "requant operand": (record + 3, len(operands)),
+             "bias operand": (record + 2, 0), "index outside": (base, len(pool) + 5)}
+    for what, (word, value) in edits.items():
+        params, address = stage.parse(data)
+        words = (ctypes.c_int32 * params.pool_words).from_address(address)
+        assert stage.lib.qmcu_patch_stage_check(ctypes.byref(params), len(operands)) == OK
+        words[word] = value
+        assert stage.lib.qmcu_patch_stage_check(ctypes.byref(params), len(operands)) == \
+            BAD_PARAMS, what
+    # a version-1 map with per-patch tables is no stage map
+    from flatbuffers import flexbuffers
+    raw = flexbuffers.Loads(data)
+    raw["version"] = 1
+    assert stage.words(bytes(flexbuffers.Dumps(raw))) is None
