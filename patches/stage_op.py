@@ -228,6 +228,7 @@ def _stage_tensor(*, subgraph: Subgraph, key: str, rows: list[dict[str, Interval
 
 # -- sub-byte widths per patch (version 2) ---------------------------------------------------
 PATCH_KEY = re.compile(r"^p(\d+)_(\d+)/(\d+)$")
+PATCH_NAMESPACE = re.compile(r"^p\d+_\d+/\d+")   # maps and the builtin form's helpers
 
 
 def stage_widths(*, subgraph: Subgraph, stage: Stage, plan,
@@ -241,6 +242,10 @@ def stage_widths(*, subgraph: Subgraph, stage: Stage, plan,
     out = {}
     for pkey, bits in plan.bits.items():
         match = PATCH_KEY.match(pkey)
+        if match is None and PATCH_NAMESPACE.match(pkey) and bits != 8:
+            raise ConfigError(f"bit-width plan: {pkey!r} is a helper tensor of the builtin "
+                              f"form (border PAD / slice), not a feature map: expected 8, "
+                              f"got {bits}")
         if match is None or bits == 8:
             continue
         i, j, k = (int(g) for g in match.groups())

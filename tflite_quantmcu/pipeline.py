@@ -33,10 +33,10 @@ from tflite_quantmcu.ir.writer import has_external_buffers, write_model_bytes
 from tflite_quantmcu.model_checks import require_int8
 from tflite_quantmcu.output_files import (OutputDirectory, json_bytes, lock_output_directory,
                                           write_outputs_atomically)
-from tflite_quantmcu.patches.branches import PATCH_MAP_KEY
 from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
+from tflite_quantmcu.patches.stage_op import PATCH_NAMESPACE
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
                                                   selection_costs)
@@ -294,7 +294,7 @@ def apply_bitwidths(conv: Conversion) -> None:
         return
     graph = conv.patched
     if conv.patch_plan.form == "stage-op" and conv.patch_plan.is_patched:
-        stage_keys = {k for k in plan.bits if PATCH_MAP_KEY.match(k)}
+        stage_keys = {k for k in plan.bits if PATCH_NAMESPACE.match(k)}
         if stage_keys:
             graph = apply_patch_plan(graph=conv.graph, plan=conv.patch_plan, bitwidths=plan)
             plan = dataclasses.replace(
