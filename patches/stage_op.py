@@ -78,6 +78,8 @@ def _layer_problem(*, subgraph: Subgraph, index: int) -> str | None:
         return f"{op.type} is not a layer kind of {STAGE_OP} ({', '.join(LAYER_KINDS)})"
     if op.type == "MAX_POOL_2D":
         return _max_pool_problem(subgraph=subgraph, op=op)
+    if op.type == "PAD":
+        return _pad_problem(subgraph=subgraph, op=op)
     problem = qmcu_form_problem(subgraph=subgraph, index=index)
     if problem is None and op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         if subgraph.tensors[op.inputs[1]].dtype != INT8:
@@ -94,6 +96,16 @@ def _max_pool_problem(*, subgraph: Subgraph, op: Operator) -> str | None:
         return "MAX_POOL_2D is not int8"
     if op.options.fusedActivationFunction not in _ACTIVATIONS:
         return "fused activation is not NONE/RELU/RELU6"
+    return None
+
+
+def _pad_problem(*, subgraph: Subgraph, op: Operator) -> str | None:
+    src, out = (subgraph.tensors[op.inputs[0]], subgraph.tensors[op.outputs[0]])
+    if src.dtype != INT8 or out.dtype != INT8:
+        return "PAD is not int8"
+    if (tuple(src.quantization.scale), tuple(src.quantization.zero_point)) != \
+            (tuple(out.quantization.scale), tuple(out.quantization.zero_point)):
+        return "PAD changes the quantization"
     return None
 
 
@@ -261,6 +273,12 @@ def stage_widths(*, subgraph: Subgraph, stage: Stage, plan,
             quant = subbyte_quant_params(scale8=float(np.float32(q.scale[0])),
                                          zero_point8=int(q.zero_point[0]), bits=bits)
         out[key, i * grid[1] + j] = (int(bits),) + tuple(quant)
+    for index in stage.op_indices:      # a PAD copies: its output at its input's widths
+        op = subgraph.operators[index]
+        if op.type == "PAD":
+            for p in range(grid[0] * grid[1]):
+                if (op.inputs[0], p) in out:
+                    out[op.outputs[0], p] = out[op.inputs[0], p]
     return out
 
 
@@ -286,6 +304,8 @@ class _VariantSites:
 
     def with_variants(self, *, layer: StageLayer, index: int) -> StageLayer:
         op = self.subgraph.operators[index]
+        if op.type == "PAD":       # a copy: its fill is each patch's zero point (docs §8.4)
+            return layer
         variants: list[StageVariant] = []
         chosen = []
         for p in range(self.patches):
@@ -385,7 +405,9 @@ def _layer(*, subgraph: Subgraph, index: int, ids: dict[str, int],
            inputs: list[str]) -> StageLayer:
     op = subgraph.operators[index]
     out = subgraph.tensors[op.outputs[0]]
-    lo, hi = activation_range(activation=op.options.fusedActivationFunction, bits=8,
+    activation = schema.ActivationFunctionType.NONE if op.type == "PAD" else \
+        op.options.fusedActivationFunction
+    lo, hi = activation_range(activation=activation, bits=8,
                               scale=_scale(subgraph, op.outputs[0]),
                               zero_point=int(out.quantization.zero_point[0]))
     common = dict(kind=op.type, output=ids[op.outputs[0]], act_min=lo, act_max=hi)
@@ -396,6 +418,10 @@ def _layer(*, subgraph: Subgraph, index: int, ids: dict[str, int],
         return StageLayer(**common, inputs=(ids[op.inputs[0]], ids[op.inputs[1]]),
                           multiplier=multipliers, shift=shifts, staging=(NO_SLOT, NO_SLOT))
     window = _window(subgraph=subgraph, index=index)
+    if op.type == "PAD":       # fills with the output zero point (TFLite's int8 PAD)
+        return StageLayer(**common, inputs=(ids[op.inputs[0]],), staging=(NO_SLOT,),
+                          multiplier=(int(out.quantization.zero_point[0]),), shift=(0,),
+                          **window)
     if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         weights = subgraph.tensors[op.inputs[1]]
         requant = conv_requant(in_scale=_scale(subgraph, op.inputs[0]),

@@ -170,20 +170,24 @@ def _cases():
             ("mnv2-16-4x1", mnv2, 16, (4, 1), True), ("mnv2-9-2x2-plain", mnv2, 9, (2, 2), False),
             ("resnet8-3-2x2", "resnet8_cifar.tflite", 3, (2, 2), True),
             ("mnv1-5-3x3", "mobilenetv1_w025_r96.tflite", 5, (3, 3), True),
-            ("synthetic-6-3x2", None, 6, (3, 2), True), ("synthetic-4-2x3", None, 4, (2, 3), False)]
+            ("synthetic-6-3x2", None, 6, (3, 2), True), ("synthetic-4-2x3", None, 4, (2, 3), False),
+            # PAD layers inside the stage
+            ("pad-7-3x2", "synthetic-pad", 7, (3, 2), True),
+            ("pad-3-2x3-plain", "synthetic-pad", 3, (2, 3), False)]
     # Per-patch 8/4/2-bit maps with their own ranges (version-2 options, variants).
     subbyte = [("mnv2-9-3x3-subbyte", mnv2, 9, (3, 3), True, 1),
                ("mnv2-16-2x5-subbyte", mnv2, 16, (2, 5), True, 2),
                ("mnv2-9-2x2-plain-subbyte", mnv2, 9, (2, 2), False, 3),
                ("resnet8-3-2x2-subbyte", "resnet8_cifar.tflite", 3, (2, 2), True, 4),
                ("mnv1-5-3x3-subbyte", "mobilenetv1_w025_r96.tflite", 5, (3, 3), True, 5),
-               ("synthetic-6-3x2-subbyte", None, 6, (3, 2), True, 6)]
+               ("synthetic-6-3x2-subbyte", None, 6, (3, 2), True, 6),
+               ("pad-7-3x2-subbyte", "synthetic-pad", 7, (3, 2), True, 7)]
     return [c + (None,) for c in int8] + subbyte
 
 
 def _stage_case(name, split, grid, in_place, subbyte=None):
     """The op's options and operands (None for the stage input) of one case."""
-    if name is not None and not fixture_path(name).exists():
+    if name not in (None, "synthetic-pad") and not fixture_path(name).exists():
         pytest.skip(f"{fixture_path(name)} is absent")
     return _CASES.stage_case(name, split, grid, in_place, subbyte)
 

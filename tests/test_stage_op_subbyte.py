@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fixture_models import TESTDATA, fixture_path, random_inputs
 from test_patches_property import _build, _flatten, _valid_splits, layers
-from testdata.synthetic_models import Conv, Pad, Pool
+from testdata.synthetic_models import Conv, Pool
 from tflite_quantmcu.analysis.model_analysis import arena_bytes
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.reader import read_model_file
@@ -50,6 +50,8 @@ _CASES = _cases_module()
 def _graph(name):
     if name is None:
         return _CASES.synthetic()
+    if name == "synthetic-pad":
+        return _CASES.synthetic_pad()
     path = fixture_path(name)
     if not path.exists():
         pytest.skip(f"{path} is absent (testdata/make_fixtures.py generates it)")
@@ -95,7 +97,8 @@ MNV2 = "mobilenetv2_w035_r144.tflite"
 CASES = [(MNV2, 9, (3, 3), True), (MNV2, 16, (2, 5), True), (MNV2, 9, (2, 2), False),
          ("resnet8_cifar.tflite", 3, (2, 2), True), ("mobilenetv1_w025_r96.tflite", 5, (3, 3), True),
          ("fashion_mnv2_r96_int8.tflite", 11, (2, 3), True), (None, 6, (3, 2), True),
-         (None, 4, (2, 3), False)]
+         (None, 4, (2, 3), False), ("synthetic-pad", 7, (3, 2), True),
+         ("synthetic-pad", 3, (2, 3), False)]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -137,10 +140,9 @@ def _packable(spec):
 
 
 def _mostly_packable(blocks) -> bool:
-    """No PAD layer (it forces the builtin form), at most one max pool (int8 maps only)."""
+    """At most one max pool (it keeps the maps around it int8)."""
     flat = [x for block in blocks for x in block]
-    return not any(isinstance(x, Pad) for x in flat) and \
-        sum(isinstance(x, Pool) and x.kind == "MAX" for x in flat) <= 1
+    return sum(isinstance(x, Pool) and x.kind == "MAX" for x in flat) <= 1
 
 
 @st.composite
@@ -165,7 +167,7 @@ def _subbyte_stacks(draw):
                                                                  HealthCheck.too_slow])
 @given(case=_subbyte_stacks())
 def test_generated_conv_stacks_with_sub_byte_patches(case):
-    """Kernels 1-7, strides, dilation, residual ADD, pools, with random per-patch widths."""
+    """Kernels 1-7, strides, dilation, residual ADD, pools, PADs, random per-patch widths."""
     spec, graph, split, grid, in_place, seed = case
     try:
         per_patch, staged, _ = _both_forms(

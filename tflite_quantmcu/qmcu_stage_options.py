@@ -21,8 +21,12 @@ READABLE_VERSIONS = (1, 2)
 STAGE_OP = "QMCU_PATCH_STAGE"
 # Layer kinds and their integer codes in the options (C: qmcu_stage_kind).
 LAYER_KINDS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 1, "ADD": 2, "AVERAGE_POOL_2D": 3,
-               "MAX_POOL_2D": 4}
-WINDOW_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
+               "MAX_POOL_2D": 4, "PAD": 5}
+# PAD: a window of kernel 1, stride 1 whose pad_top / pad_left are the paddings before; the
+# fill value is multiplier[0] (shift[0] = 0) for int8 patches, each sub-byte patch's zero
+# point packed into every element otherwise (version 2).
+WINDOW_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD")
+INT8_ONLY_KINDS = ("MAX_POOL_2D",)
 NO_SLOT = -1
 SLOT_ALIGNMENT = 4
 
@@ -215,15 +219,23 @@ def _check_variants(*, layer: StageLayer, index: int, options: StageOptions) -> 
             not 0 <= v <= len(layer.variants) for v in layer.patch_variants):
         raise ValueError(f"layer {index}: patch_variants must give each of the "
                          f"{options.patches} patches a variant in [0, {len(layer.variants)}]")
-    if layer.kind == "MAX_POOL_2D" and (layer.variants or any(
+    if layer.kind in INT8_ONLY_KINDS and (layer.variants or any(
             options.tensors[t].is_subbyte for t in layer.inputs + (layer.output,))):
-        raise ValueError(f"layer {index}: MAX_POOL_2D runs int8 maps only")
+        raise ValueError(f"layer {index}: {layer.kind} runs int8 maps only")
+    if layer.kind == "PAD":
+        src, out = options.tensors[layer.inputs[0]], options.tensors[layer.output]
+        if layer.variants or any(
+                (src.bits_at(p), src.zero_point_at(p)) != (out.bits_at(p), out.zero_point_at(p))
+                for p in range(options.patches) if src.is_subbyte or out.is_subbyte):
+            raise ValueError(f"layer {index}: a PAD's output has its input's widths and zero "
+                             "points, and no variants")
     for p in range(options.patches):
         bits = options.tensors[layer.output].bits_at(p)
         lo, hi = act_range(bits=bits)
         variant = layer.variant_at(p)
         if variant is None:
-            if any(options.tensors[t].bits_at(p) != 8 for t in layer.inputs + (layer.output,)):
+            if layer.kind != "PAD" and any(
+                    options.tensors[t].bits_at(p) != 8 for t in layer.inputs + (layer.output,)):
                 raise ValueError(f"layer {index} patch {p}: variant 0 is int8, the patch's "
                                  "maps are not")
             continue
@@ -256,6 +268,12 @@ def _check_layer(*, layer: StageLayer, index: int, produced: set[int],
             raise ValueError(f"layer {index}: needs a filter and {channels} multipliers/shifts")
     if layer.kind == "ADD" and (len(layer.multiplier) != 3 or len(layer.shift) != 3):
         raise ValueError(f"layer {index}: ADD needs (in1, in2, out) multipliers and shifts")
+    if layer.kind == "PAD" and (len(layer.multiplier) != 1 or layer.shift != (0,) or
+                                not -128 <= layer.multiplier[0] <= 127 or
+                                layer.kernel != (1, 1) or layer.stride != (1, 1) or
+                                layer.dilation != (1, 1)):
+        raise ValueError(f"layer {index}: PAD needs kernel/stride/dilation 1, multiplier = "
+                         "(int8 fill value,) and shift = (0,)")
     if min(layer.kernel + layer.stride + layer.dilation) < 1 or \
             min(layer.pad_top, layer.pad_left) < 0:
         raise ValueError(f"layer {index}: kernel/stride/dilation must be >= 1, pads >= 0")

@@ -112,7 +112,8 @@ static qmcu_variant layer_variant(const qmcu_stage_run *run, const int32_t *L, i
 
 static int is_window(int32_t kind) {
   return kind == QMCU_STAGE_CONV_2D || kind == QMCU_STAGE_DEPTHWISE_CONV_2D ||
-         kind == QMCU_STAGE_AVERAGE_POOL_2D || kind == QMCU_STAGE_MAX_POOL_2D;
+         kind == QMCU_STAGE_AVERAGE_POOL_2D || kind == QMCU_STAGE_MAX_POOL_2D ||
+         kind == QMCU_STAGE_PAD;
 }
 
 /* Rows x cols [r0, r1, c0, c1] patch (i, j) holds of tensor t (the whole map for t = 0). */
@@ -396,6 +397,32 @@ static qmcu_status run_max_pool(const int32_t *L, const int8_t *in, const qmcu_c
   return QMCU_STATUS_OK;
 }
 
+/* PAD: the input window (`channels` bytes per pixel) with the patch's border padding filled
+ * with the byte `fill` (an int8 value, or a packed zero point 0..255). */
+static qmcu_status run_pad(const int8_t *in, const qmcu_cut *rows, const qmcu_cut *cols,
+                           int8_t *out, int32_t oh, int32_t ow, int32_t channels, int32_t fill) {
+  const int32_t ih = rows->stop - rows->start;
+  const int32_t iw = cols->stop - cols->start;
+  int32_t oy, ox;
+  if (fill < -128 || fill > 255 || oh != ih + rows->pad_before + rows->pad_after ||
+      ow != iw + cols->pad_before + cols->pad_after) {
+    return QMCU_STATUS_BAD_PARAMS;
+  }
+  for (oy = 0; oy < oh; ++oy) {
+    const int32_t iy = oy - rows->pad_before;
+    for (ox = 0; ox < ow; ++ox) {
+      const int32_t ix = ox - cols->pad_before;
+      int8_t *dst = out + (oy * ow + ox) * channels;
+      if (iy < 0 || iy >= ih || ix < 0 || ix >= iw) {
+        memset(dst, fill, (size_t)channels);
+      } else {
+        memmove(dst, in + (iy * iw + ix) * channels, (size_t)channels);
+      }
+    }
+  }
+  return QMCU_STATUS_OK;
+}
+
 static qmcu_status run_kind(const qmcu_stage_run *run, const int32_t *L, const qmcu_variant *v,
                             const int8_t *in, const int8_t *in2, const qmcu_cut *rows,
                             const qmcu_cut *cols, int8_t *out, int32_t oh, int32_t ow) {
@@ -407,6 +434,19 @@ static qmcu_status run_kind(const qmcu_stage_run *run, const int32_t *L, const q
       return run_add(run, L, v, in, in2, out, oh, ow);
     case QMCU_STAGE_AVERAGE_POOL_2D:
       return run_avg_pool(run, L, v, in, rows, cols, out, oh, ow);
+    case QMCU_STAGE_PAD: { /* fill: the int8 value, or the patch's packed zero point */
+      const int32_t bits = t_bits(run, L[QMCU_STAGE_L_OUTPUT]);
+      const int32_t zp = t_zero_point(run, L[QMCU_STAGE_L_OUTPUT]);
+      const int32_t fill = bits == 8 ? run->p->pool[L[QMCU_STAGE_L_REQUANT_AT]]
+                                     : (bits == 4 ? zp * 0x11 : zp * 0x55);
+      qmcu_status status;
+      if (t_bits(run, L[QMCU_STAGE_L_INPUT0]) != bits) return QMCU_STATUS_BAD_PARAMS;
+      QMCU_KERNEL_BEGIN();
+      status = run_pad(in, rows, cols, out, oh, ow, pixel_bytes(run, L[QMCU_STAGE_L_OUTPUT]),
+                       fill);
+      QMCU_KERNEL_END();
+      return status;
+    }
     case QMCU_STAGE_MAX_POOL_2D: {
       qmcu_status status;
       QMCU_KERNEL_BEGIN();
@@ -521,7 +561,7 @@ static int valid_layer(const qmcu_stage_params *p, const int32_t *L, int32_t n,
   const int32_t out = L[QMCU_STAGE_L_OUTPUT];
   const int32_t count = L[QMCU_STAGE_L_REQUANT_COUNT];
   int32_t k;
-  if (kind < QMCU_STAGE_CONV_2D || kind > QMCU_STAGE_MAX_POOL_2D) return 0;
+  if (kind < QMCU_STAGE_CONV_2D || kind > QMCU_STAGE_PAD) return 0;
   if (inputs != (kind == QMCU_STAGE_ADD ? 2 : 1)) return 0;
   if (out != n + 1 || out >= p->num_tensors) return 0; /* layer n writes tensor n + 1 */
   for (k = 0; k < inputs; ++k) {
@@ -541,6 +581,11 @@ static int valid_layer(const qmcu_stage_params *p, const int32_t *L, int32_t n,
     if (L[QMCU_STAGE_L_FILTER] < 1 || L[QMCU_STAGE_L_FILTER] >= num_operands) return 0;
     if (L[QMCU_STAGE_L_BIAS] >= num_operands || L[QMCU_STAGE_L_BIAS] == 0) return 0;
     if (count != tensor_at(p, out)[3]) return 0;
+  } else if (kind == QMCU_STAGE_PAD) {
+    if (count != 1) return 0;
+    for (k = QMCU_STAGE_L_KERNEL_H; k <= QMCU_STAGE_L_DILATION_W; ++k) {
+      if (L[k] != 1) return 0;
+    }
   } else if (kind == QMCU_STAGE_ADD ? count != 3 : count != 0) {
     return 0;
   }
@@ -568,12 +613,14 @@ static int valid_tensor_table(const qmcu_stage_params *p, int32_t t, int32_t tab
   return 1;
 }
 
+static int int8_only(int32_t kind) { return kind == QMCU_STAGE_MAX_POOL_2D; }
+
 /* A layer's variant table: indices in [0, V], operands in range; max pools stay int8. */
 static int valid_variant_table(const qmcu_stage_params *p, const int32_t *L, int32_t count,
                                int32_t table, int32_t num_operands) {
   const int32_t patches = patches_of(p);
   int32_t k;
-  if (L[QMCU_STAGE_L_KIND] == QMCU_STAGE_MAX_POOL_2D) return 0;
+  if (int8_only(L[QMCU_STAGE_L_KIND]) || L[QMCU_STAGE_L_KIND] == QMCU_STAGE_PAD) return 0;
   for (k = 0; k < patches; ++k) {
     if (p->pool[table + k] < 0 || p->pool[table + k] > count) return 0;
   }
@@ -620,9 +667,9 @@ static int valid_extension(const qmcu_stage_params *p, int32_t at, int32_t num_o
     used += patches + QMCU_STAGE_VARIANT_WORDS * count;
   }
   if (used != p->pool_words - at) return 0;
-  for (n = 0; n < p->num_layers; ++n) { /* a max pool reads and writes int8 maps only */
+  for (n = 0; n < p->num_layers; ++n) { /* max pools read and write int8 maps only */
     const int32_t *L = layer_at(p, n);
-    if (L[QMCU_STAGE_L_KIND] == QMCU_STAGE_MAX_POOL_2D &&
+    if (int8_only(L[QMCU_STAGE_L_KIND]) &&
         (ext[L[QMCU_STAGE_L_INPUT0]] != -1 || ext[L[QMCU_STAGE_L_OUTPUT]] != -1)) {
       return 0;
     }

@@ -256,7 +256,20 @@ def compute_layer(*, options: StageOptions, layer: StageLayer, inputs: list,
                                     act_max=act_max, geometry=geometry, rescale=rescale,
                                     multiplier=multiplier, shift=shift)
         return qmcu_kernels.average_pool_2d(input=x, options=opts)
+    if layer.kind == "PAD":     # copies stored pixels; fills with the zero point (packed)
+        widths = ((0, 0), (rows.pad_before, rows.pad_after), (cols.pad_before, cols.pad_after),
+                  (0, 0))
+        out = np.pad(x, widths, constant_values=layer.multiplier[0] if out_bits == 8 else
+                     pad_byte(bits=out_bits, zero_point=out_zp))
+        if out.shape[1:3] != tuple(out_hw):
+            raise ValueError(f"PAD of {x.shape[1:3]} gives {out.shape[1:3]}, not {out_hw}")
+        return out
     return max_pool(x=x, layer=layer, rows=rows, cols=cols, out_hw=out_hw)
+
+
+def pad_byte(*, bits: int, zero_point: int) -> int:
+    """The byte of a packed map whose every element is `zero_point` (docs §1.1)."""
+    return sum(zero_point << (bits * k) for k in range(8 // bits))
 
 
 def max_pool(*, x: np.ndarray, layer: StageLayer, rows: AxisCut, cols: AxisCut,

@@ -38,7 +38,8 @@ enum {
   QMCU_STAGE_DEPTHWISE_CONV_2D = 1,
   QMCU_STAGE_ADD = 2,
   QMCU_STAGE_AVERAGE_POOL_2D = 3,
-  QMCU_STAGE_MAX_POOL_2D = 4
+  QMCU_STAGE_MAX_POOL_2D = 4,
+  QMCU_STAGE_PAD = 5 /* kernel/stride/dilation 1; fill value: its one "multiplier" */
 };
 
 /* Word index of each layer field inside its 24-word record. */

@@ -11,7 +11,7 @@ import pathlib
 
 import numpy as np
 
-from testdata.synthetic_models import (Conv, DepthwiseConv, ModelSpec, Pool, Residual,
+from testdata.synthetic_models import (Conv, DepthwiseConv, ModelSpec, Pad, Pool, Residual,
                                        build_int8_graph)
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.reader import read_model_file
@@ -69,11 +69,28 @@ def mixed_widths(*, builtin, seed: int, keep8: float | None = None) -> BitwidthP
     return BitwidthPlan(policy="test-mixed", options={"seed": seed}, bits=bits, ranges=ranges)
 
 
+def synthetic_pad():
+    """A stage with PAD layers (explicit paddings inside the stage, as Keras' ZeroPadding2D
+    before a VALID stride-2 depthwise), then a residual block."""
+    spec = ModelSpec(input_shape=(17, 15, 4), seed=3, layers=(
+        Conv(filters=8, kernel=(3, 3)),
+        Pad(1, 2, 0, 1),
+        DepthwiseConv(kernel=(3, 3), stride=(2, 2), padding="VALID"),
+        Conv(filters=8, kernel=(1, 1), activation="NONE"),
+        Pad(2, 0, 1, 1),
+        DepthwiseConv(kernel=(3, 3), dilation=(1, 1), padding="VALID"),
+        Conv(filters=8, kernel=(1, 1), padding="VALID"),
+        Residual(source=3)))
+    return build_int8_graph(spec=spec)
+
+
 def stage_case(name, split, grid, in_place, subbyte_seed=None):
     """The op's options and operands (None for the stage input); subbyte_seed: mixed
     per-patch widths (`mixed_widths`), None: int8."""
     if name is None:
         graph = synthetic()
+    elif name == "synthetic-pad":
+        graph = synthetic_pad()
     else:
         path = fixture(name)
         if not path.exists():
