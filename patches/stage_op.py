@@ -27,6 +27,13 @@ scratch buffer, at offsets this module plans:
   row i end before the first input row patch row i reads (later rows read later input).
 The op reads the stage input and the layers' weight and bias tensors (the original
 tensors, so the original buffers) and writes the stage output; later ops are untouched.
+
+Sub-byte branches (`bitwidths=`, format version 2): a BitwidthPlan keyed like the builtin
+form (``p{i}_{j}/{k}``) gives each patch's maps their widths and ranges; slots are sized per
+patch at those widths, and each layer gets one variant per distinct quantization of its
+patches (clamp, requant and rescaled-bias constants computed as `apply_bitwidths` does for
+the per-patch QMCU op), so the op computes what the builtin form's QMCU ops compute.
+PAD layers run inside the op (kind 5); a PAD's output takes its input's widths.
 """
 from __future__ import annotations
 
