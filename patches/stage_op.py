@@ -292,7 +292,8 @@ def stage_widths(*, subgraph: Subgraph, stage: Stage, plan,
 class _VariantSites:
     """Builds each layer's version-2 variants: per patch whose maps are not all int8 the
     clamp, requant and (input rescaled) bias that `apply_bitwidths` gives the per-patch QMCU
-    op; equal variants are one, and equal constants one op input."""
+    op; equal variants are one, and a layer's requant and bias words are one INT32 constant
+    (its `variant_data` op input; equal runs of words stored once)."""
 
     def __init__(self, *, subgraph: Subgraph, widths: Mapping, inputs: list[str],
                  constants: dict[str, Tensor], patches: int) -> None:
@@ -301,7 +302,8 @@ class _VariantSites:
         self.inputs = inputs
         self.constants = constants
         self.patches = patches
-        self.by_content: dict[tuple, str] = {}
+        self.words: list[int] = []           # the current layer's variant data
+        self.offsets: dict[tuple[int, ...], int] = {}
 
     def quant(self, key: str, p: int) -> tuple[int, float, int]:
         if (key, p) in self.widths:
@@ -315,6 +317,7 @@ class _VariantSites:
             return layer
         variants: list[StageVariant] = []
         chosen = []
+        self.words, self.offsets = [], {}
         for p in range(self.patches):
             keys = [op.inputs[0]] + ([op.inputs[1]] if op.type == "ADD" else []) + \
                 [op.outputs[0]]
@@ -327,14 +330,17 @@ class _VariantSites:
             chosen.append(variants.index(variant) + 1)
         if not variants:
             return layer
-        return dataclasses.replace(layer, variants=tuple(variants), patch_variants=tuple(chosen))
+        name = self.subgraph.tensors[op.outputs[0]].name
+        data = self._constant(name=f"{name}/stage_variants",
+                              values=np.array(self.words, dtype=np.int32))
+        return dataclasses.replace(layer, variants=tuple(variants), patch_variants=tuple(chosen),
+                                   variant_data=data)
 
     def _variant(self, *, op: Operator, p: int) -> StageVariant:
         out_bits, s_out, z_out = self.quant(op.outputs[0], p)
         lo, hi = activation_range(activation=op.options.fusedActivationFunction,
                                   bits=out_bits, scale=s_out, zero_point=z_out)
         in_bits, s_in, z_in = self.quant(op.inputs[0], p)
-        name = self.subgraph.tensors[op.outputs[0]].name
         if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             weights = self.subgraph.tensors[op.inputs[1]]
             out = self.subgraph.tensors[op.outputs[0]]
@@ -342,57 +348,48 @@ class _VariantSites:
                                    out_scale=s_out, channels=out.shape[3])
             return StageVariant(act_min=lo, act_max=hi,
                                 bias=self._bias(op=op, in_bits=in_bits, s_in=s_in),
-                                requant=self._constant(name=f"{name}/stage_requant",
-                                                       values=requant))
+                                requant=self._words(requant))
         if op.type == "ADD":
             _, s2, _ = self.quant(op.inputs[1], p)
             multipliers, shifts = add_quant(s1=s_in, s2=s2, s_out=s_out,
                                             quantize_multiplier=quantize_multiplier)
             values = np.array([multipliers, shifts], dtype=np.int32)
-            return StageVariant(act_min=lo, act_max=hi,
-                                requant=self._constant(name=f"{name}/stage_requant",
-                                                       values=values))
+            return StageVariant(act_min=lo, act_max=hi, requant=self._words(values))
         if op.type == "AVERAGE_POOL_2D" and (in_bits, s_in, z_in) != (out_bits, s_out, z_out):
             values = np.array([[m] for m in quantize_multiplier(s_in / s_out)], dtype=np.int32)
-            return StageVariant(act_min=lo, act_max=hi,
-                                requant=self._constant(name=f"{name}/stage_rescale",
-                                                       values=values))
+            return StageVariant(act_min=lo, act_max=hi, requant=self._words(values))
         return StageVariant(act_min=lo, act_max=hi)
 
     def _bias(self, *, op: Operator, in_bits: int, s_in: float) -> int:
+        """Word offset of the bias rescaled to the input scale s_in; -1: the layer's own
+        bias operand (an int8 input: the original bias, or none)."""
         key = op.inputs[2] if len(op.inputs) > 2 else None
-        if key is None:
+        if key is None or in_bits == 8:
             return -1
-        if in_bits == 8:
-            return _operand(key, self.inputs)
-        bias = self.subgraph.tensors[key]
         q8 = self.subgraph.tensors[op.inputs[0]].quantization
-        values = rescaled_bias(bias=bias.array(), old_scale=float(np.float32(q8.scale[0])),
-                               new_scale=s_in)
-        weights = self.subgraph.tensors[op.inputs[1]]
-        scales = tuple(float(np.float32(s_in * float(np.float32(s))))
-                       for s in weights.quantization.scale)
-        quant = Quantization(scale=scales, zero_point=(0,) * len(scales), quantized_dimension=0)
-        return self._constant(name=f"{bias.name}/in{in_bits}bit", values=values,
-                              quantization=quant)
+        return self._words(rescaled_bias(bias=self.subgraph.tensors[key].array(),
+                                         old_scale=float(np.float32(q8.scale[0])),
+                                         new_scale=s_in))
 
-    def _constant(self, *, name: str, values: np.ndarray,
-                  quantization: Quantization | None = None) -> int:
-        """Op input index of an INT32 constant (one tensor per distinct content)."""
-        data = np.asarray(values).astype("<i4").tobytes()
-        content = (tuple(np.shape(values)), data,
-                   None if quantization is None else (quantization.scale,))
-        if content not in self.by_content:
-            key = name
-            counter = 1
-            while key in self.subgraph.tensors or key in self.constants:
-                key = f"{name}#{counter}"
-                counter += 1
-            self.constants[key] = Tensor(name=key, shape=tuple(np.shape(values)),
-                                         dtype=schema.TensorType.INT32,
-                                         buffer=Buffer(data=data), quantization=quantization)
-            self.by_content[content] = key
-        return _operand(self.by_content[content], self.inputs)
+    def _words(self, values: np.ndarray) -> int:
+        """Offset of `values` (flattened) in the layer's variant data; equal runs once."""
+        flat = tuple(int(v) for v in np.asarray(values).reshape(-1))
+        if flat not in self.offsets:
+            self.offsets[flat] = len(self.words)
+            self.words += flat
+        return self.offsets[flat]
+
+    def _constant(self, *, name: str, values: np.ndarray) -> int:
+        """Op input index of a new INT32 constant."""
+        key = name
+        counter = 1
+        while key in self.subgraph.tensors or key in self.constants:
+            key = f"{name}#{counter}"
+            counter += 1
+        self.constants[key] = Tensor(name=key, shape=tuple(np.shape(values)),
+                                     dtype=schema.TensorType.INT32,
+                                     buffer=Buffer(data=np.asarray(values).astype("<i4").tobytes()))
+        return _operand(key, self.inputs)
 
 
 def _scale(subgraph: Subgraph, key: str) -> float:

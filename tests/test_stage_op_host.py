@@ -281,17 +281,19 @@ def test_bad_version_2_tables_are_refused(stage):
     base = len(stage_pool(options=dataclasses.replace(
         options, tensors=tuple(dataclasses.replace(t, patch_bits=(), patch_zero_points=())
                                for t in options.tensors),
-        layers=tuple(dataclasses.replace(x, variants=(), patch_variants=())
+        layers=tuple(dataclasses.replace(x, variants=(), patch_variants=(), variant_data=-1)
                      for x in options.layers))))
-    index = pool[base:base + len(options.tensors) + 2 * len(options.layers)]
-    table = next(w for w in index[:len(options.tensors)] if w >= 0)
-    layer = next(n for n in range(len(options.layers))
-                 if index[len(options.tensors) + 2 * n + 1] >= 0)
-    count, vtable = index[len(options.tensors) + 2 * layer:len(options.tensors) + 2 * layer + 2]
+    tensors, layers = len(options.tensors), len(options.layers)
+    index = pool[base:base + tensors + 3 * layers]
+    table = next(w for w in index[:tensors] if w >= 0)
+    layer = next(n for n in range(layers) if index[tensors + 3 * n + 1] >= 0)
+    count, vtable, _ = index[tensors + 3 * layer:tensors + 3 * layer + 3]
     record = vtable + patches
     edits = {"bits 3": (table, 3), "zero point": (table + patches, 99),
-             "variant index": (vtable, count + 1), "requant operand": (record + 3, len(operands)),
-             "bias operand": (record + 2, 0), "index outside": (base, len(pool) + 5)}
+             "variant index": (vtable, count + 1),
+             "variant data operand": (base + tensors + 3 * layer + 2, len(operands)),
+             "requant offset": (record + 3, -2), "bias offset": (record + 2, -7),
+             "index outside": (base, len(pool) + 5)}
     for what, (word, value) in edits.items():
         params, address = stage.parse(data)
         words = (ctypes.c_int32 * params.pool_words).from_address(address)

@@ -189,7 +189,7 @@ def test_versions_round_trip_and_bad_maps_are_refused():
     int8 = dataclasses.replace(
         options, tensors=tuple(dataclasses.replace(t, patch_bits=(), patch_zero_points=())
                                for t in options.tensors),
-        layers=tuple(dataclasses.replace(x, variants=(), patch_variants=())
+        layers=tuple(dataclasses.replace(x, variants=(), patch_variants=(), variant_data=-1)
                      for x in options.layers))
     assert int8.version == 1
     assert decode_stage_options(data=encode_stage_options(options=int8)) == int8

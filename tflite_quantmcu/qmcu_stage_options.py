@@ -104,6 +104,7 @@ class StageLayer:
     kernel_scratch_bytes: int = 0
     variants: tuple[StageVariant, ...] = ()
     patch_variants: tuple[int, ...] = ()
+    variant_data: int = -1
 
     def variant_at(self, p: int) -> StageVariant | None:
         """Patch p's variant (None: variant 0, the layer's own int8 fields)."""
@@ -116,10 +117,11 @@ class StageVariant:
     """Version 2: a layer's quantization for patches whose maps are not all int8 (variant
     v >= 1 of the layer; variant 0 is the layer's own int8 fields).
 
-    act_min / act_max: the output clamp at the patch's output width; bias: op input index
-    (-1: none; a rescaled copy when the input scale changed); requant: op input index of an
-    INT32 [2, n] constant (multipliers, then shifts): n = C_out for conv/depthwise, 3 for
-    ADD (in1, in2, out), 1 for an average pool that rescales; -1: a pool that does not.
+    act_min / act_max: the output clamp at the patch's output width. bias / requant: word
+    offsets into the layer's `variant_data` constant (an INT32 op input): bias, C_out words
+    (a copy rescaled to the patch's input scale; -1: the layer's own `bias` operand, or none);
+    requant, 2 n words, multipliers then shifts: n = C_out for conv/depthwise, 3 for ADD
+    (in1, in2, out), 1 for an average pool that rescales (-1: a pool that does not).
     """
 
     act_min: int
@@ -213,8 +215,8 @@ def _check_patch_widths(*, tensor: StageTensor, t: int, options: StageOptions) -
 
 
 def _check_variants(*, layer: StageLayer, index: int, options: StageOptions) -> None:
-    if layer.variants and not layer.patch_variants:
-        raise ValueError(f"layer {index}: variants without patch_variants")
+    if (layer.variants or layer.variant_data != -1) and not layer.patch_variants:
+        raise ValueError(f"layer {index}: variants / variant_data without patch_variants")
     if len(layer.patch_variants) not in (0, options.patches) or any(
             not 0 <= v <= len(layer.variants) for v in layer.patch_variants):
         raise ValueError(f"layer {index}: patch_variants must give each of the "
@@ -242,8 +244,10 @@ def _check_variants(*, layer: StageLayer, index: int, options: StageOptions) -> 
         if not lo <= variant.act_min <= variant.act_max <= hi:
             raise ValueError(f"layer {index} patch {p}: act range [{variant.act_min}, "
                              f"{variant.act_max}] at {bits} bits")
-        if layer.kind != "AVERAGE_POOL_2D" and variant.requant < 1:
-            raise ValueError(f"layer {index} patch {p}: a variant needs a requant operand")
+        if (layer.kind != "AVERAGE_POOL_2D" and variant.requant < 0) or \
+                min(variant.requant, variant.bias) < -1 or layer.variant_data < 1:
+            raise ValueError(f"layer {index} patch {p}: a variant needs its requant offset in "
+                             "the layer's variant_data operand")
 
 
 def _check_layer(*, layer: StageLayer, index: int, produced: set[int],
@@ -363,7 +367,8 @@ def encode_stage_options(*, options: StageOptions) -> bytes:
                  "kernel_scratch_bytes": layer.kernel_scratch_bytes}
         if layer.patch_variants:
             entry.update(patch_variants=[int(v) for v in layer.patch_variants],
-                         variants=_variant_words(layer=layer))
+                         variants=_variant_words(layer=layer),
+                         variant_data=layer.variant_data)
         layers.append(entry)
     return bytes(flexbuffers.Dumps({"version": options.version, "grid": list(options.grid),
                                     "scratch_bytes": options.scratch_bytes,
@@ -409,7 +414,8 @@ def decode_stage_options(*, data: bytes) -> StageOptions:
             staging=tuple(layer["staging"]), kernel_scratch=layer["kernel_scratch"],
             kernel_scratch_bytes=layer["kernel_scratch_bytes"],
             variants=_variants(layer.get("variants", ())),
-            patch_variants=tuple(int(v) for v in layer.get("patch_variants", ())))
+            patch_variants=tuple(int(v) for v in layer.get("patch_variants", ())),
+            variant_data=layer.get("variant_data", -1))
             for layer in raw["layers"])
         if raw["version"] == INT8_STAGE_VERSION and (
                 any(t.patch_bits for t in tensors) or any(x.patch_variants for x in layers)):
@@ -432,6 +438,7 @@ def _variants(words) -> tuple[StageVariant, ...]:
 # ---- the C kernel's int32 pool (docs §8.3) ----------------------------------------------------
 TENSOR_WORDS = 7   # n, h, w, c, bits, zero_point, offset
 LAYER_WORDS = 24   # see docs §8.3 and qmcu/qmcu_stage.h
+LAYER_EXT_WORDS = 3   # version 2, per layer: variants, variant table, variant_data operand
 
 
 def requant_words(*, layer: StageLayer) -> int:
@@ -454,7 +461,7 @@ def _extension(*, options: StageOptions, at: int) -> list[int]:
     if options.version == INT8_STAGE_VERSION:
         return []
     patches = options.patches
-    head = len(options.tensors) + 2 * len(options.layers)
+    head = len(options.tensors) + LAYER_EXT_WORDS * len(options.layers)
     where = at + head
     index, tables = [], []
     for t in options.tensors:
@@ -466,12 +473,12 @@ def _extension(*, options: StageOptions, at: int) -> list[int]:
             index.append(-1)
     for layer in options.layers:
         if layer.patch_variants:
-            index += [len(layer.variants), where]
+            index += [len(layer.variants), where, layer.variant_data]
             block = list(layer.patch_variants) + _variant_words(layer=layer)
             tables += block
             where += len(block)
         else:
-            index += [0, -1]
+            index += [0, -1, -1]
     return index + tables
 
 

@@ -43,7 +43,7 @@ typedef struct {
 typedef struct {
   int32_t act_min;
   int32_t act_max;
-  int32_t bias;
+  const int32_t *bias;    /* NULL: none */
   const int32_t *requant; /* multipliers, then shifts; NULL: none (a pool without rescale) */
 } qmcu_variant;
 
@@ -93,18 +93,19 @@ static qmcu_variant layer_variant(const qmcu_stage_run *run, const int32_t *L, i
   qmcu_variant v;
   v.act_min = L[QMCU_STAGE_L_ACT_MIN];
   v.act_max = L[QMCU_STAGE_L_ACT_MAX];
-  v.bias = L[QMCU_STAGE_L_BIAS];
+  v.bias = L[QMCU_STAGE_L_BIAS] >= 0 ? (const int32_t *)run->b->operands[L[QMCU_STAGE_L_BIAS]]
+                                     : NULL;
   v.requant = L[QMCU_STAGE_L_REQUANT_COUNT] > 0 ? p->pool + L[QMCU_STAGE_L_REQUANT_AT] : NULL;
   if (run->ext != NULL) {
-    const int32_t table = run->ext[p->num_tensors + 2 * n + 1];
-    const int32_t index = table >= 0 ? p->pool[table + run->patch] : 0;
+    const int32_t *e = run->ext + p->num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    const int32_t index = e[1] >= 0 ? p->pool[e[1] + run->patch] : 0;
     if (index > 0) {
-      const int32_t *r = p->pool + table + patches_of(p) +
-                         QMCU_STAGE_VARIANT_WORDS * (index - 1);
+      const int32_t *r = p->pool + e[1] + patches_of(p) + QMCU_STAGE_VARIANT_WORDS * (index - 1);
+      const int32_t *data = (const int32_t *)run->b->operands[e[2]];
       v.act_min = r[0];
       v.act_max = r[1];
-      v.bias = r[2];
-      v.requant = r[3] >= 0 ? (const int32_t *)run->b->operands[r[3]] : NULL;
+      if (r[2] >= 0) v.bias = data + r[2];
+      v.requant = r[3] >= 0 ? data + r[3] : NULL;
     }
   }
   return v;
@@ -268,7 +269,7 @@ static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const q
   cp.geometry = cut_geometry(L, rows, cols);
   cb.input = in;
   cb.filter = run->b->operands[L[QMCU_STAGE_L_FILTER]];
-  cb.bias = v->bias >= 0 ? (const int32_t *)run->b->operands[v->bias] : NULL;
+  cb.bias = v->bias;
   if (v->requant == NULL) return QMCU_STATUS_BAD_PARAMS;
   cb.multiplier = v->requant;
   cb.shift = v->requant + count;
@@ -615,20 +616,21 @@ static int valid_tensor_table(const qmcu_stage_params *p, int32_t t, int32_t tab
 
 static int int8_only(int32_t kind) { return kind == QMCU_STAGE_MAX_POOL_2D; }
 
-/* A layer's variant table: indices in [0, V], operands in range; max pools stay int8. */
+/* A layer's variant table: indices in [0, V], offsets >= -1, the data operand in range; max
+ * pools and pads have none (the glue checks the offsets against the operand's size). */
 static int valid_variant_table(const qmcu_stage_params *p, const int32_t *L, int32_t count,
-                               int32_t table, int32_t num_operands) {
+                               int32_t table, int32_t data, int32_t num_operands) {
   const int32_t patches = patches_of(p);
   int32_t k;
   if (int8_only(L[QMCU_STAGE_L_KIND]) || L[QMCU_STAGE_L_KIND] == QMCU_STAGE_PAD) return 0;
+  if (data < 1 || data >= num_operands) return 0;
   for (k = 0; k < patches; ++k) {
     if (p->pool[table + k] < 0 || p->pool[table + k] > count) return 0;
   }
   for (k = 0; k < count; ++k) {
     const int32_t *r = p->pool + table + patches + QMCU_STAGE_VARIANT_WORDS * k;
     const int needs_requant = L[QMCU_STAGE_L_KIND] != QMCU_STAGE_AVERAGE_POOL_2D;
-    if (r[0] > r[1] || r[2] == 0 || r[2] >= num_operands || r[2] < -1) return 0;
-    if (r[3] == 0 || r[3] >= num_operands || r[3] < -1 || (needs_requant && r[3] < 0)) return 0;
+    if (r[0] > r[1] || r[2] < -1 || r[3] < -1 || (needs_requant && r[3] < 0)) return 0;
   }
   return 1;
 }
@@ -640,7 +642,7 @@ static int valid_extension(const qmcu_stage_params *p, int32_t at, int32_t num_o
   const int32_t *ext = p->pool + at;
   int32_t t, n, used;
   if (at == p->pool_words) return 1;
-  used = p->num_tensors + 2 * p->num_layers;
+  used = p->num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * p->num_layers;
   if (p->pool_words - at < used) return 0;
   for (t = 0; t < p->num_tensors; ++t) {
     if (ext[t] == -1) {
@@ -652,18 +654,19 @@ static int valid_extension(const qmcu_stage_params *p, int32_t at, int32_t num_o
     used += 2 * patches;
   }
   for (n = 0; n < p->num_layers; ++n) {
-    const int32_t count = ext[p->num_tensors + 2 * n];
-    const int32_t table = ext[p->num_tensors + 2 * n + 1];
+    const int32_t *e = ext + p->num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    const int32_t count = e[0];
+    const int32_t table = e[1];
     const int32_t *L = layer_at(p, n);
     if (table == -1) {
-      if (count != 0) return 0;
+      if (count != 0 || e[2] != -1) return 0;
       continue;
     }
     if (count < 1 || count > patches || table < at + used ||
         table > p->pool_words - patches - QMCU_STAGE_VARIANT_WORDS * count) {
       return 0;
     }
-    if (!valid_variant_table(p, L, count, table, num_operands)) return 0;
+    if (!valid_variant_table(p, L, count, table, e[2], num_operands)) return 0;
     used += patches + QMCU_STAGE_VARIANT_WORDS * count;
   }
   if (used != p->pool_words - at) return 0;

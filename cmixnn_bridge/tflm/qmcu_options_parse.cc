@@ -277,7 +277,8 @@ bool StageSizes(OptionsReader& root, StageCounts* counts) {
     }
   }
   if (any && root.version() != kStageVersion) return false;  // tables are version 2's
-  counts->ext_words = any ? counts->tensors + 2 * counts->layers + tables : 0;
+  counts->ext_words =
+      any ? counts->tensors + QMCU_STAGE_LAYER_EXT_WORDS * counts->layers + tables : 0;
   return true;
 }
 
@@ -292,7 +293,7 @@ bool ParseStageExtension(const flexbuffers::Map& root, const StageCounts& c, int
                          int32_t at) {
   const int32_t patches = c.grid[0] * c.grid[1];
   int32_t* index = pool + at;
-  int32_t where = at + c.tensors + 2 * c.layers;
+  int32_t where = at + c.tensors + QMCU_STAGE_LAYER_EXT_WORDS * c.layers;
   for (int32_t t = 0; t < c.tensors; ++t) {
     flexbuffers::Map map = flexbuffers::Map::EmptyMap();
     if (!OptionsReader::At(root, "tensors", static_cast<size_t>(t), &map)) return false;
@@ -310,14 +311,17 @@ bool ParseStageExtension(const flexbuffers::Map& root, const StageCounts& c, int
     if (!OptionsReader::At(root, "layers", static_cast<size_t>(n), &map)) return false;
     OptionsReader r(map);
     int32_t length = 0;
-    index[c.tensors + 2 * n] = 0;
-    index[c.tensors + 2 * n + 1] = -1;
+    int32_t* e = index + c.tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    e[0] = 0;
+    e[1] = -1;
+    e[2] = -1;
     if (!r.Has("patch_variants")) continue;
     r.Ints("patch_variants", pool + where, patches, 0, nullptr);
     r.Ints("variants", pool + where + patches, -1, QMCU_STAGE_VARIANT_WORDS * patches, &length);
+    e[2] = r.Int("variant_data");
     if (!r.ok()) return false;
-    index[c.tensors + 2 * n] = length / QMCU_STAGE_VARIANT_WORDS;
-    index[c.tensors + 2 * n + 1] = where;
+    e[0] = length / QMCU_STAGE_VARIANT_WORDS;
+    e[1] = where;
     where += patches + length;
   }
   return where == at + c.ext_words;

@@ -327,8 +327,9 @@ TfLiteStatus CheckStageTensors(TfLiteContext* context, const qmcu_stage_params& 
   return kTfLiteOk;
 }
 
-// Version 2's variant operands: each requant an INT32 [2, n] constant, each bias INT32 [C_out]
-// (n = C_out for conv/depthwise, 3 for ADD, 1 for a rescaling average pool).
+// Version 2's variant data: per layer with variants one INT32 constant holding every variant's
+// requant (2 n words at its offset: n = C_out for conv/depthwise, 3 for ADD, 1 for a rescaling
+// average pool) and rescaled bias (C_out words); each must lie inside the constant.
 TfLiteStatus CheckStageVariantOperands(TfLiteContext* context, TfLiteNode* node,
                                        const qmcu_stage_params& p) {
   int32_t at = static_cast<int32_t>(qmcu_stage_pool_words_for(p.num_tensors, p.num_layers,
@@ -341,27 +342,30 @@ TfLiteStatus CheckStageVariantOperands(TfLiteContext* context, TfLiteNode* node,
   MicroContext* micro_context = GetMicroContext(context);
   for (int32_t n = 0; n < p.num_layers; ++n) {
     const int32_t* L = layers + QMCU_STAGE_LAYER_WORDS * n;
-    const int32_t count = p.pool[at + p.num_tensors + 2 * n];
-    const int32_t table = p.pool[at + p.num_tensors + 2 * n + 1];
+    const int32_t* e = p.pool + at + p.num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    const int32_t count = e[0];
+    const int32_t table = e[1];
     const int32_t kind = L[QMCU_STAGE_L_KIND];
     const int32_t channels = p.pool[QMCU_STAGE_TENSOR_WORDS * L[QMCU_STAGE_L_OUTPUT] + 3];
     const int32_t n_requant = kind == QMCU_STAGE_ADD ? 3
                               : kind == QMCU_STAGE_AVERAGE_POOL_2D ? 1 : channels;
-    for (int32_t v = 0; table >= 0 && v < count; ++v) {
+    if (table < 0) continue;
+    int64_t need = 0;  // words of the variant data the variants read
+    for (int32_t v = 0; v < count; ++v) {
       const int32_t* r = p.pool + table + patches + QMCU_STAGE_VARIANT_WORDS * v;
-      const int32_t want[2][2] = {{r[2], channels}, {r[3], 2 * n_requant}};
-      for (const auto& w : want) {
-        if (w[0] < 0) continue;
-        TfLiteTensor* t = micro_context->AllocateTempInputTensor(node, w[0]);
-        const bool ok = t != nullptr && t->type == kTfLiteInt32 &&
-                        t->bytes >= static_cast<size_t>(w[1]) * sizeof(int32_t);
-        if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
-        if (!ok) {
-          MicroPrintf("QMCU_PATCH_STAGE: layer %d: operand %d is not INT32 of %d values",
-                      static_cast<int>(n), static_cast<int>(w[0]), static_cast<int>(w[1]));
-          return kTfLiteError;
-        }
+      if (r[2] >= 0) need = need > int64_t{r[2]} + channels ? need : int64_t{r[2]} + channels;
+      if (r[3] >= 0) {
+        need = need > int64_t{r[3]} + 2 * n_requant ? need : int64_t{r[3]} + 2 * n_requant;
       }
+    }
+    TfLiteTensor* t = micro_context->AllocateTempInputTensor(node, e[2]);
+    const bool ok = t != nullptr && t->type == kTfLiteInt32 &&
+                    static_cast<int64_t>(t->bytes) >= need * static_cast<int64_t>(sizeof(int32_t));
+    if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
+    if (!ok) {
+      MicroPrintf("QMCU_PATCH_STAGE: layer %d: variant data (input %d) is not INT32 of %d values",
+                  static_cast<int>(n), static_cast<int>(e[2]), static_cast<int>(need));
+      return kTfLiteError;
     }
   }
   return kTfLiteOk;

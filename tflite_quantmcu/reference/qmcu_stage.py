@@ -222,8 +222,10 @@ def compute_layer(*, options: StageOptions, layer: StageLayer, inputs: list,
     variant = layer.variant_at(patch)
     act_min, act_max = (layer.act_min, layer.act_max) if variant is None else \
         (variant.act_min, variant.act_max)
+    data = None if variant is None else np.asarray(operands[layer.variant_data], np.int64)
     requant = np.array([layer.multiplier, layer.shift], dtype=np.int64) if variant is None \
-        or variant.requant < 0 else np.asarray(operands[variant.requant], np.int64).reshape(2, -1)
+        or variant.requant < 0 else _requant_words(data=data, at=variant.requant, kind=layer.kind,
+                                                   channels=dst.shape[3])
     if layer.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         weights = operands[layer.filter]
         common = dict(in_bits=in_bits, out_bits=out_bits, w_bits=8, in_zero_point=in_zp,
@@ -233,8 +235,10 @@ def compute_layer(*, options: StageOptions, layer: StageLayer, inputs: list,
         depthwise = layer.kind == "DEPTHWISE_CONV_2D"
         opts = DepthwiseConv2DOptions(**common, depth_multiplier=layer.depth_multiplier) \
             if depthwise else Conv2DOptions(**common)
-        bias_at = layer.bias if variant is None else variant.bias
-        bias = operands[bias_at] if bias_at >= 0 else None
+        if variant is not None and variant.bias >= 0:
+            bias = data[variant.bias:variant.bias + dst.shape[3]]
+        else:
+            bias = operands[layer.bias] if layer.bias >= 0 else None
         return fast_conv_like(input=x, filter=weights, bias=bias, requant=requant,
                               options=opts, depthwise=depthwise)
     if layer.kind == "ADD":
@@ -267,6 +271,15 @@ def compute_layer(*, options: StageOptions, layer: StageLayer, inputs: list,
     return max_pool(x=x, layer=layer, rows=rows, cols=cols, out_hw=out_hw)
 
 
+def _requant_words(*, data: np.ndarray, at: int, kind: str, channels: int) -> np.ndarray:
+    """(2, n) multipliers and shifts at word `at` of a layer's variant data."""
+    n = {"ADD": 3, "AVERAGE_POOL_2D": 1}.get(kind, channels)
+    if at + 2 * n > data.size:
+        raise ValueError(f"variant requant [{at}, {at + 2 * n}) leaves the {data.size} words "
+                         "of the layer's variant data")
+    return data[at:at + 2 * n].reshape(2, n)
+
+
 def pad_byte(*, bits: int, zero_point: int) -> int:
     """The byte of a packed map whose every element is `zero_point` (docs §1.1)."""
     return sum(zero_point << (bits * k) for k in range(8 // bits))
@@ -292,8 +305,7 @@ def patch_stage_kernel(*, ctx: OpContext) -> list[np.ndarray]:
     try:
         options = decode_stage_options(data=ctx.op.custom_options or b"")
         operands = {k: ctx.parameter(k) for layer in options.layers
-                    for k in (layer.filter, layer.bias) + tuple(
-                        w for v in layer.variants for w in (v.bias, v.requant)) if k >= 0}
+                    for k in (layer.filter, layer.bias, layer.variant_data) if k >= 0}
         x = folded_input(ctx=ctx, i=0)
         out = run_stage(options=options, x=x, operands=operands)
     except ValueError as err:
