@@ -134,12 +134,17 @@ def run_one(*, helper, target, plugin: pathlib.Path, layer: str, variant: str) -
 
 
 STAGE_CASES = [
-    # (label, fixture, split, grid, in_place)
+    # (label, fixture, split, grid, in_place[, sub-byte seed])
     ("MobileNetV2 w0.35 r144, blocks 0-2 (#9), 3x3", "mobilenetv2_w035_r144.tflite", 9,
      (3, 3), True),
     ("MobileNetV2 w0.35 r144, blocks 0-3 (#16), 4x1", "mobilenetv2_w035_r144.tflite", 16,
      (4, 1), True),
     ("ResNet-8 CIFAR, first block (#3), 2x2", "resnet8_cifar.tflite", 3, (2, 2), True),
+    # (..., sub-byte seed): per-patch 8/4/2-bit maps with their own ranges (version 2)
+    ("MobileNetV2 w0.35 r144, #9, 3x3, mixed 8/4/2-bit patches", "mobilenetv2_w035_r144.tflite",
+     9, (3, 3), True, 1),
+    ("ResNet-8 CIFAR, #3, 2x2, mixed 8/4/2-bit patches", "resnet8_cifar.tflite", 3, (2, 2),
+     True, 4),
 ]
 
 

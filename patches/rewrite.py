@@ -57,9 +57,12 @@ _LOWEST = {schema.TensorType.INT8: -128, schema.TensorType.UINT8: 0,
            schema.TensorType.INT16: -32768, schema.TensorType.FLOAT32: -3.4028234e38}
 
 
-def apply_patch_plan(*, graph: Graph, plan: PatchPlan) -> Graph:
+def apply_patch_plan(*, graph: Graph, plan: PatchPlan, bitwidths=None) -> Graph:
     """A new Graph computing the plan's stage patch by patch (a copy if not patched), in the
-    plan's form: flat builtin ops (this module) or one QMCU_PATCH_STAGE op (stage_op.py)."""
+    plan's form: flat builtin ops (this module) or one QMCU_PATCH_STAGE op (stage_op.py).
+
+    bitwidths (stage-op form only): a BitwidthPlan whose per-patch keys give the stage's maps
+    sub-byte widths inside the op (`stage_op.apply_stage_op`)."""
     if not plan.is_patched:
         return copy_graph(graph=graph)
     stage = make_stage(subgraph=graph.main, split=plan.split_op)
@@ -70,9 +73,12 @@ def apply_patch_plan(*, graph: Graph, plan: PatchPlan) -> Graph:
     if plan.form == "stage-op":
         from tflite_quantmcu.patches.stage_op import apply_stage_op  # stage_op imports this module
         return apply_stage_op(graph=graph, stage=stage, row_bounds=plan.row_bounds,
-                              col_bounds=plan.col_bounds, in_place=plan.in_place)
+                              col_bounds=plan.col_bounds, in_place=plan.in_place,
+                              bitwidths=bitwidths)
     if plan.form != "builtin":
         raise ConfigError(f"patch plan form {plan.form!r}: expected builtin or stage-op")
+    if bitwidths is not None:
+        raise ConfigError("the builtin patch form takes bit widths from apply_bitwidth_plan")
     return build_patched_graph(graph=graph, stage=stage, row_bounds=plan.row_bounds,
                                col_bounds=plan.col_bounds, in_place=plan.in_place)
 

@@ -27,26 +27,38 @@ scratch buffer, at offsets this module plans:
   row i end before the first input row patch row i reads (later rows read later input).
 The op reads the stage input and the layers' weight and bias tensors (the original
 tensors, so the original buffers) and writes the stage output; later ops are untouched.
+
+Sub-byte branches (`bitwidths=`, format version 2): a BitwidthPlan keyed like the builtin
+form (``p{i}_{j}/{k}``) gives each patch's maps their widths and ranges; slots are sized per
+patch at those widths, and each layer gets one variant per distinct quantization of its
+patches (clamp, requant and rescaled-bias constants computed as `apply_bitwidths` does for
+the per-patch QMCU op), so the op computes what the builtin form's QMCU ops compute.
+PAD layers run inside the op (kind 5); a PAD's output takes its input's widths.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
+
+import numpy as np
 
 from tflite_quantmcu.analysis.memory import ARENA_ALIGNMENT, offline_offsets
 from tflite_quantmcu.analysis.qmcu_scratch import conv_scratch_bytes, depthwise_scratch_bytes
 from tflite_quantmcu.errors import ConfigError, UnsupportedOpError
 from tflite_quantmcu.ir import schema
-from tflite_quantmcu.ir.graph import Graph, OpCode, Operator, Subgraph
+from tflite_quantmcu.ir.graph import Buffer, Graph, OpCode, Operator, Quantization, Subgraph, Tensor
 from tflite_quantmcu.patches.receptive_field import Interval, spatial_map
 from tflite_quantmcu.patches.rewrite import copy_graph, with_offline_plan
 from tflite_quantmcu.patches.stage import (COLS_AXIS, ROWS_AXIS, Stage, axis_intervals,
                                            empty_part)
 from tflite_quantmcu.qmcu_stage_options import (LAYER_KINDS, NO_SLOT, SLOT_ALIGNMENT,
                                                 STAGE_OP, StageLayer, StageOptions, StageTensor,
-                                                add_quant, encode_stage_options, held_part,
-                                                input_cut)
+                                                StageVariant, add_quant, encode_stage_options,
+                                                held_part, input_cut)
+from tflite_quantmcu.qmcu_options import subbyte_quant_params
 from tflite_quantmcu.quant.apply_bitwidths import (activation_range, conv_requant,
-                                                   qmcu_form_problem)
+                                                   qmcu_form_problem, rescaled_bias)
 from tflite_quantmcu.reference.requantize import quantize_multiplier
 
 INT8 = schema.TensorType.INT8
@@ -73,6 +85,8 @@ def _layer_problem(*, subgraph: Subgraph, index: int) -> str | None:
         return f"{op.type} is not a layer kind of {STAGE_OP} ({', '.join(LAYER_KINDS)})"
     if op.type == "MAX_POOL_2D":
         return _max_pool_problem(subgraph=subgraph, op=op)
+    if op.type == "PAD":
+        return _pad_problem(subgraph=subgraph, op=op)
     problem = qmcu_form_problem(subgraph=subgraph, index=index)
     if problem is None and op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         if subgraph.tensors[op.inputs[1]].dtype != INT8:
@@ -92,23 +106,43 @@ def _max_pool_problem(*, subgraph: Subgraph, op: Operator) -> str | None:
     return None
 
 
+def _pad_problem(*, subgraph: Subgraph, op: Operator) -> str | None:
+    src, out = (subgraph.tensors[op.inputs[0]], subgraph.tensors[op.outputs[0]])
+    if src.dtype != INT8 or out.dtype != INT8:
+        return "PAD is not int8"
+    if (tuple(src.quantization.scale), tuple(src.quantization.zero_point)) != \
+            (tuple(out.quantization.scale), tuple(out.quantization.zero_point)):
+        return "PAD changes the quantization"
+    return None
+
+
 # -- the rewrite -----------------------------------------------------------------------------
 def apply_stage_op(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ...],
-                   col_bounds: tuple[int, ...], in_place: bool = True) -> Graph:
+                   col_bounds: tuple[int, ...], in_place: bool = True,
+                   bitwidths=None) -> Graph:
     """A new Graph whose stage is one QMCU_PATCH_STAGE op (the input graph is untouched).
 
     in_place: in-place layers in the buffer plan and, when the model has no offline
-    memory plan of its own, the stage output over the stage input."""
+    memory plan of its own, the stage output over the stage input.
+    bitwidths: a BitwidthPlan whose per-patch keys (``p{i}_{j}/{k}``, as the builtin form
+    names the maps) give stage maps sub-byte widths per patch (version-2 options; the
+    plan's other keys are not this pass's); None: all int8."""
     problem = stage_op_problem(subgraph=graph.main, stage=stage)
     if problem is not None:
         raise UnsupportedOpError(f"patch form stage-op: {problem}")
     overlap = in_place and not any(offline_offsets(graph=graph, subgraph_index=i)
                                    for i in range(len(graph.subgraphs)))
+    widths = stage_widths(subgraph=graph.main, stage=stage, plan=bitwidths,
+                          grid=(len(row_bounds) - 1, len(col_bounds) - 1))
+    constants: dict[str, Tensor] = {}
     options, inputs = stage_options(subgraph=graph.main, stage=stage, row_bounds=row_bounds,
                                     col_bounds=col_bounds, in_place=in_place,
-                                    overlap_output=overlap)
+                                    overlap_output=overlap, widths=widths,
+                                    constants=constants)
     result = copy_graph(graph=graph)
     sub = result.main
+    for key, tensor in constants.items():
+        sub.tensors[key] = tensor
     internal = {key for i in stage.op_indices for key in sub.operators[i].outputs}
     internal.discard(stage.output_key)
     op = Operator(opcode=OpCode(builtin=schema.BuiltinOperator.CUSTOM, custom=STAGE_OP),
@@ -130,8 +164,17 @@ def apply_stage_op(*, graph: Graph, stage: Stage, row_bounds: tuple[int, ...],
 
 def stage_options(*, subgraph: Subgraph, stage: Stage, row_bounds: tuple[int, ...],
                   col_bounds: tuple[int, ...], in_place: bool = True,
-                  overlap_output: bool = False) -> tuple[StageOptions, list[str]]:
-    """The op's options and its input tensor keys (stage input, then weights and biases)."""
+                  overlap_output: bool = False,
+                  widths: Mapping[tuple[str, int], tuple[int, float, int]] | None = None,
+                  constants: dict[str, Tensor] | None = None
+                  ) -> tuple[StageOptions, list[str]]:
+    """The op's options and its input tensor keys (stage input, then weights and biases, then
+    the sub-byte variants' requant and rescaled-bias constants, which go to `constants`).
+
+    widths: (stage map key, patch index) -> (bits, scale, zero point) of the maps planned
+    below 8 bits (`stage_widths`); absent pairs are int8."""
+    widths = widths or {}
+    constants = {} if constants is None else constants
     _check_bounds(subgraph=subgraph, stage=stage, row_bounds=row_bounds, col_bounds=col_bounds)
     rows = axis_intervals(subgraph=subgraph, stage=stage, axis=ROWS_AXIS, bounds=row_bounds)
     cols = axis_intervals(subgraph=subgraph, stage=stage, axis=COLS_AXIS, bounds=col_bounds)
@@ -143,11 +186,22 @@ def stage_options(*, subgraph: Subgraph, stage: Stage, row_bounds: tuple[int, ..
     live_ops = [i for i in stage.op_indices if subgraph.operators[i].outputs[0] in rows[0]]
     keys = [stage.input_key] + [subgraph.operators[i].outputs[0] for i in live_ops]
     ids = {key: n for n, key in enumerate(keys)}
-    tensors = [_stage_tensor(subgraph=subgraph, key=key, rows=rows, cols=cols) for key in keys]
+    patches = len(rows) * len(cols)
+    tensors = [_stage_tensor(subgraph=subgraph, key=key, rows=rows, cols=cols,
+                             widths=widths) for key in keys]
     inputs = [stage.input_key]
     layers = [_layer(subgraph=subgraph, index=i, ids=ids, inputs=inputs) for i in live_ops]
-    draft = StageOptions(grid=(len(rows), len(cols)), tensors=tuple(tensors),
-                         layers=tuple(layers), scratch_bytes=0)
+    if any(t.patch_bits for t in tensors):
+        sites = _VariantSites(subgraph=subgraph, widths=widths, inputs=inputs,
+                              constants=constants, patches=patches)
+        layers = [sites.with_variants(layer=layer, index=i)
+                  for layer, i in zip(layers, live_ops)]
+    try:
+        draft = StageOptions(grid=(len(rows), len(cols)), tensors=tuple(tensors),
+                             layers=tuple(layers), scratch_bytes=0)
+    except ValueError as err:
+        raise ConfigError(f"{STAGE_OP} ending at {subgraph.op_label(stage.split)}: {err}") \
+            from err
     options = plan_buffers(options=draft, in_place=in_place)
     if overlap_output and 0 not in options.layers[-1].inputs:
         options = dataclasses.replace(options, output_gap=output_gap(options=options))
@@ -176,12 +230,166 @@ def _check_bounds(*, subgraph: Subgraph, stage: Stage, row_bounds: tuple[int, ..
 
 
 def _stage_tensor(*, subgraph: Subgraph, key: str, rows: list[dict[str, Interval]],
-                  cols: list[dict[str, Interval]]) -> StageTensor:
+                  cols: list[dict[str, Interval]],
+                  widths: Mapping[tuple[str, int], tuple[int, float, int]]) -> StageTensor:
     tensor = subgraph.tensors[key]
-    return StageTensor(shape=tuple(tensor.shape), bits=8,
-                       zero_point=int(tensor.quantization.zero_point[0]),
+    zero_point = int(tensor.quantization.zero_point[0])
+    patches = range(len(rows) * len(cols))
+    planned = [widths.get((key, p)) for p in patches]
+    return StageTensor(shape=tuple(tensor.shape), bits=8, zero_point=zero_point,
                        rows=tuple((p[key].start, p[key].stop) for p in rows),
-                       cols=tuple((p[key].start, p[key].stop) for p in cols))
+                       cols=tuple((p[key].start, p[key].stop) for p in cols),
+                       patch_bits=tuple(8 if w is None else w[0] for w in planned)
+                       if any(planned) else (),
+                       patch_zero_points=tuple(zero_point if w is None else w[2]
+                                               for w in planned) if any(planned) else ())
+
+
+# -- sub-byte widths per patch (version 2) ---------------------------------------------------
+PATCH_KEY = re.compile(r"^p(\d+)_(\d+)/(\d+)$")
+PATCH_NAMESPACE = re.compile(r"^p\d+_\d+/\d+")   # maps and the builtin form's helpers
+
+
+def stage_widths(*, subgraph: Subgraph, stage: Stage, plan,
+                 grid: tuple[int, int]) -> dict[tuple[str, int], tuple[int, float, int]]:
+    """(stage map key, patch index) -> (bits, float32 scale, zero point) of every map a
+    BitwidthPlan puts below 8 bits under the builtin form's per-patch key ``p{i}_{j}/{k}``
+    (k: the original op writing the map): the plan's range, else the int8 map's whole range
+    (docs §1.5), exactly as `apply_bitwidths` quantizes that per-patch tensor."""
+    if plan is None:
+        return {}
+    out = {}
+    for pkey, bits in plan.bits.items():
+        match = PATCH_KEY.match(pkey)
+        if match is None and PATCH_NAMESPACE.match(pkey) and bits != 8:
+            raise ConfigError(f"bit-width plan: {pkey!r} is a helper tensor of the builtin "
+                              f"form (border PAD / slice), not a feature map: expected 8, "
+                              f"got {bits}")
+        if match is None or bits == 8:
+            continue
+        i, j, k = (int(g) for g in match.groups())
+        if i >= grid[0] or j >= grid[1] or k not in stage.op_indices:
+            raise ConfigError(f"bit-width plan: {pkey!r} is no map of the {grid[0]}x{grid[1]} "
+                              f"stage ending at {subgraph.op_label(stage.split)}")
+        key = subgraph.operators[k].outputs[0]
+        chosen = plan.range_of(pkey)
+        if chosen is not None:
+            quant = (float(np.float32(chosen.scale)), int(chosen.zero_point))
+        else:
+            q = subgraph.tensors[key].quantization
+            quant = subbyte_quant_params(scale8=float(np.float32(q.scale[0])),
+                                         zero_point8=int(q.zero_point[0]), bits=bits)
+        out[key, i * grid[1] + j] = (int(bits),) + tuple(quant)
+    for index in stage.op_indices:      # a PAD copies: its output at its input's widths
+        op = subgraph.operators[index]
+        if op.type == "PAD":
+            for p in range(grid[0] * grid[1]):
+                if (op.inputs[0], p) in out:
+                    out[op.outputs[0], p] = out[op.inputs[0], p]
+    return out
+
+
+class _VariantSites:
+    """Builds each layer's version-2 variants: per patch whose maps are not all int8 the
+    clamp, requant and (input rescaled) bias that `apply_bitwidths` gives the per-patch QMCU
+    op; equal variants are one, and a layer's requant and bias words are one INT32 constant
+    (its `variant_data` op input; equal runs of words stored once)."""
+
+    def __init__(self, *, subgraph: Subgraph, widths: Mapping, inputs: list[str],
+                 constants: dict[str, Tensor], patches: int) -> None:
+        self.subgraph = subgraph
+        self.widths = widths
+        self.inputs = inputs
+        self.constants = constants
+        self.patches = patches
+        self.words: list[int] = []           # the current layer's variant data
+        self.offsets: dict[tuple[int, ...], int] = {}
+
+    def quant(self, key: str, p: int) -> tuple[int, float, int]:
+        if (key, p) in self.widths:
+            return self.widths[key, p]
+        q = self.subgraph.tensors[key].quantization
+        return 8, float(np.float32(q.scale[0])), int(q.zero_point[0])
+
+    def with_variants(self, *, layer: StageLayer, index: int) -> StageLayer:
+        op = self.subgraph.operators[index]
+        if op.type == "PAD":       # a copy: its fill is each patch's zero point (docs §8.4)
+            return layer
+        variants: list[StageVariant] = []
+        chosen = []
+        self.words, self.offsets = [], {}
+        for p in range(self.patches):
+            keys = [op.inputs[0]] + ([op.inputs[1]] if op.type == "ADD" else []) + \
+                [op.outputs[0]]
+            if all(self.quant(k, p)[0] == 8 for k in keys):
+                chosen.append(0)
+                continue
+            variant = self._variant(op=op, p=p)
+            if variant not in variants:
+                variants.append(variant)
+            chosen.append(variants.index(variant) + 1)
+        if not variants:
+            return layer
+        name = self.subgraph.tensors[op.outputs[0]].name
+        data = self._constant(name=f"{name}/stage_variants",
+                              values=np.array(self.words, dtype=np.int32))
+        return dataclasses.replace(layer, variants=tuple(variants), patch_variants=tuple(chosen),
+                                   variant_data=data)
+
+    def _variant(self, *, op: Operator, p: int) -> StageVariant:
+        out_bits, s_out, z_out = self.quant(op.outputs[0], p)
+        lo, hi = activation_range(activation=op.options.fusedActivationFunction,
+                                  bits=out_bits, scale=s_out, zero_point=z_out)
+        in_bits, s_in, z_in = self.quant(op.inputs[0], p)
+        if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            weights = self.subgraph.tensors[op.inputs[1]]
+            out = self.subgraph.tensors[op.outputs[0]]
+            requant = conv_requant(in_scale=s_in, filter_scales=weights.quantization.scale,
+                                   out_scale=s_out, channels=out.shape[3])
+            return StageVariant(act_min=lo, act_max=hi,
+                                bias=self._bias(op=op, in_bits=in_bits, s_in=s_in),
+                                requant=self._words(requant))
+        if op.type == "ADD":
+            _, s2, _ = self.quant(op.inputs[1], p)
+            multipliers, shifts = add_quant(s1=s_in, s2=s2, s_out=s_out,
+                                            quantize_multiplier=quantize_multiplier)
+            values = np.array([multipliers, shifts], dtype=np.int32)
+            return StageVariant(act_min=lo, act_max=hi, requant=self._words(values))
+        if op.type == "AVERAGE_POOL_2D" and (in_bits, s_in, z_in) != (out_bits, s_out, z_out):
+            values = np.array([[m] for m in quantize_multiplier(s_in / s_out)], dtype=np.int32)
+            return StageVariant(act_min=lo, act_max=hi, requant=self._words(values))
+        return StageVariant(act_min=lo, act_max=hi)
+
+    def _bias(self, *, op: Operator, in_bits: int, s_in: float) -> int:
+        """Word offset of the bias rescaled to the input scale s_in; -1: the layer's own
+        bias operand (an int8 input: the original bias, or none)."""
+        key = op.inputs[2] if len(op.inputs) > 2 else None
+        if key is None or in_bits == 8:
+            return -1
+        q8 = self.subgraph.tensors[op.inputs[0]].quantization
+        return self._words(rescaled_bias(bias=self.subgraph.tensors[key].array(),
+                                         old_scale=float(np.float32(q8.scale[0])),
+                                         new_scale=s_in))
+
+    def _words(self, values: np.ndarray) -> int:
+        """Offset of `values` (flattened) in the layer's variant data; equal runs once."""
+        flat = tuple(int(v) for v in np.asarray(values).reshape(-1))
+        if flat not in self.offsets:
+            self.offsets[flat] = len(self.words)
+            self.words += flat
+        return self.offsets[flat]
+
+    def _constant(self, *, name: str, values: np.ndarray) -> int:
+        """Op input index of a new INT32 constant."""
+        key = name
+        counter = 1
+        while key in self.subgraph.tensors or key in self.constants:
+            key = f"{name}#{counter}"
+            counter += 1
+        self.constants[key] = Tensor(name=key, shape=tuple(np.shape(values)),
+                                     dtype=schema.TensorType.INT32,
+                                     buffer=Buffer(data=np.asarray(values).astype("<i4").tobytes()))
+        return _operand(key, self.inputs)
 
 
 def _scale(subgraph: Subgraph, key: str) -> float:
@@ -201,7 +409,9 @@ def _layer(*, subgraph: Subgraph, index: int, ids: dict[str, int],
            inputs: list[str]) -> StageLayer:
     op = subgraph.operators[index]
     out = subgraph.tensors[op.outputs[0]]
-    lo, hi = activation_range(activation=op.options.fusedActivationFunction, bits=8,
+    activation = schema.ActivationFunctionType.NONE if op.type == "PAD" else \
+        op.options.fusedActivationFunction
+    lo, hi = activation_range(activation=activation, bits=8,
                               scale=_scale(subgraph, op.outputs[0]),
                               zero_point=int(out.quantization.zero_point[0]))
     common = dict(kind=op.type, output=ids[op.outputs[0]], act_min=lo, act_max=hi)
@@ -212,6 +422,10 @@ def _layer(*, subgraph: Subgraph, index: int, ids: dict[str, int],
         return StageLayer(**common, inputs=(ids[op.inputs[0]], ids[op.inputs[1]]),
                           multiplier=multipliers, shift=shifts, staging=(NO_SLOT, NO_SLOT))
     window = _window(subgraph=subgraph, index=index)
+    if op.type == "PAD":       # fills with the output zero point (TFLite's int8 PAD)
+        return StageLayer(**common, inputs=(ids[op.inputs[0]],), staging=(NO_SLOT,),
+                          multiplier=(int(out.quantization.zero_point[0]),), shift=(0,),
+                          **window)
     if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         weights = subgraph.tensors[op.inputs[1]]
         requant = conv_requant(in_scale=_scale(subgraph, op.inputs[0]),
@@ -308,9 +522,11 @@ def _output_needs_slot(*, options: StageOptions) -> bool:
 
 
 def _region_bytes(*, options: StageOptions, t: int) -> int:
+    """The largest patch part of tensor t, in bytes at each patch's own width."""
     tensor = options.tensors[t]
-    return max((r[1] - r[0]) * (c[1] - c[0]) for r in tensor.rows
-               for c in tensor.cols) * tensor.pixel_bytes
+    cols = options.grid[1]
+    return max((r[1] - r[0]) * (c[1] - c[0]) * tensor.pixel_bytes_at(i * cols + j)
+               for i, r in enumerate(tensor.rows) for j, c in enumerate(tensor.cols))
 
 
 def _slots(*, options: StageOptions, staged: dict, out_slot: bool) -> list[_Slot]:
@@ -340,7 +556,7 @@ def _cut_bytes(*, options: StageOptions, layer: StageLayer, k: int, i: int, j: i
     out = options.tensors[layer.output]
     r = input_cut(layer=layer, axis=0, out=out.rows[i], size=src.shape[1])
     c = input_cut(layer=layer, axis=1, out=out.cols[j], size=src.shape[2])
-    return (r.stop - r.start) * (c.stop - c.start) * src.pixel_bytes
+    return (r.stop - r.start) * (c.stop - c.start) * src.pixel_bytes_at(i * options.grid[1] + j)
 
 
 def _kernel_scratch(*, options: StageOptions, layer: StageLayer) -> int:
@@ -351,9 +567,11 @@ def _kernel_scratch(*, options: StageOptions, layer: StageLayer) -> int:
         return conv_scratch_bytes(filter_shape=(out.shape[3],) + layer.kernel + (src.shape[3],),
                                   in_channels=src.shape[3], w_bits=8)
     if layer.kind == "DEPTHWISE_CONV_2D":
-        return depthwise_scratch_bytes(filter_shape=(1,) + layer.kernel + (out.shape[3],),
-                                       in_channels=src.shape[3], out_channels=out.shape[3],
-                                       in_bits=8, depth_multiplier=layer.depth_multiplier)
+        widths = {src.bits_at(p) for p in range(options.patches)}
+        return max(depthwise_scratch_bytes(filter_shape=(1,) + layer.kernel + (out.shape[3],),
+                                           in_channels=src.shape[3], out_channels=out.shape[3],
+                                           in_bits=bits, depth_multiplier=layer.depth_multiplier)
+                   for bits in widths)
     return 0
 
 
@@ -382,8 +600,9 @@ def in_place_gap(*, options: StageOptions, n: int) -> int:
     for i, j in _patches(options):
         held = held_part(options=options, t=layer.inputs[0], i=i, j=j)
         rows = input_cut(layer=layer, axis=0, out=out.rows[i], size=src.shape[1])
-        in_row = (held[3] - held[2]) * src.pixel_bytes
-        out_row = (out.cols[j][1] - out.cols[j][0]) * out.pixel_bytes
+        p = i * options.grid[1] + j
+        in_row = (held[3] - held[2]) * src.pixel_bytes_at(p)
+        out_row = (out.cols[j][1] - out.cols[j][0]) * out.pixel_bytes_at(p)
         skip = rows.start - held[0]
         for oy in range(out.rows[i][1] - out.rows[i][0]):
             first = max(oy * layer.stride[0] - rows.pad_before, 0) + skip

@@ -216,12 +216,3 @@ def test_cli_patch_form_stage_op(tmp_path):
     assert report["patch_plan"]["form"] == "stage-op"
     converted = read_model_file(path=tmp_path / "mobilenetv2_w035_r144.patch-int8.tflite")
     _assert_same_outputs(read_model_file(path=model), converted)
-
-
-def test_cli_refuses_stage_op_with_sub_byte_branches(tmp_path):
-    model = fixture_path("mobilenetv2_w035_r144.tflite")
-    proc = _convert(model, "--out", tmp_path / "out", "--sram", "256KB", "--patch-form",
-                    "stage-op", "--plan", tmp_path / "none.json")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "sub-byte branches inside QMCU_PATCH_STAGE" in proc.stderr
-    assert not (tmp_path / "out").exists()

@@ -20,7 +20,13 @@ BUILD = ROOT / "cmixnn_bridge" / "build" / "cortexm-stage"
 CASES = [("mnv2_9_3x3", "mobilenetv2_w035_r144.tflite", 9, (3, 3), True),
          ("mnv2_16_4x1", "mobilenetv2_w035_r144.tflite", 16, (4, 1), True),
          ("resnet8_3_2x2", "resnet8_cifar.tflite", 3, (2, 2), True),
-         ("synthetic_6_3x2", None, 6, (3, 2), True), ("synthetic_4_2x3", None, 4, (2, 3), False)]
+         ("synthetic_6_3x2", None, 6, (3, 2), True), ("synthetic_4_2x3", None, 4, (2, 3), False),
+         # per-patch 8/4/2-bit maps (version-2 options, variants from constant operands)
+         ("mnv2_9_3x3_subbyte", "mobilenetv2_w035_r144.tflite", 9, (3, 3), True, 1),
+         ("resnet8_3_2x2_subbyte", "resnet8_cifar.tflite", 3, (2, 2), True, 4),
+         ("synthetic_6_3x2_subbyte", None, 6, (3, 2), True, 6),
+         ("pad_7_3x2", "synthetic-pad", 7, (3, 2), True),
+         ("pad_7_3x2_subbyte", "synthetic-pad", 7, (3, 2), True, 7)]
 
 
 def _helper(path=HELPER, name="qmcu_cortexm"):

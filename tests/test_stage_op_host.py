@@ -10,6 +10,7 @@ lays them out.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib.util
 import os
 import pathlib
@@ -163,26 +164,39 @@ def stage():
 
 
 def _cases():
-    """(label, graph loader, split, grid, in_place)."""
+    """(label, graph loader, split, grid, in_place, sub-byte seed or None)."""
     mnv2 = "mobilenetv2_w035_r144.tflite"
-    return [("mnv2-9-3x3", mnv2, 9, (3, 3), True), ("mnv2-16-2x5", mnv2, 16, (2, 5), True),
+    int8 = [("mnv2-9-3x3", mnv2, 9, (3, 3), True), ("mnv2-16-2x5", mnv2, 16, (2, 5), True),
             ("mnv2-16-4x1", mnv2, 16, (4, 1), True), ("mnv2-9-2x2-plain", mnv2, 9, (2, 2), False),
             ("resnet8-3-2x2", "resnet8_cifar.tflite", 3, (2, 2), True),
             ("mnv1-5-3x3", "mobilenetv1_w025_r96.tflite", 5, (3, 3), True),
-            ("synthetic-6-3x2", None, 6, (3, 2), True), ("synthetic-4-2x3", None, 4, (2, 3), False)]
+            ("synthetic-6-3x2", None, 6, (3, 2), True), ("synthetic-4-2x3", None, 4, (2, 3), False),
+            # PAD layers inside the stage
+            ("pad-7-3x2", "synthetic-pad", 7, (3, 2), True),
+            ("pad-3-2x3-plain", "synthetic-pad", 3, (2, 3), False)]
+    # Per-patch 8/4/2-bit maps with their own ranges (version-2 options, variants).
+    subbyte = [("mnv2-9-3x3-subbyte", mnv2, 9, (3, 3), True, 1),
+               ("mnv2-16-2x5-subbyte", mnv2, 16, (2, 5), True, 2),
+               ("mnv2-9-2x2-plain-subbyte", mnv2, 9, (2, 2), False, 3),
+               ("resnet8-3-2x2-subbyte", "resnet8_cifar.tflite", 3, (2, 2), True, 4),
+               ("mnv1-5-3x3-subbyte", "mobilenetv1_w025_r96.tflite", 5, (3, 3), True, 5),
+               ("synthetic-6-3x2-subbyte", None, 6, (3, 2), True, 6),
+               ("pad-7-3x2-subbyte", "synthetic-pad", 7, (3, 2), True, 7)]
+    return [c + (None,) for c in int8] + subbyte
 
 
-def _stage_case(name, split, grid, in_place):
+def _stage_case(name, split, grid, in_place, subbyte=None):
     """The op's options and operands (None for the stage input) of one case."""
-    if name is not None and not fixture_path(name).exists():
+    if name not in (None, "synthetic-pad") and not fixture_path(name).exists():
         pytest.skip(f"{fixture_path(name)} is absent")
-    return _CASES.stage_case(name, split, grid, in_place)
+    return _CASES.stage_case(name, split, grid, in_place, subbyte)
 
 
 @pytest.mark.parametrize("case", _cases(), ids=[c[0] for c in _cases()])
 def test_c_stage_equals_the_reference(stage, case):
-    _, name, split, grid, in_place = case
-    data, operands = _stage_case(name, split, grid, in_place)
+    _, name, split, grid, in_place, subbyte = case
+    data, operands = _stage_case(name, split, grid, in_place, subbyte)
+    assert decode_stage_options(data=data).version == (1 if subbyte is None else 2)
     options = decode_stage_options(data=data)
     assert stage.words(data) == stage_pool_words(options=options)
     rng = np.random.default_rng(split)
@@ -255,3 +269,40 @@ def test_same_comparisons_under_sanitizers():
     tail = (result.stdout + result.stderr)[-4000:]
     assert result.returncode == 0, tail
     assert "passed" in result.stdout and "failed" not in result.stdout, tail
+
+
+def test_bad_version_2_tables_are_refused(stage):
+    """Corrupt each part of version 2's per-patch section: the check refuses the pool."""
+    data, operands = _stage_case("mobilenetv2_w035_r144.tflite", 9, (2, 2), True, 3)
+    options = decode_stage_options(data=data)
+    assert options.version == 2
+    patches = options.patches
+    pool = stage_pool(options=options)
+    base = len(stage_pool(options=dataclasses.replace(
+        options, tensors=tuple(dataclasses.replace(t, patch_bits=(), patch_zero_points=())
+                               for t in options.tensors),
+        layers=tuple(dataclasses.replace(x, variants=(), patch_variants=(), variant_data=-1)
+                     for x in options.layers))))
+    tensors, layers = len(options.tensors), len(options.layers)
+    index = pool[base:base + tensors + 3 * layers]
+    table = next(w for w in index[:tensors] if w >= 0)
+    layer = next(n for n in range(layers) if index[tensors + 3 * n + 1] >= 0)
+    count, vtable, _ = index[tensors + 3 * layer:tensors + 3 * layer + 3]
+    record = vtable + patches
+    edits = {"bits 3": (table, 3), "zero point": (table + patches, 99),
+             "variant index": (vtable, count + 1),
+             "variant data operand": (base + tensors + 3 * layer + 2, len(operands)),
+             "requant offset": (record + 3, -2), "bias offset": (record + 2, -7),
+             "index outside": (base, len(pool) + 5)}
+    for what, (word, value) in edits.items():
+        params, address = stage.parse(data)
+        words = (ctypes.c_int32 * params.pool_words).from_address(address)
+        assert stage.lib.qmcu_patch_stage_check(ctypes.byref(params), len(operands)) == OK
+        words[word] = value
+        assert stage.lib.qmcu_patch_stage_check(ctypes.byref(params), len(operands)) == \
+            BAD_PARAMS, what
+    # a version-1 map with per-patch tables is no stage map
+    from flatbuffers import flexbuffers
+    raw = flexbuffers.Loads(data)
+    raw["version"] = 1
+    assert stage.words(bytes(flexbuffers.Dumps(raw))) is None

@@ -36,6 +36,7 @@ from tflite_quantmcu.output_files import (OutputDirectory, json_bytes, lock_outp
 from tflite_quantmcu.patches.plan import PatchBudgetError, PatchOptions, PatchPlan
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
+from tflite_quantmcu.patches.stage_op import PATCH_NAMESPACE
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.bitops_target import plan_for_bitops_ratio
 from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
@@ -119,6 +120,7 @@ class Conversion:
     patch_plan: PatchPlan | None = None
     planner_time_s: float = 0.0
     patched: Graph | None = None
+    search_graph: Graph | None = None   # the graph the bit-width search names maps in
     patched_analysis: ModelAnalysis | None = None
     bitwidth_plan: BitwidthPlan | None = None
     search: QuantMCUResult | None = None
@@ -187,18 +189,6 @@ def set_io_types(conv: Conversion) -> None:
     conv.original_bytes = write_model_bytes(graph=conv.graph)
 
 
-def _patch_form(opts: ConvertOptions) -> str:
-    """The form the planner may use: QuantMCU's sub-byte branches need the builtin form
-    (they are not yet run inside QMCU_PATCH_STAGE)."""
-    if opts.policy != "quantmcu" or opts.patch_form == "builtin":
-        return opts.patch_form
-    if opts.patch_form == "stage-op":
-        raise ConfigError("--patch-form stage-op runs int8 only: sub-byte branches inside "
-                          "QMCU_PATCH_STAGE are not supported yet; use --policy patch-int8 "
-                          "or --patch-form builtin")
-    return "builtin"
-
-
 def plan_patch_stage(conv: Conversion) -> None:
     opts = conv.options
     start = time.perf_counter()
@@ -209,7 +199,7 @@ def plan_patch_stage(conv: Conversion) -> None:
         conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
             sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
             split=opts.split_after, grid=opts.patch_grid, max_file_growth=opts.max_file_growth,
-            target=opts.target, objective=opts.objective, form=_patch_form(opts)))
+            target=opts.target, objective=opts.objective, form=opts.patch_form))
     except PatchBudgetError as err:
         hint = dominant_input_hint(graph=conv.graph, peak_tensors=err.peak_tensors)
         if not hint:
@@ -226,6 +216,12 @@ def rewrite_patch_stage(conv: Conversion) -> None:
     conv.patched = apply_patch_plan(graph=conv.graph, plan=plan) if plan.is_patched \
         else conv.graph
     conv.patched_analysis = analyze_model(graph=conv.patched, target=conv.options.target)
+    conv.search_graph = conv.patched
+    if plan.form == "stage-op" and conv.options.policy == "quantmcu":
+        # QuantMCU names a stage map per patch as the builtin form does (p{i}_{j}/{k}); the
+        # stage op runs the same widths inside (apply_bitwidths), bit for bit.
+        conv.search_graph = apply_patch_plan(graph=conv.graph,
+                                             plan=dataclasses.replace(plan, form="builtin"))
 
 
 def choose_bitwidths(conv: Conversion) -> None:
@@ -263,7 +259,7 @@ def choose_bitwidths(conv: Conversion) -> None:
                       CalibrationDataWarning, stacklevel=2)
     heldout_x = np.concatenate([b.x for b in conv.heldout]) if conv.heldout else None
     search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
-                             patched_graph=conv.patched, calibration=None,
+                             patched_graph=conv.search_graph, calibration=None,
                              sram_budget=opts.sram_budget, options=opts.quantmcu,
                              statistics=statistics, check_statistics=check, heldout_x=heldout_x)
     conv.search = dataclasses.replace(search, statistics_time_s=collected)
@@ -282,7 +278,7 @@ def guard_accuracy(conv: Conversion) -> None:
         return
     start = time.perf_counter()
     guarded = guard_plan(graph=conv.graph, patch_plan=conv.patch_plan,
-                         patched_graph=conv.patched, plan=conv.bitwidth_plan,
+                         patched_graph=conv.search_graph, plan=conv.bitwidth_plan,
                          heldout=heldout_from_batches(batches=conv.heldout),
                          options=GuardOptions(max_drop_pts=bound),
                          known_costs=selection_costs(plan=conv.bitwidth_plan,
@@ -306,9 +302,21 @@ def target_bitops(conv: Conversion) -> None:
 
 
 def apply_bitwidths(conv: Conversion) -> None:
+    """The plan's widths: per-patch stage maps inside QMCU_PATCH_STAGE (stage-op form; the
+    op is rebuilt with them), every other map by the QMCU_* ops of `apply_bitwidth_plan`."""
     plan = conv.bitwidth_plan
-    conv.converted = conv.patched if plan is None else \
-        apply_bitwidth_plan(graph=conv.patched, plan=plan)
+    if plan is None:
+        conv.converted = conv.patched
+        return
+    graph = conv.patched
+    if conv.patch_plan.form == "stage-op" and conv.patch_plan.is_patched:
+        stage_keys = {k for k in plan.bits if PATCH_NAMESPACE.match(k)}
+        if stage_keys:
+            graph = apply_patch_plan(graph=conv.graph, plan=conv.patch_plan, bitwidths=plan)
+            plan = dataclasses.replace(
+                plan, bits={k: v for k, v in plan.bits.items() if k not in stage_keys},
+                ranges={k: v for k, v in plan.ranges.items() if k not in stage_keys})
+    conv.converted = apply_bitwidth_plan(graph=graph, plan=plan)
 
 
 def evaluate_accuracy(conv: Conversion) -> None:

@@ -32,10 +32,20 @@ typedef struct {
 typedef struct {
   const qmcu_stage_params *p;
   const qmcu_stage_buffers *b;
+  const int32_t *ext; /* version 2's per-patch section, NULL: every map int8 */
   int use_opt;
   int32_t i;
   int32_t j;
+  int32_t patch; /* i * grid_cols + j */
 } qmcu_stage_run;
+
+/* A layer's quantization for the current patch: its own fields or a version-2 variant. */
+typedef struct {
+  int32_t act_min;
+  int32_t act_max;
+  const int32_t *bias;    /* NULL: none */
+  const int32_t *requant; /* multipliers, then shifts; NULL: none (a pool without rescale) */
+} qmcu_variant;
 
 static const int32_t *tensor_at(const qmcu_stage_params *p, int32_t t) {
   return p->pool + QMCU_STAGE_TENSOR_WORDS * t;
@@ -50,9 +60,61 @@ static const int32_t *layer_at(const qmcu_stage_params *p, int32_t n) {
   return parts_at(p, p->num_tensors) + QMCU_STAGE_LAYER_WORDS * n;
 }
 
+/* Start of version 2's section: after the layers' requant words (NULL when the pool ends
+ * there, as a version-1 pool does). */
+static int32_t ext_start(const qmcu_stage_params *p) {
+  int32_t n, at = (int32_t)qmcu_stage_pool_words_for(p->num_tensors, p->num_layers,
+                                                      p->grid_rows, p->grid_cols, 0);
+  for (n = 0; n < p->num_layers; ++n) at += 2 * layer_at(p, n)[QMCU_STAGE_L_REQUANT_COUNT];
+  return at;
+}
+
+static int32_t patches_of(const qmcu_stage_params *p) { return p->grid_rows * p->grid_cols; }
+
+/* Width and zero point of tensor t in the current patch. */
+static int32_t t_bits(const qmcu_stage_run *run, int32_t t) {
+  if (run->ext != NULL && run->ext[t] >= 0) return run->p->pool[run->ext[t] + run->patch];
+  return tensor_at(run->p, t)[4];
+}
+
+static int32_t t_zero_point(const qmcu_stage_run *run, int32_t t) {
+  if (run->ext != NULL && run->ext[t] >= 0) {
+    return run->p->pool[run->ext[t] + patches_of(run->p) + run->patch];
+  }
+  return tensor_at(run->p, t)[5];
+}
+
+static int32_t pixel_bytes(const qmcu_stage_run *run, int32_t t) {
+  return tensor_at(run->p, t)[3] * t_bits(run, t) / 8;
+}
+
+static qmcu_variant layer_variant(const qmcu_stage_run *run, const int32_t *L, int32_t n) {
+  const qmcu_stage_params *p = run->p;
+  qmcu_variant v;
+  v.act_min = L[QMCU_STAGE_L_ACT_MIN];
+  v.act_max = L[QMCU_STAGE_L_ACT_MAX];
+  v.bias = L[QMCU_STAGE_L_BIAS] >= 0 ? (const int32_t *)run->b->operands[L[QMCU_STAGE_L_BIAS]]
+                                     : NULL;
+  v.requant = L[QMCU_STAGE_L_REQUANT_COUNT] > 0 ? p->pool + L[QMCU_STAGE_L_REQUANT_AT] : NULL;
+  if (run->ext != NULL) {
+    const int32_t *e = run->ext + p->num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    const int32_t index = e[1] >= 0 ? p->pool[e[1] + run->patch] : 0;
+    if (index > 0) {
+      const int32_t *r = p->pool + e[1] + patches_of(p) + QMCU_STAGE_VARIANT_WORDS * (index - 1);
+      const int32_t *data = (const int32_t *)run->b->operands[e[2]];
+      v.act_min = r[0];
+      v.act_max = r[1];
+      if (r[2] >= 0) v.bias = data + r[2];
+      v.requant = r[3] >= 0 ? data + r[3] : NULL;
+    }
+  }
+  return v;
+}
+
 static int is_window(int32_t kind) {
   return kind == QMCU_STAGE_CONV_2D || kind == QMCU_STAGE_DEPTHWISE_CONV_2D ||
-         kind == QMCU_STAGE_AVERAGE_POOL_2D || kind == QMCU_STAGE_MAX_POOL_2D;
+         kind == QMCU_STAGE_AVERAGE_POOL_2D || kind == QMCU_STAGE_MAX_POOL_2D ||
+         kind == QMCU_STAGE_PAD;
 }
 
 /* Rows x cols [r0, r1, c0, c1] patch (i, j) holds of tensor t (the whole map for t = 0). */
@@ -108,7 +170,7 @@ static const int8_t *layer_input(const qmcu_stage_run *run, const int32_t *L, in
   const int32_t *src = tensor_at(p, t);
   const int32_t *out = parts_at(p, L[QMCU_STAGE_L_OUTPUT]);
   const int32_t staging = L[QMCU_STAGE_L_STAGING0 + k];
-  const int32_t channels = src[3];
+  const int32_t channels = pixel_bytes(run, t); /* bytes per pixel */
   int32_t held[4], width, r;
   const int8_t *base;
   held_part(p, t, run->i, run->j, held);
@@ -150,7 +212,7 @@ static int8_t *layer_output(const qmcu_stage_run *run, const int32_t *L, int32_t
   const int32_t *dst = tensor_at(p, t);
   const int32_t *parts = parts_at(p, t);
   if (dst[6] != QMCU_STAGE_NO_SLOT) {
-    if (!fits(p, dst[6], oh * ow * dst[3])) return NULL;
+    if (!fits(p, dst[6], oh * ow * pixel_bytes(run, t))) return NULL;
     return (int8_t *)run->b->scratch + dst[6];
   }
   if (t != p->num_tensors - 1 || ow != dst[2]) return NULL; /* whole rows of the output only */
@@ -179,9 +241,9 @@ static qmcu_dims dims(int32_t h, int32_t w, int32_t c) {
   return d;
 }
 
-static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
-                            const qmcu_cut *rows, const qmcu_cut *cols, int8_t *out,
-                            int32_t oh, int32_t ow) {
+static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const qmcu_variant *v,
+                            const int8_t *in, const qmcu_cut *rows, const qmcu_cut *cols,
+                            int8_t *out, int32_t oh, int32_t ow) {
   const qmcu_stage_params *p = run->p;
   const int32_t *src = tensor_at(p, L[QMCU_STAGE_L_INPUT0]);
   const int32_t *dst = tensor_at(p, L[QMCU_STAGE_L_OUTPUT]);
@@ -196,21 +258,21 @@ static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const i
   cp.filter.h = L[QMCU_STAGE_L_KERNEL_H];
   cp.filter.w = L[QMCU_STAGE_L_KERNEL_W];
   cp.filter.c = depthwise ? dst[3] : src[3];
-  cp.in_bits = 8;
+  cp.in_bits = t_bits(run, L[QMCU_STAGE_L_INPUT0]);
   cp.w_bits = 8;
-  cp.out_bits = 8;
-  cp.in_zero_point = src[5];
-  cp.out_zero_point = dst[5];
-  cp.act_min = L[QMCU_STAGE_L_ACT_MIN];
-  cp.act_max = L[QMCU_STAGE_L_ACT_MAX];
+  cp.out_bits = t_bits(run, L[QMCU_STAGE_L_OUTPUT]);
+  cp.in_zero_point = t_zero_point(run, L[QMCU_STAGE_L_INPUT0]);
+  cp.out_zero_point = t_zero_point(run, L[QMCU_STAGE_L_OUTPUT]);
+  cp.act_min = v->act_min;
+  cp.act_max = v->act_max;
   cp.depth_multiplier = L[QMCU_STAGE_L_DEPTH_MULTIPLIER];
   cp.geometry = cut_geometry(L, rows, cols);
   cb.input = in;
   cb.filter = run->b->operands[L[QMCU_STAGE_L_FILTER]];
-  cb.bias = L[QMCU_STAGE_L_BIAS] >= 0 ? (const int32_t *)run->b->operands[L[QMCU_STAGE_L_BIAS]]
-                                      : NULL;
-  cb.multiplier = p->pool + L[QMCU_STAGE_L_REQUANT_AT];
-  cb.shift = p->pool + L[QMCU_STAGE_L_REQUANT_AT] + count;
+  cb.bias = v->bias;
+  if (v->requant == NULL) return QMCU_STATUS_BAD_PARAMS;
+  cb.multiplier = v->requant;
+  cb.shift = v->requant + count;
   cb.output = out;
   cb.scratch = NULL;
   if (!run->use_opt) {
@@ -238,19 +300,21 @@ static qmcu_status run_conv(const qmcu_stage_run *run, const int32_t *L, const i
   }
 }
 
-static qmcu_status run_add(const qmcu_stage_run *run, const int32_t *L, const int8_t *a,
-                           const int8_t *b, int8_t *out, int32_t oh, int32_t ow) {
+static qmcu_status run_add(const qmcu_stage_run *run, const int32_t *L, const qmcu_variant *v,
+                           const int8_t *a, const int8_t *b, int8_t *out, int32_t oh,
+                           int32_t ow) {
   const qmcu_stage_params *p = run->p;
-  const int32_t *q = p->pool + L[QMCU_STAGE_L_REQUANT_AT];
+  const int32_t *q = v->requant;
   qmcu_add_params ap;
   qmcu_add_buffers ab;
   ap.shape = dims(oh, ow, tensor_at(p, L[QMCU_STAGE_L_OUTPUT])[3]);
-  ap.in1_bits = 8;
-  ap.in2_bits = 8;
-  ap.out_bits = 8;
-  ap.in1_zero_point = tensor_at(p, L[QMCU_STAGE_L_INPUT0])[5];
-  ap.in2_zero_point = tensor_at(p, L[QMCU_STAGE_L_INPUT1])[5];
-  ap.out_zero_point = tensor_at(p, L[QMCU_STAGE_L_OUTPUT])[5];
+  if (q == NULL) return QMCU_STATUS_BAD_PARAMS;
+  ap.in1_bits = t_bits(run, L[QMCU_STAGE_L_INPUT0]);
+  ap.in2_bits = t_bits(run, L[QMCU_STAGE_L_INPUT1]);
+  ap.out_bits = t_bits(run, L[QMCU_STAGE_L_OUTPUT]);
+  ap.in1_zero_point = t_zero_point(run, L[QMCU_STAGE_L_INPUT0]);
+  ap.in2_zero_point = t_zero_point(run, L[QMCU_STAGE_L_INPUT1]);
+  ap.out_zero_point = t_zero_point(run, L[QMCU_STAGE_L_OUTPUT]);
   ap.left_shift = 20;
   ap.in1_multiplier = q[0];
   ap.in2_multiplier = q[1];
@@ -258,8 +322,8 @@ static qmcu_status run_add(const qmcu_stage_run *run, const int32_t *L, const in
   ap.in1_shift = q[3];
   ap.in2_shift = q[4];
   ap.out_shift = q[5];
-  ap.act_min = L[QMCU_STAGE_L_ACT_MIN];
-  ap.act_max = L[QMCU_STAGE_L_ACT_MAX];
+  ap.act_min = v->act_min;
+  ap.act_max = v->act_max;
   ab.input1 = a;
   ab.input2 = b;
   ab.output = out;
@@ -272,9 +336,9 @@ static qmcu_status run_add(const qmcu_stage_run *run, const int32_t *L, const in
   }
 }
 
-static qmcu_status run_avg_pool(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
-                                const qmcu_cut *rows, const qmcu_cut *cols, int8_t *out,
-                                int32_t oh, int32_t ow) {
+static qmcu_status run_avg_pool(const qmcu_stage_run *run, const int32_t *L,
+                                const qmcu_variant *v, const int8_t *in, const qmcu_cut *rows,
+                                const qmcu_cut *cols, int8_t *out, int32_t oh, int32_t ow) {
   const int32_t *src = tensor_at(run->p, L[QMCU_STAGE_L_INPUT0]);
   const int32_t *dst = tensor_at(run->p, L[QMCU_STAGE_L_OUTPUT]);
   qmcu_avg_pool_params pp;
@@ -283,15 +347,15 @@ static qmcu_status run_avg_pool(const qmcu_stage_run *run, const int32_t *L, con
   pp.output = dims(oh, ow, dst[3]);
   pp.filter_h = L[QMCU_STAGE_L_KERNEL_H];
   pp.filter_w = L[QMCU_STAGE_L_KERNEL_W];
-  pp.in_bits = 8;
-  pp.out_bits = 8;
-  pp.in_zero_point = src[5];
-  pp.out_zero_point = dst[5];
-  pp.act_min = L[QMCU_STAGE_L_ACT_MIN];
-  pp.act_max = L[QMCU_STAGE_L_ACT_MAX];
-  pp.rescale = 0;
-  pp.multiplier = 0;
-  pp.shift = 0;
+  pp.in_bits = t_bits(run, L[QMCU_STAGE_L_INPUT0]);
+  pp.out_bits = t_bits(run, L[QMCU_STAGE_L_OUTPUT]);
+  pp.in_zero_point = t_zero_point(run, L[QMCU_STAGE_L_INPUT0]);
+  pp.out_zero_point = t_zero_point(run, L[QMCU_STAGE_L_OUTPUT]);
+  pp.act_min = v->act_min;
+  pp.act_max = v->act_max;
+  pp.rescale = v->requant != NULL;
+  pp.multiplier = v->requant != NULL ? v->requant[0] : 0;
+  pp.shift = v->requant != NULL ? v->requant[1] : 0;
   pp.geometry = cut_geometry(L, rows, cols);
   ub.input = in;
   ub.output = out;
@@ -334,17 +398,56 @@ static qmcu_status run_max_pool(const int32_t *L, const int8_t *in, const qmcu_c
   return QMCU_STATUS_OK;
 }
 
-static qmcu_status run_kind(const qmcu_stage_run *run, const int32_t *L, const int8_t *in,
-                            const int8_t *in2, const qmcu_cut *rows, const qmcu_cut *cols,
-                            int8_t *out, int32_t oh, int32_t ow) {
+/* PAD: the input window (`channels` bytes per pixel) with the patch's border padding filled
+ * with the byte `fill` (an int8 value, or a packed zero point 0..255). */
+static qmcu_status run_pad(const int8_t *in, const qmcu_cut *rows, const qmcu_cut *cols,
+                           int8_t *out, int32_t oh, int32_t ow, int32_t channels, int32_t fill) {
+  const int32_t ih = rows->stop - rows->start;
+  const int32_t iw = cols->stop - cols->start;
+  int32_t oy, ox;
+  if (fill < -128 || fill > 255 || oh != ih + rows->pad_before + rows->pad_after ||
+      ow != iw + cols->pad_before + cols->pad_after) {
+    return QMCU_STATUS_BAD_PARAMS;
+  }
+  for (oy = 0; oy < oh; ++oy) {
+    const int32_t iy = oy - rows->pad_before;
+    for (ox = 0; ox < ow; ++ox) {
+      const int32_t ix = ox - cols->pad_before;
+      int8_t *dst = out + (oy * ow + ox) * channels;
+      if (iy < 0 || iy >= ih || ix < 0 || ix >= iw) {
+        memset(dst, fill, (size_t)channels);
+      } else {
+        memmove(dst, in + (iy * iw + ix) * channels, (size_t)channels);
+      }
+    }
+  }
+  return QMCU_STATUS_OK;
+}
+
+static qmcu_status run_kind(const qmcu_stage_run *run, const int32_t *L, const qmcu_variant *v,
+                            const int8_t *in, const int8_t *in2, const qmcu_cut *rows,
+                            const qmcu_cut *cols, int8_t *out, int32_t oh, int32_t ow) {
   switch (L[QMCU_STAGE_L_KIND]) {
     case QMCU_STAGE_CONV_2D:
     case QMCU_STAGE_DEPTHWISE_CONV_2D:
-      return run_conv(run, L, in, rows, cols, out, oh, ow);
+      return run_conv(run, L, v, in, rows, cols, out, oh, ow);
     case QMCU_STAGE_ADD:
-      return run_add(run, L, in, in2, out, oh, ow);
+      return run_add(run, L, v, in, in2, out, oh, ow);
     case QMCU_STAGE_AVERAGE_POOL_2D:
-      return run_avg_pool(run, L, in, rows, cols, out, oh, ow);
+      return run_avg_pool(run, L, v, in, rows, cols, out, oh, ow);
+    case QMCU_STAGE_PAD: { /* fill: the int8 value, or the patch's packed zero point */
+      const int32_t bits = t_bits(run, L[QMCU_STAGE_L_OUTPUT]);
+      const int32_t zp = t_zero_point(run, L[QMCU_STAGE_L_OUTPUT]);
+      const int32_t fill = bits == 8 ? run->p->pool[L[QMCU_STAGE_L_REQUANT_AT]]
+                                     : (bits == 4 ? zp * 0x11 : zp * 0x55);
+      qmcu_status status;
+      if (t_bits(run, L[QMCU_STAGE_L_INPUT0]) != bits) return QMCU_STATUS_BAD_PARAMS;
+      QMCU_KERNEL_BEGIN();
+      status = run_pad(in, rows, cols, out, oh, ow, pixel_bytes(run, L[QMCU_STAGE_L_OUTPUT]),
+                       fill);
+      QMCU_KERNEL_END();
+      return status;
+    }
     case QMCU_STAGE_MAX_POOL_2D: {
       qmcu_status status;
       QMCU_KERNEL_BEGIN();
@@ -358,7 +461,7 @@ static qmcu_status run_kind(const qmcu_stage_run *run, const int32_t *L, const i
   }
 }
 
-static qmcu_status run_layer(const qmcu_stage_run *run, const int32_t *L) {
+static qmcu_status run_layer(const qmcu_stage_run *run, const int32_t *L, int32_t n) {
   const int32_t *out_parts = parts_at(run->p, L[QMCU_STAGE_L_OUTPUT]);
   const int32_t oh = out_parts[2 * run->i + 1] - out_parts[2 * run->i];
   const int32_t ow = out_parts[2 * run->p->grid_rows + 2 * run->j + 1] -
@@ -374,7 +477,10 @@ static qmcu_status run_layer(const qmcu_stage_run *run, const int32_t *L) {
   }
   out = layer_output(run, L, oh, ow);
   if (out == NULL) return QMCU_STATUS_BAD_PARAMS;
-  return run_kind(run, L, in, in2, &rows, &cols, out, oh, ow);
+  {
+    const qmcu_variant v = layer_variant(run, L, n);
+    return run_kind(run, L, &v, in, in2, &rows, &cols, out, oh, ow);
+  }
 }
 
 /* A stage output with a slot: copy the patch's rows into the output. */
@@ -405,10 +511,12 @@ static qmcu_status run_stage(const qmcu_stage_params *p, const qmcu_stage_buffer
   run.p = p;
   run.b = b;
   run.use_opt = use_opt;
+  run.ext = ext_start(p) < p->pool_words ? p->pool + ext_start(p) : NULL;
   for (run.i = 0; run.i < p->grid_rows; ++run.i) {
     for (run.j = 0; run.j < p->grid_cols; ++run.j) {
+      run.patch = run.i * p->grid_cols + run.j;
       for (n = 0; n < p->num_layers; ++n) {
-        const qmcu_status status = run_layer(&run, layer_at(p, n));
+        const qmcu_status status = run_layer(&run, layer_at(p, n), n);
         if (status != QMCU_STATUS_OK) return status;
       }
       if (tensor_at(p, p->num_tensors - 1)[6] != QMCU_STAGE_NO_SLOT) copy_out(&run);
@@ -454,7 +562,7 @@ static int valid_layer(const qmcu_stage_params *p, const int32_t *L, int32_t n,
   const int32_t out = L[QMCU_STAGE_L_OUTPUT];
   const int32_t count = L[QMCU_STAGE_L_REQUANT_COUNT];
   int32_t k;
-  if (kind < QMCU_STAGE_CONV_2D || kind > QMCU_STAGE_MAX_POOL_2D) return 0;
+  if (kind < QMCU_STAGE_CONV_2D || kind > QMCU_STAGE_PAD) return 0;
   if (inputs != (kind == QMCU_STAGE_ADD ? 2 : 1)) return 0;
   if (out != n + 1 || out >= p->num_tensors) return 0; /* layer n writes tensor n + 1 */
   for (k = 0; k < inputs; ++k) {
@@ -474,11 +582,102 @@ static int valid_layer(const qmcu_stage_params *p, const int32_t *L, int32_t n,
     if (L[QMCU_STAGE_L_FILTER] < 1 || L[QMCU_STAGE_L_FILTER] >= num_operands) return 0;
     if (L[QMCU_STAGE_L_BIAS] >= num_operands || L[QMCU_STAGE_L_BIAS] == 0) return 0;
     if (count != tensor_at(p, out)[3]) return 0;
+  } else if (kind == QMCU_STAGE_PAD) {
+    if (count != 1) return 0;
+    for (k = QMCU_STAGE_L_KERNEL_H; k <= QMCU_STAGE_L_DILATION_W; ++k) {
+      if (L[k] != 1) return 0;
+    }
   } else if (kind == QMCU_STAGE_ADD ? count != 3 : count != 0) {
     return 0;
   }
   return L[QMCU_STAGE_L_REQUANT_AT] >= requant_start &&
          L[QMCU_STAGE_L_REQUANT_AT] <= p->pool_words - 2 * count;
+}
+
+/* A patch table of tensor t: widths 8/4/2 with zero points in range, packable channels. */
+static int valid_tensor_table(const qmcu_stage_params *p, int32_t t, int32_t table) {
+  const int32_t patches = patches_of(p);
+  const int32_t channels = tensor_at(p, t)[3];
+  int32_t k;
+  if (t == 0 || t == p->num_tensors - 1) return 0; /* the stage input and output stay int8 */
+  for (k = 0; k < patches; ++k) {
+    const int32_t bits = p->pool[table + k];
+    const int32_t zp = p->pool[table + patches + k];
+    if (bits == 8) {
+      if (zp < -128 || zp > 127) return 0;
+    } else if (bits == 4 || bits == 2) {
+      if (zp < 0 || zp > (1 << bits) - 1 || channels % (8 / bits) != 0) return 0;
+    } else {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int int8_only(int32_t kind) { return kind == QMCU_STAGE_MAX_POOL_2D; }
+
+/* A layer's variant table: indices in [0, V], offsets >= -1, the data operand in range; max
+ * pools and pads have none (the glue checks the offsets against the operand's size). */
+static int valid_variant_table(const qmcu_stage_params *p, const int32_t *L, int32_t count,
+                               int32_t table, int32_t data, int32_t num_operands) {
+  const int32_t patches = patches_of(p);
+  int32_t k;
+  if (int8_only(L[QMCU_STAGE_L_KIND]) || L[QMCU_STAGE_L_KIND] == QMCU_STAGE_PAD) return 0;
+  if (data < 1 || data >= num_operands) return 0;
+  for (k = 0; k < patches; ++k) {
+    if (p->pool[table + k] < 0 || p->pool[table + k] > count) return 0;
+  }
+  for (k = 0; k < count; ++k) {
+    const int32_t *r = p->pool + table + patches + QMCU_STAGE_VARIANT_WORDS * k;
+    const int needs_requant = L[QMCU_STAGE_L_KIND] != QMCU_STAGE_AVERAGE_POOL_2D;
+    if (r[0] > r[1] || r[2] < -1 || r[3] < -1 || (needs_requant && r[3] < 0)) return 0;
+  }
+  return 1;
+}
+
+/* Version 2's section: the pool ends at `at` (version 1) or holds exactly the index words
+ * and the tables they point to, each inside the pool. */
+static int valid_extension(const qmcu_stage_params *p, int32_t at, int32_t num_operands) {
+  const int32_t patches = patches_of(p);
+  const int32_t *ext = p->pool + at;
+  int32_t t, n, used;
+  if (at == p->pool_words) return 1;
+  used = p->num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * p->num_layers;
+  if (p->pool_words - at < used) return 0;
+  for (t = 0; t < p->num_tensors; ++t) {
+    if (ext[t] == -1) {
+      if (tensor_at(p, t)[4] != 8) return 0;
+      continue;
+    }
+    if (ext[t] < at + used || ext[t] > p->pool_words - 2 * patches) return 0;
+    if (!valid_tensor_table(p, t, ext[t])) return 0;
+    used += 2 * patches;
+  }
+  for (n = 0; n < p->num_layers; ++n) {
+    const int32_t *e = ext + p->num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    const int32_t count = e[0];
+    const int32_t table = e[1];
+    const int32_t *L = layer_at(p, n);
+    if (table == -1) {
+      if (count != 0 || e[2] != -1) return 0;
+      continue;
+    }
+    if (count < 1 || count > patches || table < at + used ||
+        table > p->pool_words - patches - QMCU_STAGE_VARIANT_WORDS * count) {
+      return 0;
+    }
+    if (!valid_variant_table(p, L, count, table, e[2], num_operands)) return 0;
+    used += patches + QMCU_STAGE_VARIANT_WORDS * count;
+  }
+  if (used != p->pool_words - at) return 0;
+  for (n = 0; n < p->num_layers; ++n) { /* max pools read and write int8 maps only */
+    const int32_t *L = layer_at(p, n);
+    if (int8_only(L[QMCU_STAGE_L_KIND]) &&
+        (ext[L[QMCU_STAGE_L_INPUT0]] != -1 || ext[L[QMCU_STAGE_L_OUTPUT]] != -1)) {
+      return 0;
+    }
+  }
+  return 1;
 }
 
 qmcu_status qmcu_patch_stage_check(const qmcu_stage_params *p, int32_t num_operands) {
@@ -496,6 +695,12 @@ qmcu_status qmcu_patch_stage_check(const qmcu_stage_params *p, int32_t num_opera
   }
   for (n = 0; n < p->num_layers; ++n) {
     if (!valid_layer(p, layer_at(p, n), n, num_operands, requant_start)) {
+      return QMCU_STATUS_BAD_PARAMS;
+    }
+  }
+  {
+    const int32_t at = ext_start(p);
+    if (at > p->pool_words || !valid_extension(p, at, num_operands)) {
       return QMCU_STATUS_BAD_PARAMS;
     }
   }

@@ -15,7 +15,9 @@ namespace {
 // returns 0, so a parser reads all its keys and checks ok() once.
 class OptionsReader {
  public:
-  OptionsReader(const uint8_t* buf, size_t len) : map_(flexbuffers::Map::EmptyMap()) {
+  // max_version: the newest version this map may have (QMCU_PATCH_STAGE: 2; others: 1).
+  OptionsReader(const uint8_t* buf, size_t len, int32_t max_version = QMCU_OPTIONS_VERSION)
+      : map_(flexbuffers::Map::EmptyMap()) {
     ok_ = buf != nullptr && len >= 3 &&
           len < static_cast<size_t>(FLATBUFFERS_MAX_BUFFER_SIZE) &&
           flexbuffers::VerifyBuffer(buf, len);
@@ -24,8 +26,11 @@ class OptionsReader {
     ok_ = root.IsMap();
     if (!ok_) return;
     map_ = root.AsMap();
-    ok_ = Int("version") == QMCU_OPTIONS_VERSION;
+    version_ = Int("version");
+    ok_ = ok_ && version_ >= QMCU_OPTIONS_VERSION && version_ <= max_version;
   }
+
+  int32_t version() const { return version_; }
 
   bool ok() const { return ok_; }
 
@@ -74,6 +79,8 @@ class OptionsReader {
 
   // A map without a version key (the tensors and layers of a stage).
   explicit OptionsReader(const flexbuffers::Map& map) : map_(map), ok_(true) {}
+
+  bool Has(const char* key) const { return !map_[key].IsNull(); }
 
   static bool IntVector(const flexbuffers::Reference& ref, int32_t* out, int32_t n,
                         int32_t limit, int32_t* length) {
@@ -185,6 +192,7 @@ class OptionsReader {
 
   flexbuffers::Map map_;
   bool ok_;
+  int32_t version_ = 0;
 };
 
 bool ParseConvLike(const uint8_t* buf, size_t len, bool depthwise, qmcu_conv_params* out) {
@@ -211,11 +219,14 @@ bool ParseConvLike(const uint8_t* buf, size_t len, bool depthwise, qmcu_conv_par
 constexpr int32_t kMaxGrid = 4096;
 constexpr int32_t kMaxChannels = 1 << 20;
 
+constexpr int32_t kStageVersion = 2;  // version 2: per-patch widths (docs §8.1)
+
 struct StageCounts {
   int32_t grid[2];
   int32_t tensors;
   int32_t layers;
   int32_t requant_words;
+  int32_t ext_words;  // version 2's section (0: none, the pool is a version-1 pool)
 };
 
 int32_t VectorSize(const flexbuffers::Map& map, const char* key) {
@@ -237,6 +248,18 @@ bool StageSizes(OptionsReader& root, StageCounts* counts) {
   counts->layers = VectorSize(root.map(), "layers");
   if (counts->tensors < 2 || counts->layers != counts->tensors - 1) return false;
   counts->requant_words = 0;
+  const int32_t patches = counts->grid[0] * counts->grid[1];
+  int32_t tables = 0;
+  bool any = false;
+  for (n = 0; n < counts->tensors; ++n) {
+    flexbuffers::Map tensor = flexbuffers::Map::EmptyMap();
+    if (!OptionsReader::At(root.map(), "tensors", static_cast<size_t>(n), &tensor)) return false;
+    OptionsReader r(tensor);
+    if (r.Has("patch_bits")) {
+      any = true;
+      tables += 2 * patches;
+    }
+  }
   for (n = 0; n < counts->layers; ++n) {
     flexbuffers::Map layer = flexbuffers::Map::EmptyMap();
     int32_t length = 0;
@@ -244,8 +267,64 @@ bool StageSizes(OptionsReader& root, StageCounts* counts) {
     OptionsReader r(layer);
     if (!r.Ints("multiplier", nullptr, -1, kMaxChannels, &length)) return false;
     counts->requant_words += 2 * length;
+    if (r.Has("patch_variants")) {
+      if (!r.Ints("variants", nullptr, -1, QMCU_STAGE_VARIANT_WORDS * patches, &length) ||
+          length % QMCU_STAGE_VARIANT_WORDS != 0) {
+        return false;
+      }
+      any = true;
+      tables += patches + length;
+    }
   }
+  if (any && root.version() != kStageVersion) return false;  // tables are version 2's
+  counts->ext_words =
+      any ? counts->tensors + QMCU_STAGE_LAYER_EXT_WORDS * counts->layers + tables : 0;
   return true;
+}
+
+size_t StageWords(const StageCounts& c) {
+  return qmcu_stage_pool_words_for(c.tensors, c.layers, c.grid[0], c.grid[1],
+                                   c.requant_words) +
+         static_cast<size_t>(c.ext_words);
+}
+
+// Version 2's section at pool[at]: index words, then the tables (docs §8.3).
+bool ParseStageExtension(const flexbuffers::Map& root, const StageCounts& c, int32_t* pool,
+                         int32_t at) {
+  const int32_t patches = c.grid[0] * c.grid[1];
+  int32_t* index = pool + at;
+  int32_t where = at + c.tensors + QMCU_STAGE_LAYER_EXT_WORDS * c.layers;
+  for (int32_t t = 0; t < c.tensors; ++t) {
+    flexbuffers::Map map = flexbuffers::Map::EmptyMap();
+    if (!OptionsReader::At(root, "tensors", static_cast<size_t>(t), &map)) return false;
+    OptionsReader r(map);
+    index[t] = -1;
+    if (!r.Has("patch_bits")) continue;
+    index[t] = where;
+    r.Ints("patch_bits", pool + where, patches, 0, nullptr);
+    r.Ints("patch_zero_points", pool + where + patches, patches, 0, nullptr);
+    if (!r.ok()) return false;
+    where += 2 * patches;
+  }
+  for (int32_t n = 0; n < c.layers; ++n) {
+    flexbuffers::Map map = flexbuffers::Map::EmptyMap();
+    if (!OptionsReader::At(root, "layers", static_cast<size_t>(n), &map)) return false;
+    OptionsReader r(map);
+    int32_t length = 0;
+    int32_t* e = index + c.tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    e[0] = 0;
+    e[1] = -1;
+    e[2] = -1;
+    if (!r.Has("patch_variants")) continue;
+    r.Ints("patch_variants", pool + where, patches, 0, nullptr);
+    r.Ints("variants", pool + where + patches, -1, QMCU_STAGE_VARIANT_WORDS * patches, &length);
+    e[2] = r.Int("variant_data");
+    if (!r.ok()) return false;
+    e[0] = length / QMCU_STAGE_VARIANT_WORDS;
+    e[1] = where;
+    where += patches + length;
+  }
+  return where == at + c.ext_words;
 }
 
 bool ParseStageTensor(const flexbuffers::Map& map, const StageCounts& c, int32_t* record,
@@ -378,21 +457,19 @@ bool qmcu_parse_unpack_options(const uint8_t* buf, size_t len, qmcu_requant_para
 }
 
 bool qmcu_parse_patch_stage_words(const uint8_t* buf, size_t len, size_t* words) {
-  OptionsReader root(buf, len);
+  OptionsReader root(buf, len, kStageVersion);
   StageCounts c;
   if (!StageSizes(root, &c) || words == nullptr) return false;
-  *words = qmcu_stage_pool_words_for(c.tensors, c.layers, c.grid[0], c.grid[1],
-                                     c.requant_words);
+  *words = StageWords(c);
   return true;
 }
 
 bool qmcu_parse_patch_stage_options(const uint8_t* buf, size_t len, int32_t* pool,
                                     size_t pool_words, qmcu_stage_params* out) {
-  OptionsReader root(buf, len);
+  OptionsReader root(buf, len, kStageVersion);
   StageCounts c;
   if (!StageSizes(root, &c) || pool == nullptr || out == nullptr) return false;
-  const size_t words =
-      qmcu_stage_pool_words_for(c.tensors, c.layers, c.grid[0], c.grid[1], c.requant_words);
+  const size_t words = StageWords(c);
   if (words != pool_words || words > static_cast<size_t>(INT32_MAX)) return false;
   const int32_t scratch_bytes = root.Int("scratch_bytes");
   if (!root.ok()) return false;
@@ -416,6 +493,7 @@ bool qmcu_parse_patch_stage_options(const uint8_t* buf, size_t len, int32_t* poo
     }
     requant_at += 2 * L[QMCU_STAGE_L_REQUANT_COUNT];
   }
+  if (c.ext_words > 0 && !ParseStageExtension(root.map(), c, pool, requant_at)) return false;
   out->grid_rows = c.grid[0];
   out->grid_cols = c.grid[1];
   out->num_tensors = c.tensors;

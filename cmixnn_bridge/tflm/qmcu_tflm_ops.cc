@@ -300,7 +300,7 @@ TfLiteStatus RequantEval(TfLiteContext* context, TfLiteNode* node) {
 // One persistent block per op: qmcu_stage_op_data, then the int32 pool of the parsed options
 // (tensors, patch parts, layers and every layer's multipliers and shifts: the requantization of
 // each layer once, not per patch). Prepare checks and requests the one scratch buffer.
-constexpr int kMaxStageOperands = 128;
+constexpr int kMaxStageOperands = 256;
 
 void* StageInit(TfLiteContext* context, const char* buffer, size_t length) {
   size_t words = 0;
@@ -327,12 +327,55 @@ TfLiteStatus CheckStageTensors(TfLiteContext* context, const qmcu_stage_params& 
   return kTfLiteOk;
 }
 
+// Version 2's variant data: per layer with variants one INT32 constant holding every variant's
+// requant (2 n words at its offset: n = C_out for conv/depthwise, 3 for ADD, 1 for a rescaling
+// average pool) and rescaled bias (C_out words); each must lie inside the constant.
+TfLiteStatus CheckStageVariantOperands(TfLiteContext* context, TfLiteNode* node,
+                                       const qmcu_stage_params& p) {
+  int32_t at = static_cast<int32_t>(qmcu_stage_pool_words_for(p.num_tensors, p.num_layers,
+                                                              p.grid_rows, p.grid_cols, 0));
+  const int32_t* layers = p.pool + at - QMCU_STAGE_LAYER_WORDS * p.num_layers;
+  for (int32_t n = 0; n < p.num_layers; ++n) at += 2 * layers[QMCU_STAGE_LAYER_WORDS * n +
+                                                              QMCU_STAGE_L_REQUANT_COUNT];
+  if (at == p.pool_words) return kTfLiteOk;
+  const int32_t patches = p.grid_rows * p.grid_cols;
+  MicroContext* micro_context = GetMicroContext(context);
+  for (int32_t n = 0; n < p.num_layers; ++n) {
+    const int32_t* L = layers + QMCU_STAGE_LAYER_WORDS * n;
+    const int32_t* e = p.pool + at + p.num_tensors + QMCU_STAGE_LAYER_EXT_WORDS * n;
+    const int32_t count = e[0];
+    const int32_t table = e[1];
+    const int32_t kind = L[QMCU_STAGE_L_KIND];
+    const int32_t channels = p.pool[QMCU_STAGE_TENSOR_WORDS * L[QMCU_STAGE_L_OUTPUT] + 3];
+    const int32_t n_requant = kind == QMCU_STAGE_ADD ? 3
+                              : kind == QMCU_STAGE_AVERAGE_POOL_2D ? 1 : channels;
+    if (table < 0) continue;
+    int64_t need = 0;  // words of the variant data the variants read
+    for (int32_t v = 0; v < count; ++v) {
+      const int32_t* r = p.pool + table + patches + QMCU_STAGE_VARIANT_WORDS * v;
+      if (r[2] >= 0) need = need > int64_t{r[2]} + channels ? need : int64_t{r[2]} + channels;
+      if (r[3] >= 0) {
+        need = need > int64_t{r[3]} + 2 * n_requant ? need : int64_t{r[3]} + 2 * n_requant;
+      }
+    }
+    TfLiteTensor* t = micro_context->AllocateTempInputTensor(node, e[2]);
+    const bool ok = t != nullptr && t->type == kTfLiteInt32 &&
+                    static_cast<int64_t>(t->bytes) >= need * static_cast<int64_t>(sizeof(int32_t));
+    if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
+    if (!ok) {
+      MicroPrintf("QMCU_PATCH_STAGE: layer %d: variant data (input %d) is not INT32 of %d values",
+                  static_cast<int>(n), static_cast<int>(e[2]), static_cast<int>(need));
+      return kTfLiteError;
+    }
+  }
+  return kTfLiteOk;
+}
+
 TfLiteStatus StagePrepare(TfLiteContext* context, TfLiteNode* node) {
   TFLITE_DCHECK(node->user_data != nullptr);
   auto* data = static_cast<qmcu_stage_op_data*>(node->user_data);
   if (!data->parsed) {
-    MicroPrintf("QMCU_PATCH_STAGE: custom options are not a version-%d stage map",
-                QMCU_OPTIONS_VERSION);
+    MicroPrintf("QMCU_PATCH_STAGE: custom options are not a version-1 or version-2 stage map");
     return kTfLiteError;
   }
   TF_LITE_ENSURE(context, NumInputs(node) >= 1 && NumInputs(node) <= kMaxStageOperands);
@@ -349,6 +392,7 @@ TfLiteStatus StagePrepare(TfLiteContext* context, TfLiteNode* node) {
     if (t != nullptr) micro_context->DeallocateTempTfLiteTensor(t);
   }
   TF_LITE_ENSURE_OK(context, status);
+  TF_LITE_ENSURE_OK(context, CheckStageVariantOperands(context, node, data->params));
   const size_t scratch = qmcu_patch_stage_scratch_size(&data->params);
   int index = kNoScratch;
   if (scratch > 0) {

@@ -59,9 +59,11 @@ def _qmcu_macs(*, op: Operator) -> int:
 
 
 def _stage_layer_costs(*, op: Operator) -> list[tuple[int, int]]:
-    """(MACs, input bits) of each conv/depthwise layer of a QMCU_PATCH_STAGE op, summed
-    over the patches: every patch computes its own output region, halos included."""
+    """(MACs, input bits) of each conv/depthwise layer of a QMCU_PATCH_STAGE op per patch
+    (every patch computes its own output region, halos included, with its input at the
+    patch's own width)."""
     opts = decode_stage_options(data=op.custom_options or b"")
+    cols = opts.grid[1]
     costs = []
     for layer in opts.layers:
         if layer.kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
@@ -69,8 +71,10 @@ def _stage_layer_costs(*, op: Operator) -> list[tuple[int, int]]:
         src, out = opts.tensors[layer.inputs[0]], opts.tensors[layer.output]
         per_output = layer.kernel[0] * layer.kernel[1] * \
             (src.shape[3] if layer.kind == "CONV_2D" else 1)
-        pixels = sum((r1 - r0) * (c1 - c0) for r0, r1 in out.rows for c0, c1 in out.cols)
-        costs.append((pixels * out.shape[3] * per_output, src.bits))
+        for i, (r0, r1) in enumerate(out.rows):
+            for j, (c0, c1) in enumerate(out.cols):
+                costs.append(((r1 - r0) * (c1 - c0) * out.shape[3] * per_output,
+                              src.bits_at(i * cols + j)))
     return costs
 
 

@@ -64,13 +64,16 @@ class _Buffers:
                                                               channels)
         view[:, r0:r0 + value.shape[1], c0:c0 + value.shape[2]] = value.view(np.uint8)
 
-    def read_slot(self, *, offset: int, shape: tuple[int, int, int]) -> np.ndarray:
+    def read_slot(self, *, offset: int, shape: tuple[int, int, int], bits: int = 8
+                  ) -> np.ndarray:
+        """Stored form: int8 (8 bits) or packed uint8 bytes, shape (N, rows, cols, bytes)."""
         size = shape[0] * shape[1] * shape[2]
         if offset < 0 or offset + size > self.options.scratch_bytes:
             raise ValueError(f"slot [{offset}, {offset + size}) leaves the scratch of "
                              f"{self.options.scratch_bytes} bytes")
         data = self.scratch[:, offset:offset + size].copy()
-        return data.view(np.int8).reshape((self.samples,) + shape)
+        data = data if bits < 8 else data.view(np.int8)
+        return data.reshape((self.samples,) + shape)
 
     def write_slot(self, *, offset: int, value: np.ndarray) -> None:
         flat = np.ascontiguousarray(value).reshape(self.samples, -1).view(np.uint8)
@@ -79,14 +82,16 @@ class _Buffers:
         self.scratch[:, offset:offset + flat.shape[1]] = flat
 
     def held(self, *, t: int, i: int, j: int) -> np.ndarray:
-        """What patch (i, j) holds of tensor t, (N, rows, cols, C)."""
+        """What patch (i, j) holds of tensor t, stored form (N, rows, cols, bytes/pixel)."""
         if t == 0:
             return self.x
         tensor = self.options.tensors[t]
         r0, r1, c0, c1 = tensor.region(i, j)
         if tensor.offset == NO_SLOT:
             raise ValueError(f"tensor {t} is read but has no slot")
-        return self.read_slot(offset=tensor.offset, shape=(r1 - r0, c1 - c0, tensor.shape[3]))
+        p = i * self.options.grid[1] + j
+        return self.read_slot(offset=tensor.offset, bits=tensor.bits_at(p),
+                              shape=(r1 - r0, c1 - c0, tensor.pixel_bytes_at(p)))
 
 
 def run_stage(*, options: StageOptions, x: np.ndarray, operands: dict[int, np.ndarray]
@@ -120,7 +125,9 @@ def _layer_input(*, buffers: _Buffers, layer: StageLayer, k: int, i: int,
                              "window does not span the held columns")
         return window, rows, cols
     buffers.write_slot(offset=layer.staging[k], value=window)
-    return buffers.read_slot(offset=layer.staging[k], shape=window.shape[1:]), rows, cols
+    bits = options.tensors[t].bits_at(i * options.grid[1] + j)
+    return buffers.read_slot(offset=layer.staging[k], shape=window.shape[1:], bits=bits), \
+        rows, cols
 
 
 def _run_layer(*, buffers: _Buffers, layer: StageLayer, operands: dict[int, np.ndarray],
@@ -135,7 +142,7 @@ def _run_layer(*, buffers: _Buffers, layer: StageLayer, operands: dict[int, np.n
     inputs = [_layer_input(buffers=buffers, layer=layer, k=k, i=i, j=j)
               for k in range(len(layer.inputs))]
     value = compute_layer(options=options, layer=layer, inputs=inputs, operands=operands,
-                          out_hw=(oh, ow))
+                          out_hw=(oh, ow), patch=i * options.grid[1] + j)
     _store(buffers=buffers, layer=layer, value=value, i=i, j=j, first_row=0)
 
 
@@ -162,8 +169,9 @@ def _in_place(*, options: StageOptions, layer: StageLayer) -> bool:
 
 
 def _slot_extent(tensor) -> int:
-    return max((r[1] - r[0]) * (c[1] - c[0]) for r in tensor.rows
-               for c in tensor.cols) * tensor.pixel_bytes
+    cols = len(tensor.cols)
+    return max((r[1] - r[0]) * (c[1] - c[0]) * tensor.pixel_bytes_at(i * cols + j)
+               for i, r in enumerate(tensor.rows) for j, c in enumerate(tensor.cols))
 
 
 def _run_in_place(*, buffers: _Buffers, layer: StageLayer, operands: dict[int, np.ndarray],
@@ -184,7 +192,8 @@ def _run_in_place(*, buffers: _Buffers, layer: StageLayer, operands: dict[int, n
         r0 = held_part(options=options, t=layer.inputs[0], i=i, j=j)[0]
         window = held[:, row_cut.start - r0:row_cut.stop - r0]
         value = compute_layer(options=options, layer=layer, inputs=[(window, row_cut, cols)],
-                              operands=operands, out_hw=(1, ow))
+                              operands=operands, out_hw=(1, ow),
+                              patch=i * options.grid[1] + j)
         _store(buffers=buffers, layer=layer, value=value, i=i, j=j, first_row=oy)
 
 
@@ -196,44 +205,84 @@ def _geometry(*, layer: StageLayer, rows: AxisCut, cols: AxisCut) -> Geometry:
 
 
 def compute_layer(*, options: StageOptions, layer: StageLayer, inputs: list,
-                  operands: dict[int, np.ndarray], out_hw: tuple[int, int]) -> np.ndarray:
-    """One layer on one patch: int8 (N, out_h, out_w, C_out)."""
+                  operands: dict[int, np.ndarray], out_hw: tuple[int, int],
+                  patch: int = 0) -> np.ndarray:
+    """One layer on one patch (index `patch`, row-major): its output in stored form, int8
+    (N, out_h, out_w, C_out) or packed bytes, with the patch's widths and the layer's
+    variant for that patch (docs §8.2)."""
     x, rows, cols = inputs[0]
     src = options.tensors[layer.inputs[0]]
     dst = options.tensors[layer.output]
     n = x.shape[0]
     out_shape = (n,) + tuple(out_hw) + (dst.shape[3],)
+    in_shape = (n,) + tuple(x.shape[1:3]) + (src.shape[3],)
     geometry = _geometry(layer=layer, rows=rows, cols=cols)
+    in_bits, out_bits = src.bits_at(patch), dst.bits_at(patch)
+    in_zp, out_zp = src.zero_point_at(patch), dst.zero_point_at(patch)
+    variant = layer.variant_at(patch)
+    act_min, act_max = (layer.act_min, layer.act_max) if variant is None else \
+        (variant.act_min, variant.act_max)
+    data = None if variant is None else np.asarray(operands[layer.variant_data], np.int64)
+    requant = np.array([layer.multiplier, layer.shift], dtype=np.int64) if variant is None \
+        or variant.requant < 0 else _requant_words(data=data, at=variant.requant, kind=layer.kind,
+                                                   channels=dst.shape[3])
     if layer.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         weights = operands[layer.filter]
-        common = dict(in_bits=8, out_bits=8, w_bits=8, in_zero_point=src.zero_point,
-                      out_zero_point=dst.zero_point, in_shape=tuple(x.shape),
+        common = dict(in_bits=in_bits, out_bits=out_bits, w_bits=8, in_zero_point=in_zp,
+                      out_zero_point=out_zp, in_shape=in_shape,
                       filter_shape=tuple(weights.shape), out_shape=out_shape,
-                      act_min=layer.act_min, act_max=layer.act_max, geometry=geometry)
+                      act_min=act_min, act_max=act_max, geometry=geometry)
         depthwise = layer.kind == "DEPTHWISE_CONV_2D"
         opts = DepthwiseConv2DOptions(**common, depth_multiplier=layer.depth_multiplier) \
             if depthwise else Conv2DOptions(**common)
-        bias = operands[layer.bias] if layer.bias >= 0 else None
-        requant = np.array([layer.multiplier, layer.shift], dtype=np.int64)
+        if variant is not None and variant.bias >= 0:
+            bias = data[variant.bias:variant.bias + dst.shape[3]]
+        else:
+            bias = operands[layer.bias] if layer.bias >= 0 else None
         return fast_conv_like(input=x, filter=weights, bias=bias, requant=requant,
                               options=opts, depthwise=depthwise)
     if layer.kind == "ADD":
         other = options.tensors[layer.inputs[1]]
-        opts = AddOptions(in1_bits=8, in2_bits=8, out_bits=8, in1_zero_point=src.zero_point,
-                          in2_zero_point=other.zero_point, out_zero_point=dst.zero_point,
-                          in1_multiplier=layer.multiplier[0], in1_shift=layer.shift[0],
-                          in2_multiplier=layer.multiplier[1], in2_shift=layer.shift[1],
-                          out_multiplier=layer.multiplier[2], out_shift=layer.shift[2],
-                          act_min=layer.act_min, act_max=layer.act_max, shape=out_shape)
+        (m1, m2, mo), (h1, h2, ho) = (tuple(int(v) for v in row) for row in requant)
+        opts = AddOptions(in1_bits=in_bits, in2_bits=other.bits_at(patch), out_bits=out_bits,
+                          in1_zero_point=in_zp, in2_zero_point=other.zero_point_at(patch),
+                          out_zero_point=out_zp, in1_multiplier=m1, in1_shift=h1,
+                          in2_multiplier=m2, in2_shift=h2, out_multiplier=mo, out_shift=ho,
+                          act_min=act_min, act_max=act_max, shape=out_shape)
         return qmcu_kernels.add(input1=x, input2=inputs[1][0], options=opts)
     if layer.kind == "AVERAGE_POOL_2D":
-        opts = AveragePool2DOptions(in_bits=8, out_bits=8, in_zero_point=src.zero_point,
-                                    out_zero_point=dst.zero_point, in_shape=tuple(x.shape),
+        rescale = variant is not None and variant.requant >= 0
+        multiplier, shift = (int(requant[0, 0]), int(requant[1, 0])) if rescale else (0, 0)
+        opts = AveragePool2DOptions(in_bits=in_bits, out_bits=out_bits, in_zero_point=in_zp,
+                                    out_zero_point=out_zp, in_shape=in_shape,
                                     out_shape=out_shape, filter_h=layer.kernel[0],
-                                    filter_w=layer.kernel[1], act_min=layer.act_min,
-                                    act_max=layer.act_max, geometry=geometry)
+                                    filter_w=layer.kernel[1], act_min=act_min,
+                                    act_max=act_max, geometry=geometry, rescale=rescale,
+                                    multiplier=multiplier, shift=shift)
         return qmcu_kernels.average_pool_2d(input=x, options=opts)
+    if layer.kind == "PAD":     # copies stored pixels; fills with the zero point (packed)
+        widths = ((0, 0), (rows.pad_before, rows.pad_after), (cols.pad_before, cols.pad_after),
+                  (0, 0))
+        out = np.pad(x, widths, constant_values=layer.multiplier[0] if out_bits == 8 else
+                     pad_byte(bits=out_bits, zero_point=out_zp))
+        if out.shape[1:3] != tuple(out_hw):
+            raise ValueError(f"PAD of {x.shape[1:3]} gives {out.shape[1:3]}, not {out_hw}")
+        return out
     return max_pool(x=x, layer=layer, rows=rows, cols=cols, out_hw=out_hw)
+
+
+def _requant_words(*, data: np.ndarray, at: int, kind: str, channels: int) -> np.ndarray:
+    """(2, n) multipliers and shifts at word `at` of a layer's variant data."""
+    n = {"ADD": 3, "AVERAGE_POOL_2D": 1}.get(kind, channels)
+    if at + 2 * n > data.size:
+        raise ValueError(f"variant requant [{at}, {at + 2 * n}) leaves the {data.size} words "
+                         "of the layer's variant data")
+    return data[at:at + 2 * n].reshape(2, n)
+
+
+def pad_byte(*, bits: int, zero_point: int) -> int:
+    """The byte of a packed map whose every element is `zero_point` (docs §1.1)."""
+    return sum(zero_point << (bits * k) for k in range(8 // bits))
 
 
 def max_pool(*, x: np.ndarray, layer: StageLayer, rows: AxisCut, cols: AxisCut,
@@ -256,7 +305,7 @@ def patch_stage_kernel(*, ctx: OpContext) -> list[np.ndarray]:
     try:
         options = decode_stage_options(data=ctx.op.custom_options or b"")
         operands = {k: ctx.parameter(k) for layer in options.layers
-                    for k in (layer.filter, layer.bias) if k >= 0}
+                    for k in (layer.filter, layer.bias, layer.variant_data) if k >= 0}
         x = folded_input(ctx=ctx, i=0)
         out = run_stage(options=options, x=x, operands=operands)
     except ValueError as err:

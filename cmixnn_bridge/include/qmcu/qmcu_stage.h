@@ -8,6 +8,17 @@
  *   [7T, 7T + 2T(R+C))          per tensor: R row parts [start, stop), then C column parts
  *   next 24 L                   per layer: QMCU_STAGE_L_* fields below
  *   then                        per layer with requant_count > 0: multipliers, then shifts
+ *   then (version 2 only: per-patch widths; absent, the pool ends above)
+ *     T words                   per tensor: pool index of its patch table, -1: none
+ *     3 L words                 per layer: number of extra variants V, pool index of its
+ *                               variant table (-1: none), its variant-data operand (an
+ *                               INT32 op input holding the variants' requant and biases)
+ *     tables                    tensor: P bits, then P zero points (P = R * C patches,
+ *                               row-major); layer: P variant indices (0: the layer's own
+ *                               int8 fields), then V records of QMCU_STAGE_VARIANT_WORDS:
+ *                               act_min, act_max, bias offset (-1: the layer's own bias
+ *                               operand), requant offset (-1: none; else 2 n words,
+ *                               multipliers then shifts), offsets in words of variant data
  */
 #ifndef QMCU_STAGE_H
 #define QMCU_STAGE_H
@@ -21,6 +32,8 @@ extern "C" {
 #define QMCU_STAGE_TENSOR_WORDS 7
 #define QMCU_STAGE_LAYER_WORDS 24
 #define QMCU_STAGE_NO_SLOT (-1)
+#define QMCU_STAGE_VARIANT_WORDS 4
+#define QMCU_STAGE_LAYER_EXT_WORDS 3
 
 /* Layer kinds (the `kind` option). */
 enum {
@@ -28,7 +41,8 @@ enum {
   QMCU_STAGE_DEPTHWISE_CONV_2D = 1,
   QMCU_STAGE_ADD = 2,
   QMCU_STAGE_AVERAGE_POOL_2D = 3,
-  QMCU_STAGE_MAX_POOL_2D = 4
+  QMCU_STAGE_MAX_POOL_2D = 4,
+  QMCU_STAGE_PAD = 5 /* kernel/stride/dilation 1; fill value: its one "multiplier" */
 };
 
 /* Word index of each layer field inside its 24-word record. */

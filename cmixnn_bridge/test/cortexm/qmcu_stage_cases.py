@@ -6,16 +6,21 @@ Used by tests/test_stage_op_cortexm.py (correctness on QEMU) and bench/kernels_c
 """
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import numpy as np
 
-from testdata.synthetic_models import (Conv, DepthwiseConv, ModelSpec, Pool, Residual,
+from testdata.synthetic_models import (Conv, DepthwiseConv, ModelSpec, Pad, Pool, Residual,
                                        build_int8_graph)
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir.reader import read_model_file
+from tflite_quantmcu.patches.rewrite import build_patched_graph
 from tflite_quantmcu.patches.stage import make_stage, split_bounds
 from tflite_quantmcu.patches.stage_op import apply_stage_op
+from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
+from tflite_quantmcu.quant.plan import BitwidthPlan
+from tflite_quantmcu.quant.ranges import full_range
 from tflite_quantmcu.qmcu_stage_options import decode_stage_options, stage_pool
 from tflite_quantmcu.reference.qmcu_stage import run_stage
 
@@ -39,9 +44,53 @@ def synthetic():
     return build_int8_graph(spec=spec)
 
 
-def stage_case(name, split, grid, in_place):
+def mixed_widths(*, builtin, seed: int, keep8: float | None = None) -> BitwidthPlan:
+    """A plan giving each per-patch map of the builtin form a random width it may take (8, 4
+    or 2; keep8: the chance of 8 where sub-byte is allowed, None: uniform), half of the
+    sub-byte ones a narrowed range with its own zero point: every patch its own widths and
+    quantization, so the stage op needs per-patch tables and variants."""
+    rng = np.random.default_rng(seed)
+    allowed = subbyte_candidates(graph=builtin)
+    bits, ranges = {}, {}
+    for key in sorted(k for k in allowed if k.startswith("p")):
+        sub = [b for b in allowed[key] if b < 8]
+        width = int(rng.choice([8] + sub)) if keep8 is None or not sub else \
+            (8 if rng.random() < keep8 else int(rng.choice(sub)))
+        bits[key] = width
+        if width == 8:
+            continue
+        q = builtin.main.tensors[key].quantization
+        chosen = full_range(scale8=q.scale[0], zero_point8=q.zero_point[0], bits=width)
+        if rng.random() < 0.5:
+            chosen = dataclasses.replace(
+                chosen, rule="test", zero_point=int(rng.integers(0, 1 << width)),
+                scale=float(np.float32(chosen.scale * rng.uniform(0.3, 1.0))))
+        ranges[key] = chosen
+    return BitwidthPlan(policy="test-mixed", options={"seed": seed}, bits=bits, ranges=ranges)
+
+
+def synthetic_pad():
+    """A stage with PAD layers (explicit paddings inside the stage, as Keras' ZeroPadding2D
+    before a VALID stride-2 depthwise), then a residual block."""
+    spec = ModelSpec(input_shape=(17, 15, 4), seed=3, layers=(
+        Conv(filters=8, kernel=(3, 3)),
+        Pad(1, 2, 0, 1),
+        DepthwiseConv(kernel=(3, 3), stride=(2, 2), padding="VALID"),
+        Conv(filters=8, kernel=(1, 1), activation="NONE"),
+        Pad(2, 0, 1, 1),
+        DepthwiseConv(kernel=(3, 3), dilation=(1, 1), padding="VALID"),
+        Conv(filters=8, kernel=(1, 1), padding="VALID"),
+        Residual(source=3)))
+    return build_int8_graph(spec=spec)
+
+
+def stage_case(name, split, grid, in_place, subbyte_seed=None):
+    """The op's options and operands (None for the stage input); subbyte_seed: mixed
+    per-patch widths (`mixed_widths`), None: int8."""
     if name is None:
         graph = synthetic()
+    elif name == "synthetic-pad":
+        graph = synthetic_pad()
     else:
         path = fixture(name)
         if not path.exists():
@@ -49,9 +98,14 @@ def stage_case(name, split, grid, in_place):
         graph = read_model_file(path=path)
     st = make_stage(subgraph=graph.main, split=split)
     shape = graph.main.tensors[st.output_key].shape
-    patched = apply_stage_op(graph=graph, stage=st, in_place=in_place,
-                             row_bounds=split_bounds(size=shape[1], parts=grid[0]),
-                             col_bounds=split_bounds(size=shape[2], parts=grid[1]))
+    rows = split_bounds(size=shape[1], parts=grid[0])
+    cols = split_bounds(size=shape[2], parts=grid[1])
+    widths = None if subbyte_seed is None else mixed_widths(
+        builtin=build_patched_graph(graph=graph, stage=st, row_bounds=rows, col_bounds=cols,
+                                    in_place=in_place),
+        seed=subbyte_seed)
+    patched = apply_stage_op(graph=graph, stage=st, in_place=in_place, row_bounds=rows,
+                             col_bounds=cols, bitwidths=widths)
     op = patched.main.operators[0]
     operands = [None] + [patched.main.tensors[k].array() for k in op.inputs[1:]]
     return op.custom_options, operands
@@ -91,10 +145,11 @@ def _case_source(index: int, label: str, data: bytes, operands: list) -> tuple[s
 
 
 def header(cases) -> str:
-    """The C header of `cases`: (label, fixture name or None, split, grid, in_place)."""
+    """The C header of `cases`: (label, fixture name or None, split, grid, in_place[,
+    subbyte seed])."""
     parts, entries, io, scratch = [], [], 0, 0
-    for index, (label, name, split, grid, in_place) in enumerate(cases):
-        data, operands = stage_case(name, split, grid, in_place)
+    for index, (label, name, split, grid, in_place, *subbyte) in enumerate(cases):
+        data, operands = stage_case(name, split, grid, in_place, *subbyte)
         text, entry, io_bytes, scratch_bytes = _case_source(index, label, data, operands)
         parts.append(text)
         entries.append(entry)
