@@ -42,6 +42,9 @@ LAYERS = {
     # ReLU with the random output zero point: act_min > -128, so the kernel clamps
     "1x1 expand 24x24x32->192 ReLU": ((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False, True),
     "1x1 project 24x24x192->32": ((1, 24, 24, 192), 32, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 24x24x24->144": ((1, 24, 24, 24), 144, (1, 1), (0, 0, 0, 0), False),
+    "3x3 depthwise 24x24x144": ((1, 24, 24, 144), 144, (3, 3), (1, 1, 1, 1), True),
+    "1x1 project 24x24x144->24": ((1, 24, 24, 144), 24, (1, 1), (0, 0, 0, 0), False),
     "1x1 expand 12x12x64->384": ((1, 12, 12, 64), 384, (1, 1), (0, 0, 0, 0), False),
     "1x1 project 12x12x384->64": ((1, 12, 12, 384), 64, (1, 1), (0, 0, 0, 0), False),
 }
