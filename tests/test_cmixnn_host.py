@@ -7,6 +7,7 @@ AddressSanitizer + UndefinedBehaviorSanitizer build (QMCU_HOST_VARIANT=asan).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import itertools
 import os
 import pathlib
@@ -234,6 +235,26 @@ def test_depthwise_paths_equal_reference(kernels, spec, seed):
     if kernels.lib.qmcu_depthwise_conv_2d_opt_supported(ctypes.byref(conv_params(case.options))):
         assert _run_conv(k=kernels, case=case, fn="qmcu_depthwise_conv_2d_opt",
                          scratch_fn="qmcu_depthwise_conv_2d_opt_scratch_size") == want
+
+
+@pytest.mark.parametrize("bits", [(8, 8, 8), (4, 8, 4), (4, 2, 2)])
+@pytest.mark.parametrize("bias_scale", [5 << 28, -(5 << 28)])
+def test_depthwise_fused_bounds_fall_back_exactly(kernels, bits, bias_scale):
+    """Biases above 2^30 leave the fused requantization's accumulator bound (opt path, 3x3):
+    the generic form must take those layers, still bit-exact."""
+    from tflite_quantmcu.reference import qmcu_kernels as qk
+
+    spec = _conv_spec(bits=bits, shape=DW_SHAPES[0], depthwise=True)
+    case = gold.random_conv_case(rng=np.random.default_rng(11), spec=spec)
+    bias = case.bias.astype(np.int64)
+    bias[::2] = bias[::2] + bias_scale
+    bias = bias.astype(np.int32)
+    expected = qk.depthwise_conv_2d(input=case.input, filter=case.filter, bias=bias,
+                                    requant=case.requant, options=case.options)
+    case = dataclasses.replace(case, bias=bias, expected=expected)
+    assert kernels.lib.qmcu_depthwise_conv_2d_opt_supported(ctypes.byref(conv_params(case.options)))
+    assert _run_conv(k=kernels, case=case, fn="qmcu_depthwise_conv_2d_opt",
+                     scratch_fn="qmcu_depthwise_conv_2d_opt_scratch_size") == expected.tobytes()
 
 
 def test_fast_paths_take_int8_and_subbyte(kernels):

@@ -227,7 +227,9 @@ static void tap_pointers(const qmcu_conv_params *p, const uint8_t *in, const uin
 #if defined(__GNUC__)
 #define QMCU_DW_INLINE static inline __attribute__((always_inline))
 #define QMCU_DW_UNROLL _Pragma("GCC unroll 9")
+#define QMCU_DW_UNROLL_F _Pragma("GCC unroll 16")
 #else
+#define QMCU_DW_UNROLL_F
 #define QMCU_DW_INLINE static inline
 #define QMCU_DW_UNROLL
 #endif
@@ -325,11 +327,13 @@ QMCU_DW_INLINE int32_t dw_saturate(int32_t y, int32_t out_bits) {
 
 /* All C channels of one output pixel: x[t] is the input pixel of tap t, out its output. */
 QMCU_DW_INLINE void fused_pixel(const qmcu_dwf *s, const uint8_t *const *x, int32_t groups,
-                                int32_t taps, int32_t in_bits, int32_t out_bits, uint8_t *out) {
+                                int32_t taps, int32_t in_bits, int32_t out_bits, int32_t natural,
+                                uint8_t *out) {
   const int32_t f = 32 / in_bits, per = 8 / in_bits, out_per = 8 / out_bits;
   const uint32_t *w = s->wexp;
   const int32_t *bias = s->bias2;
   const int32_t *mult = s->mult, *shift = s->shift;
+  const int32_t zp2p1 = s->zp2p1, lo = s->lo, hi = s->hi;
   int32_t g;
   for (g = 0; g < groups; ++g) {
     int32_t acc[QMCU_DW_MAX_F];
@@ -360,15 +364,16 @@ QMCU_DW_INLINE void fused_pixel(const qmcu_dwf *s, const uint8_t *const *x, int3
       acc[j + 2 * per] = a2;
       acc[j + 3 * per] = a3;
     }
+    QMCU_DW_UNROLL_F
     for (k = 0; k < f; ++k) {
       const int32_t x2 = acc[k];
       const int32_t r = -shift[k];
-      const int32_t c = (int32_t)((uint32_t)s->zp2p1 << r) >> 1;
+      const int32_t c = (int32_t)((uint32_t)zp2p1 << r) >> 1;
       int32_t y = (c + qmcu_smmulr(x2, mult[k]) + (x2 >> 31)) >> r;
-      if (s->natural) {
+      if (natural) {
         y = dw_saturate(y, out_bits);
       } else {
-        y = y < s->lo ? s->lo : (y > s->hi ? s->hi : y);
+        y = y < lo ? lo : (y > hi ? hi : y);
       }
       if (out_bits == 8) {
         out[k] = (uint8_t)y;
@@ -391,11 +396,11 @@ QMCU_DW_INLINE void fused_pixel(const qmcu_dwf *s, const uint8_t *const *x, int3
   static void fused_##IB##_##OB##_9(const qmcu_dwf *s, const uint8_t *const *x, int32_t groups, \
                                     int32_t taps, uint8_t *out) {                             \
     (void)taps;                                                                               \
-    fused_pixel(s, x, groups, 9, IB, OB, out);                                                \
+    fused_pixel(s, x, groups, 9, IB, OB, 1, out);                                             \
   }                                                                                           \
   static void fused_##IB##_##OB##_n(const qmcu_dwf *s, const uint8_t *const *x, int32_t groups, \
                                     int32_t taps, uint8_t *out) {                             \
-    fused_pixel(s, x, groups, taps, IB, OB, out);                                             \
+    fused_pixel(s, x, groups, taps, IB, OB, s->natural, out);                                 \
   }
 
 QMCU_DWF_VARIANTS(8, 8)
@@ -411,14 +416,15 @@ QMCU_DWF_VARIANTS(2, 2)
 typedef void (*qmcu_dwf_fn)(const qmcu_dwf *, const uint8_t *const *, int32_t, int32_t,
                             uint8_t *);
 
-static qmcu_dwf_fn fused_kernel(int32_t in_bits, int32_t out_bits, int32_t taps) {
+/* The 3x3 variants are unrolled and clamp with one SSAT/USAT (natural range only). */
+static qmcu_dwf_fn fused_kernel(int32_t in_bits, int32_t out_bits, int32_t taps, int32_t natural) {
   static const qmcu_dwf_fn table[3][3][2] = {
       {{fused_8_8_9, fused_8_8_n}, {fused_8_4_9, fused_8_4_n}, {fused_8_2_9, fused_8_2_n}},
       {{fused_4_8_9, fused_4_8_n}, {fused_4_4_9, fused_4_4_n}, {fused_4_2_9, fused_4_2_n}},
       {{fused_2_8_9, fused_2_8_n}, {fused_2_4_9, fused_2_4_n}, {fused_2_2_9, fused_2_2_n}}};
   const int32_t i = in_bits == 8 ? 0 : (in_bits == 4 ? 1 : 2);
   const int32_t o = out_bits == 8 ? 0 : (out_bits == 4 ? 1 : 2);
-  return table[i][o][taps == 9 ? 0 : 1];
+  return table[i][o][taps == 9 && natural ? 0 : 1];
 }
 
 static void fused_run(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
@@ -427,7 +433,7 @@ static void fused_run(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
   const int32_t out_row = p->output.c * p->out_bits / 8;
   const uint8_t *zp_pixel;
   const qmcu_dwf s = fused_prepare(p, b, &zp_pixel);
-  const qmcu_dwf_fn fn = fused_kernel(p->in_bits, p->out_bits, taps);
+  const qmcu_dwf_fn fn = fused_kernel(p->in_bits, p->out_bits, taps, s.natural);
   const uint8_t *tap_ptr[QMCU_DW_MAX_TAPS];
   uint8_t *out = (uint8_t *)b->output;
   int32_t n, oy, ox;
