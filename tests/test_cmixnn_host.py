@@ -180,6 +180,9 @@ CONV_SHAPES = [
     ((2, 5, 7, 8), 4, (3, 2), (1, 2), (2, 1), (2, 1, 0, 3)),
     ((1, 5, 5, 4), 3, (1, 1), (2, 1), (1, 1), (0, 0, 0, 0)),
     ((1, 3, 3, 12), 4, (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),
+    # K = 27 and 45, not multiples of 4: the fast path pads K with zeros (8-bit weights)
+    ((1, 11, 10, 3), 16, (3, 3), (2, 2), (1, 1), (0, 1, 0, 1)),
+    ((1, 6, 7, 5), 6, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
 ]
 DW_SHAPES = [
     ((1, 6, 5, 8), 8, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
@@ -263,6 +266,10 @@ def test_fast_paths_take_int8_and_subbyte(kernels):
         params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
         assert kernels.lib.qmcu_conv_2d_opt_supported(ctypes.byref(params)) == 1
         assert kernels.lib.qmcu_conv_2d_scratch_size(ctypes.byref(params)) > 0
+    for bits in ((8, 8, 8), (8, 8, 4)):  # K = 27: padded to 28
+        spec = _conv_spec(bits=bits, shape=CONV_SHAPES[6], depthwise=False)
+        params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
+        assert kernels.lib.qmcu_conv_2d_opt_supported(ctypes.byref(params)) == 1
     for bits in ((8, 8, 8), (4, 8, 4), (2, 4, 8)):
         spec = _conv_spec(bits=bits, shape=DW_SHAPES[2], depthwise=True)
         params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
