@@ -286,11 +286,52 @@ def test_add_equals_reference(kernels, bits):
                        o.in2_zero_point, o.out_zero_point, o.left_shift, o.in1_multiplier,
                        o.in1_shift, o.in2_multiplier, o.in2_shift, o.out_multiplier, o.out_shift,
                        o.act_min, o.act_max)
-    for fn in ("qmcu_add_ref", "qmcu_add"):
+    for fn in ("qmcu_add_ref", "qmcu_add", "qmcu_add_opt"):
         bufs = AddBuffers(kernels.buffer(data=case.input1), kernels.buffer(data=case.input2),
                           kernels.buffer(size=case.expected.nbytes))
         assert getattr(kernels.lib, fn)(ctypes.byref(params), ctypes.byref(bufs)) == 0
         assert kernels.read(ptr=bufs.output, size=case.expected.nbytes) == case.expected.tobytes()
+
+
+@pytest.mark.parametrize("bits", [(8, 8, 8), (8, 4, 4), (2, 8, 2), (4, 4, 8), (8, 8, 4)],
+                         ids=lambda b: "a%dw%do%d" % b)
+@pytest.mark.parametrize("seed", range(3))
+def test_add_opt_every_code_pair_coarse_scales(kernels, bits, seed):
+    """Every pair of input codes, with small left shifts and multipliers near 1, so that each
+    rounding step of the terms and of the sum reaches the output (the fused and table forms
+    of qmcu_add_opt against the numpy reference)."""
+    from tflite_quantmcu import qmcu_options as qo
+    from tflite_quantmcu.reference import qmcu_kernels as qk
+
+    rng = np.random.default_rng(100 + seed)
+    b1, b2, bo = bits
+    codes1 = np.arange(1 << b1) - (128 if b1 == 8 else 0)
+    codes2 = np.arange(1 << b2) - (128 if b2 == 8 else 0)
+    a1, a2 = (v.ravel() for v in np.meshgrid(codes1, codes2, indexing="ij"))
+    shape = (1, 1, a1.size // 8, 8)
+    zps = [int(rng.integers(-128, 128)) if b == 8 else int(rng.integers(0, 1 << b))
+           for b in bits]
+    mult = [int(rng.integers(1 << 30, (1 << 31) - 1)) for _ in range(3)]
+    shifts = [int(rng.integers(-3, 1)), int(rng.integers(-3, 1)), int(rng.integers(-4, 0))]
+    lo, hi = qo.act_range(bits=bo)
+    o = qo.AddOptions(in1_bits=b1, in2_bits=b2, out_bits=bo, in1_zero_point=zps[0],
+                      in2_zero_point=zps[1], out_zero_point=zps[2], left_shift=int(seed),
+                      in1_multiplier=mult[0], in1_shift=shifts[0], in2_multiplier=mult[1],
+                      in2_shift=shifts[1], out_multiplier=mult[2], out_shift=shifts[2],
+                      act_min=lo, act_max=hi, shape=shape)
+    x1 = qo.pack_bits(values=a1.reshape(shape), bits=b1) if b1 < 8 else \
+        a1.astype(np.int8).reshape(shape)
+    x2 = qo.pack_bits(values=a2.reshape(shape), bits=b2) if b2 < 8 else \
+        a2.astype(np.int8).reshape(shape)
+    want = qk.add(input1=x1, input2=x2, options=o)
+    params = AddParams(_dims(o.shape), o.in1_bits, o.in2_bits, o.out_bits, o.in1_zero_point,
+                       o.in2_zero_point, o.out_zero_point, o.left_shift, o.in1_multiplier,
+                       o.in1_shift, o.in2_multiplier, o.in2_shift, o.out_multiplier, o.out_shift,
+                       o.act_min, o.act_max)
+    bufs = AddBuffers(kernels.buffer(data=x1), kernels.buffer(data=x2),
+                      kernels.buffer(size=want.nbytes))
+    assert kernels.lib.qmcu_add_opt(ctypes.byref(params), ctypes.byref(bufs)) == 0
+    assert kernels.read(ptr=bufs.output, size=want.nbytes) == want.tobytes()
 
 
 POOL_GRID = [
