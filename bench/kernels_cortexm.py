@@ -194,6 +194,41 @@ def run_one(*, helper, target, plugin: pathlib.Path, name: str, layer: Layer,
                   macs=_macs(case, spec), insns=regions[1] - regions[0])
 
 
+ADD_SHAPES = [(1, 48, 48, 16), (1, 24, 24, 24), (1, 12, 12, 32),  # the bundled model's ADDs
+              (1, 36, 36, 8), (1, 18, 18, 16), (1, 9, 9, 24), (1, 9, 9, 32),
+              (1, 5, 5, 56)]  # and MobileNetV2 w0.35 r144's
+ADD_VARIANTS = {
+    # name: (in1_bits, in2_bits, out_bits, path)
+    "int8 ref": (8, 8, 8, 0),
+    "int8 opt": (8, 8, 8, 2),
+    "a4 (4 + 4 -> 4)": (4, 4, 4, 2),
+    "a2 (2 + 2 -> 2)": (2, 2, 2, 2),
+    "mixed (8 + 4 -> 4)": (8, 4, 4, 2),
+}
+
+
+def add_key(shape) -> str:
+    return "add " + "x".join(str(v) for v in shape[1:])
+
+
+def run_add(*, helper, target, plugin: pathlib.Path, shape, variant: str) -> Result:
+    """Build, run and count one QMCU_ADD call; MACs here means elements."""
+    b1, b2, bo, path = ADD_VARIANTS[variant]
+    case = gold.random_add_case(rng=np.random.default_rng(7), bits=(b1, b2, bo), shape=shape)
+    work = BUILD / re.sub(r"[^a-z0-9]+", "_", f"{target.name} {add_key(shape)} {variant}".lower())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "qmcu_bench_case.h").write_text(f"#define QMCU_BENCH_PATH {path}\n"
+                                            "#define QMCU_BENCH_ADD 1\n"
+                                            + gold.golden_header(adds=[case]))
+    elf = helper.build_elf(target=target, main_source=CORTEXM / "qmcu_bench_main.c",
+                           include_dirs=[work], out=work / "bench.elf")
+    regions = _regions(helper=helper, target=target, plugin=plugin, elf=elf)
+    elements = int(np.prod(shape))
+    return Result(layer=add_key(shape), key=add_key(shape), variant=variant,
+                  path="ref" if path == 0 else "opt", macs=elements,
+                  insns=regions[1] - regions[0])
+
+
 STAGE_CASES = [
     # (label, fixture, split, grid, in_place)
     ("MobileNetV2 w0.35 r144, blocks 0-2 (#9), 3x3", "mobilenetv2_w035_r144.tflite", 9,
@@ -254,18 +289,19 @@ def load_cmsis_nn(*, path: pathlib.Path = CMSIS_NN) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"commit": "", "layers": {}}
 
 
-def format_table(*, results: list[Result], target: str, cmsis: dict | None = None) -> str:
+def format_table(*, results: list[Result], target: str, cmsis: dict | None = None,
+                 base_variant: str = "int8 opt", unit: str = "MAC") -> str:
     """Markdown table; "vs int8 opt" compares with the layer's optimized int8 run, "vs CMSIS-NN"
     with CMSIS-NN's int8 kernel on the same layer shape (recorded figures, Cortex-M4 only)."""
-    base = {r.layer: r.insns / r.macs for r in results if r.variant == "int8 opt"}
+    base = {r.layer: r.insns / r.macs for r in results if r.variant == base_variant}
     base = {r.layer: base.get(r.layer, float("nan")) for r in results}
     layers = (cmsis or {}).get("layers", {}) if target == "cortex-m4" else {}
     lines = [f"Executed instructions on {target} (QEMU TCG plugin), per layer call", ""]
     if layers:
         lines += [f"CMSIS-NN int8: ARM-software/CMSIS-NN {cmsis['commit']}, "
                   f"{cmsis.get('kernels', '')}, same QEMU, flags and plugin", ""]
-    lines += ["| layer | variant | path | MACs | instructions | instr/MAC | vs int8 opt "
-              "| CMSIS-NN int8 instr/MAC | vs CMSIS-NN |",
+    lines += [f"| layer | variant | path | {unit}s | instructions | instr/{unit} | vs int8 opt "
+              f"| CMSIS-NN int8 instr/{unit} | vs CMSIS-NN |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         per_mac = r.insns / r.macs
@@ -287,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only variants whose name contains this (repeatable)")
     parser.add_argument("--model", choices=sorted(MODELS),
                         help="the distinct conv / depthwise layers of a bundled model instead")
+    parser.add_argument("--add", action="store_true",
+                        help="QMCU_ADD on the bundled models' residual shapes (per element)")
     parser.add_argument("--stage", action="store_true",
                         help="QMCU_PATCH_STAGE against the sum of its layer kernel calls")
     args = parser.parse_args(argv)
@@ -299,6 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     target = helper.TARGETS[args.target]
     if args.stage:
         print(stage_table(helper=helper, target=target, plugin=plugin))
+        return 0
+    if args.add:
+        jobs = [(shape, v) for shape in ADD_SHAPES for v in ADD_VARIANTS
+                if not args.variant or any(f in v for f in args.variant)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_add, helper=helper, target=target, plugin=plugin,
+                                   shape=shape, variant=v) for shape, v in jobs]
+            results = [f.result() for f in futures]
+        print(format_table(results=results, target=args.target, cmsis=load_cmsis_nn(),
+                           base_variant="int8 opt", unit="element"))
         return 0
     layers = model_layers(path=MODELS[args.model]) if args.model else LAYERS
     jobs = [(name, variant) for name in layers for variant in VARIANTS
