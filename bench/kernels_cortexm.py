@@ -307,8 +307,9 @@ def format_table(*, results: list[Result], target: str, cmsis: dict | None = Non
         per_mac = r.insns / r.macs
         ref = layers.get(r.key)
         theirs = ref["insns"] / ref["macs"] if ref else None
+        vs_base = per_mac / base[r.layer]
         lines.append(f"| {r.layer} | {r.variant} | {r.path} | {r.macs:,} | {r.insns:,} | "
-                     f"{per_mac:.3f} | {per_mac / base[r.layer]:.2f}x | "
+                     f"{per_mac:.3f} | " + ("- | " if vs_base != vs_base else f"{vs_base:.2f}x | ")
                      + (f"{theirs:.3f} | {per_mac / theirs:.2f}x |" if theirs else "- | - |"))
     return "\n".join(lines)
 

@@ -245,33 +245,41 @@ typedef struct {
   int32_t natural;       /* [lo, hi] is the whole out_bits range: one SSAT/USAT */
 } qmcu_dwf;
 
-/* 1 when every channel meets the fused form's bounds (see the file comment). */
-static int fused_ok(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
-  const int32_t taps = p->filter.h * p->filter.w, c = p->output.c;
+static inline int32_t dw_weight(const uint8_t *w, int32_t index, int32_t bits) {
+  return bits == 8 ? (int32_t)(int8_t)w[index] : qmcu_load_weight(w, index, bits);
+}
+
+/* Writes the doubled folded biases; 1 when every channel meets the fused form's bounds (see
+ * the file comment), else 0 (the generic form then rewrites the scratch). */
+static int fused_biases(const qmcu_conv_params *p, const qmcu_conv_buffers *b, int32_t *bias2) {
+  const int32_t taps = p->filter.h * p->filter.w, c = p->output.c, bits = p->w_bits;
   const uint8_t *w = (const uint8_t *)b->filter;
   const int64_t dx = p->in_bits == 8 ? 128 : (1 << p->in_bits) - 1;
   const int64_t zo = p->out_zero_point < 0 ? -(int64_t)p->out_zero_point : p->out_zero_point;
   int32_t ch, t;
   for (ch = 0; ch < c; ++ch) {
     const int32_t r = -b->shift[ch];
-    int64_t sum = 0, sum_abs = 0, folded;
+    int32_t sum = 0, sum_abs = 0, idx = ch;
+    int64_t folded;
     if (b->multiplier[ch] < 0 || r < 1 || r > 30) return 0;
     if (((int64_t)1 << (r - 1)) + zo * ((int64_t)1 << r) >= ((int64_t)1 << 30) - 2) return 0;
-    for (t = 0; t < taps; ++t) {
-      const int32_t v = qmcu_load_weight(w, t * c + ch, p->w_bits);
+    for (t = 0; t < taps; ++t, idx += c) {
+      const int32_t v = dw_weight(w, idx, bits);
       sum += v;
       sum_abs += v < 0 ? -v : v;
     }
     folded = (b->bias != NULL ? b->bias[ch] : 0) - (int64_t)p->in_zero_point * sum;
     if ((folded < 0 ? -folded : folded) + dx * sum_abs >= ((int64_t)1 << 30)) return 0;
+    bias2[ch] = (int32_t)(2 * folded);
   }
   return 1;
 }
 
-static qmcu_dwf fused_prepare(const qmcu_conv_params *p, const qmcu_conv_buffers *b,
-                              const uint8_t **zp_pixel) {
+/* 1 and the fused form's scratch when the layer qualifies, else 0. */
+static int fused_prepare(const qmcu_conv_params *p, const qmcu_conv_buffers *b,
+                         const uint8_t **zp_pixel, qmcu_dwf *s) {
   const int32_t taps = p->filter.h * p->filter.w;
-  const int32_t c = p->output.c;
+  const int32_t c = p->output.c, bits = p->w_bits;
   const int32_t f = 32 / p->in_bits, per = 8 / p->in_bits;
   const uint8_t *w = (const uint8_t *)b->filter;
   uint32_t *wexp = (uint32_t *)b->scratch;
@@ -281,37 +289,30 @@ static qmcu_dwf fused_prepare(const qmcu_conv_params *p, const qmcu_conv_buffers
                            : (p->in_bits == 4 ? 0x11111111u : 0x55555555u) *
                                  (uint32_t)p->in_zero_point;
   const int32_t lo = p->out_bits == 8 ? -128 : 0, hi = p->out_bits == 8 ? 127 : (1 << p->out_bits) - 1;
-  qmcu_dwf s;
-  int32_t g, j, t, ch;
+  int32_t g, j, t;
+  if (!fused_biases(p, b, bias2)) return 0;
   for (j = 0; j < p->input.c * p->in_bits / 8; ++j) zpp[j] = (uint8_t)zp_word;
   *zp_pixel = zpp;
-  for (ch = 0; ch < c; ++ch) {
-    int32_t sum = 0;
-    for (t = 0; t < taps; ++t) sum += qmcu_load_weight(w, t * c + ch, p->w_bits);
-    bias2[ch] = (int32_t)(2u * (uint32_t)((b->bias != NULL ? b->bias[ch] : 0) -
-                                          p->in_zero_point * sum));
-  }
   for (g = 0; g < c / f; ++g) {
     for (j = 0; j < f / 4; ++j) {
       /* pass j: e = channels (j, j + 2p), o = (j + p, j + 3p) of the group */
-      const int32_t c0 = g * f + j;
-      for (t = 0; t < taps; ++t) {
-        *wexp++ = qmcu_pack16(2 * qmcu_load_weight(w, t * c + c0, p->w_bits),
-                              2 * qmcu_load_weight(w, t * c + c0 + 2 * per, p->w_bits));
-        *wexp++ = qmcu_pack16(2 * qmcu_load_weight(w, t * c + c0 + per, p->w_bits),
-                              2 * qmcu_load_weight(w, t * c + c0 + 3 * per, p->w_bits));
+      int32_t idx = g * f + j;
+      for (t = 0; t < taps; ++t, idx += c) {
+        *wexp++ = qmcu_pack16(2 * dw_weight(w, idx, bits), 2 * dw_weight(w, idx + 2 * per, bits));
+        *wexp++ = qmcu_pack16(2 * dw_weight(w, idx + per, bits),
+                              2 * dw_weight(w, idx + 3 * per, bits));
       }
     }
   }
-  s.wexp = (const uint32_t *)b->scratch;
-  s.bias2 = bias2;
-  s.mult = b->multiplier;
-  s.shift = b->shift;
-  s.zp2p1 = 2 * p->out_zero_point + 1;
-  s.lo = p->act_min;
-  s.hi = p->act_max;
-  s.natural = p->act_min == lo && p->act_max == hi;
-  return s;
+  s->wexp = (const uint32_t *)b->scratch;
+  s->bias2 = bias2;
+  s->mult = b->multiplier;
+  s->shift = b->shift;
+  s->zp2p1 = 2 * p->out_zero_point + 1;
+  s->lo = p->act_min;
+  s->hi = p->act_max;
+  s->natural = p->act_min == lo && p->act_max == hi;
+  return 1;
 }
 
 QMCU_DW_INLINE int32_t dw_saturate(int32_t y, int32_t out_bits) {
@@ -427,16 +428,19 @@ static qmcu_dwf_fn fused_kernel(int32_t in_bits, int32_t out_bits, int32_t taps,
   return table[i][o][taps == 9 && natural ? 0 : 1];
 }
 
-static void fused_run(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
+/* The fused form; 0 (nothing written to the output) when the layer does not qualify. */
+static int fused_run(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
   const int32_t taps = p->filter.h * p->filter.w;
   const int32_t groups = p->output.c / (32 / p->in_bits);
   const int32_t out_row = p->output.c * p->out_bits / 8;
   const uint8_t *zp_pixel;
-  const qmcu_dwf s = fused_prepare(p, b, &zp_pixel);
-  const qmcu_dwf_fn fn = fused_kernel(p->in_bits, p->out_bits, taps, s.natural);
+  qmcu_dwf s;
+  qmcu_dwf_fn fn;
   const uint8_t *tap_ptr[QMCU_DW_MAX_TAPS];
   uint8_t *out = (uint8_t *)b->output;
   int32_t n, oy, ox;
+  if (!fused_prepare(p, b, &zp_pixel, &s)) return 0;
+  fn = fused_kernel(p->in_bits, p->out_bits, taps, s.natural);
   for (n = 0; n < p->output.n; ++n) {
     for (oy = 0; oy < p->output.h; ++oy) {
       for (ox = 0; ox < p->output.w; ++ox, out += out_row) {
@@ -445,6 +449,7 @@ static void fused_run(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
       }
     }
   }
+  return 1;
 }
 
 qmcu_status qmcu_depthwise_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers *b) {
@@ -456,10 +461,7 @@ qmcu_status qmcu_depthwise_conv_2d_opt(const qmcu_conv_params *p, const qmcu_con
   int32_t n, oy, ox, g;
   if (!qmcu_depthwise_conv_2d_opt_supported(p)) return QMCU_STATUS_UNSUPPORTED;
   if (b == NULL || b->scratch == NULL) return QMCU_STATUS_BAD_PARAMS;
-  if (fused_ok(p, b)) {
-    fused_run(p, b);
-    return QMCU_STATUS_OK;
-  }
+  if (fused_run(p, b)) return QMCU_STATUS_OK;
   s = prepare(p, b);
   in = (const uint8_t *)b->input;
   for (n = 0; n < p->output.n; ++n) {
