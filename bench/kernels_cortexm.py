@@ -314,6 +314,35 @@ def format_table(*, results: list[Result], target: str, cmsis: dict | None = Non
     return "\n".join(lines)
 
 
+def format_wide(*, results: list[Result], target: str, cmsis: dict | None = None,
+                unit: str = "MAC") -> str:
+    """One row per layer: CMSIS-NN int8 beside every variant's instr/MAC, each with its ratio
+    to CMSIS-NN in brackets (the layout of docs/cmsis_nn_comparison.md)."""
+    layers = (cmsis or {}).get("layers", {}) if target == "cortex-m4" else {}
+    variants = list(dict.fromkeys(r.variant for r in results))
+    rows: dict[str, dict[str, Result]] = {}
+    for r in results:
+        rows.setdefault(r.layer, {})[r.variant] = r
+    lines = [f"instructions per {unit} on {target} (QEMU TCG plugin); in brackets: / CMSIS-NN int8",
+             "", "| layer | CMSIS-NN int8 | " + " | ".join(variants) + " |",
+             "|---|---:|" + "---:|" * len(variants)]
+    for name, by_variant in rows.items():
+        key = next(iter(by_variant.values())).key
+        ref = layers.get(key)
+        theirs = ref["insns"] / ref["macs"] if ref else None
+        cells = []
+        for v in variants:
+            r = by_variant.get(v)
+            if r is None:
+                cells.append("-")
+                continue
+            per = r.insns / r.macs
+            cells.append(f"{per:.3f} ({per / theirs:.2f}x)" if theirs else f"{per:.3f}")
+        lines.append(f"| {name} | " + (f"{theirs:.3f}" if theirs else "-") + " | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="cortex-m4", choices=["cortex-m4", "cortex-m7"])
@@ -324,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only variants whose name contains this (repeatable)")
     parser.add_argument("--model", choices=sorted(MODELS),
                         help="the distinct conv / depthwise layers of a bundled model instead")
+    parser.add_argument("--wide", action="store_true",
+                        help="one row per layer, variants as columns, ratios to CMSIS-NN")
     parser.add_argument("--add", action="store_true",
                         help="QMCU_ADD on the bundled models' residual shapes (per element)")
     parser.add_argument("--stage", action="store_true",
@@ -346,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             futures = [pool.submit(run_add, helper=helper, target=target, plugin=plugin,
                                    shape=shape, variant=v) for shape, v in jobs]
             results = [f.result() for f in futures]
-        print(format_table(results=results, target=args.target, cmsis=load_cmsis_nn(),
-                           base_variant="int8 opt", unit="element"))
+        fmt = format_wide if args.wide else format_table
+        print(fmt(results=results, target=args.target, cmsis=load_cmsis_nn(), unit="element"))
         return 0
     layers = model_layers(path=MODELS[args.model]) if args.model else LAYERS
     jobs = [(name, variant) for name in layers for variant in VARIANTS
@@ -357,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         futures = [pool.submit(run_one, helper=helper, target=target, plugin=plugin, name=n,
                                layer=layers[n], variant=v) for n, v in jobs]
         results = [r for r in (f.result() for f in futures) if r is not None]
-    print(format_table(results=results, target=args.target, cmsis=load_cmsis_nn()))
+    fmt = format_wide if args.wide else format_table
+    print(fmt(results=results, target=args.target, cmsis=load_cmsis_nn()))
     return 0
 
 

@@ -58,24 +58,68 @@ static void put(qmcu_packer *w, int32_t v) {
   }
 }
 
+#if defined(__GNUC__)
+#define QMCU_ADD_INLINE static inline __attribute__((always_inline))
+#else
+#define QMCU_ADD_INLINE static inline
+#endif
+
+/* Element i of a packed sub-byte input (b a constant after inlining). */
+QMCU_ADD_INLINE uint32_t code_at(const uint8_t *in, int32_t i, int32_t b) {
+  return ((uint32_t)in[i / (8 / b)] >> ((i % (8 / b)) * b)) & ((1u << b) - 1u);
+}
+
+/* The output bytes from the table; bit widths are constants after inlining. */
+QMCU_ADD_INLINE void table_loop(const uint8_t *table, const uint8_t *in1, const uint8_t *in2,
+                                uint8_t *out, int32_t count, int32_t b1, int32_t b2,
+                                int32_t bo) {
+  const int32_t per = 8 / bo;
+  int32_t i, k;
+  for (i = 0; i < count; i += per) {
+    uint32_t byte = 0;
+    for (k = 0; k < per; ++k) {
+      const uint32_t idx = (code_at(in1, i + k, b1) << b2) | code_at(in2, i + k, b2);
+      byte |= ((uint32_t)table[idx] & ((1u << (bo == 8 ? 8 : bo)) - 1u)) << (k * bo);
+    }
+    *out++ = (uint8_t)byte;
+  }
+}
+
+#define QMCU_ADD_TABLE(B1, B2, BO)                                                         \
+  static void table_##B1##_##B2##_##BO(const uint8_t *t, const uint8_t *a, const uint8_t *b, \
+                                       uint8_t *o, int32_t n) {                            \
+    table_loop(t, a, b, o, n, B1, B2, BO);                                                \
+  }
+QMCU_ADD_TABLE(4, 4, 8)
+QMCU_ADD_TABLE(4, 4, 4)
+QMCU_ADD_TABLE(4, 4, 2)
+QMCU_ADD_TABLE(4, 2, 8)
+QMCU_ADD_TABLE(4, 2, 4)
+QMCU_ADD_TABLE(4, 2, 2)
+QMCU_ADD_TABLE(2, 4, 8)
+QMCU_ADD_TABLE(2, 4, 4)
+QMCU_ADD_TABLE(2, 4, 2)
+QMCU_ADD_TABLE(2, 2, 8)
+QMCU_ADD_TABLE(2, 2, 4)
+QMCU_ADD_TABLE(2, 2, 2)
+
+typedef void (*qmcu_add_table_fn)(const uint8_t *, const uint8_t *, const uint8_t *, uint8_t *,
+                                  int32_t);
+
 /* in1_bits + in2_bits <= 8: one table lookup per element. */
 static void add_by_table(const qmcu_add_params *p, const qmcu_add_buffers *b) {
+  static const qmcu_add_table_fn fns[2][2][3] = {
+      {{table_4_4_8, table_4_4_4, table_4_4_2}, {table_4_2_8, table_4_2_4, table_4_2_2}},
+      {{table_2_4_8, table_2_4_4, table_2_4_2}, {table_2_2_8, table_2_2_4, table_2_2_2}}};
   uint8_t table[256];
-  const uint8_t *in1 = (const uint8_t *)b->input1, *in2 = (const uint8_t *)b->input2;
-  const int32_t b1 = p->in1_bits, b2 = p->in2_bits, count = count_of(&p->shape);
-  qmcu_packer w;
-  int32_t a1, a2, i;
+  const int32_t b1 = p->in1_bits, b2 = p->in2_bits;
+  int32_t a1, a2;
   for (a1 = 0; a1 < (1 << b1); ++a1) {
     for (a2 = 0; a2 < (1 << b2); ++a2) table[(a1 << b2) | a2] = (uint8_t)add_value(p, a1, a2);
   }
-  w.out = (uint8_t *)b->output;
-  w.bits = p->out_bits;
-  w.fill = 0;
-  w.byte = 0;
-  for (i = 0; i < count; ++i) {
-    const int32_t idx = (qmcu_load_act(in1, i, b1) << b2) | qmcu_load_act(in2, i, b2);
-    put(&w, p->out_bits == 8 ? (int32_t)(int8_t)table[idx] : (int32_t)table[idx]);
-  }
+  fns[b1 == 4 ? 0 : 1][b2 == 4 ? 0 : 1][p->out_bits == 8 ? 0 : (p->out_bits == 4 ? 1 : 2)](
+      table, (const uint8_t *)b->input1, (const uint8_t *)b->input2, (uint8_t *)b->output,
+      count_of(&p->shape));
 }
 
 /* One input's term: a table (sub-byte input), the fused form, or qmcu_mbqm. */
@@ -136,6 +180,52 @@ static int64_t term_bound(const qmcu_add_term *t) {
   return aa > cc ? aa : cc;
 }
 
+/* Both inputs 8-bit and every requantization fused; out_bits a constant after inlining. */
+QMCU_ADD_INLINE void fused88_loop(const qmcu_add_term *t1, const qmcu_add_term *t2,
+                                  const int8_t *in1, const int8_t *in2, uint8_t *out,
+                                  int32_t count, int32_t mo, int32_t c, int32_t r, int32_t lo,
+                                  int32_t hi, int32_t bo) {
+  const int32_t s1 = t1->scale2, z1 = t1->bias2, m1 = t1->mult, c1 = t1->c, n1 = t1->neg;
+  const int32_t r1 = t1->r, s2 = t2->scale2, z2 = t2->bias2, m2 = t2->mult, c2 = t2->c;
+  const int32_t n2 = t2->neg, r2 = t2->r, per = 8 / bo;
+  int32_t i, k;
+  for (i = 0; i < count; i += per) {
+    uint32_t byte = 0;
+    for (k = 0; k < per; ++k) {
+      const int32_t x1 = in1[i + k] * s1 + z1, x2 = in2[i + k] * s2 + z2;
+      const int32_t sum = ((qmcu_smmulr(x1, m1) + c1 + ((x1 >> 31) & n1)) >> r1) +
+                          ((qmcu_smmulr(x2, m2) + c2 + ((x2 >> 31) & n2)) >> r2);
+      const int32_t d = 2 * sum;
+      int32_t y = (int32_t)((uint32_t)c + (uint32_t)qmcu_smmulr(d, mo) + (uint32_t)(d >> 31)) >> r;
+      y = y < lo ? lo : (y > hi ? hi : y);
+      byte |= ((uint32_t)y & (bo == 8 ? 0xffu : (1u << bo) - 1u)) << (k * bo);
+    }
+    if (bo == 8) {
+      out[i] = (uint8_t)byte;
+    } else {
+      out[i / per] = (uint8_t)byte;
+    }
+  }
+}
+
+static void fused88_8(const qmcu_add_term *t1, const qmcu_add_term *t2, const int8_t *a,
+                      const int8_t *b, uint8_t *o, int32_t n, int32_t mo, int32_t c, int32_t r,
+                      int32_t lo, int32_t hi) {
+  fused88_loop(t1, t2, a, b, o, n, mo, c, r, lo, hi, 8);
+}
+
+static void fused88_4(const qmcu_add_term *t1, const qmcu_add_term *t2, const int8_t *a,
+                      const int8_t *b, uint8_t *o, int32_t n, int32_t mo, int32_t c, int32_t r,
+                      int32_t lo, int32_t hi) {
+  fused88_loop(t1, t2, a, b, o, n, mo, c, r, lo, hi, 4);
+}
+
+static void fused88_2(const qmcu_add_term *t1, const qmcu_add_term *t2, const int8_t *a,
+                      const int8_t *b, uint8_t *o, int32_t n, int32_t mo, int32_t c, int32_t r,
+                      int32_t lo, int32_t hi) {
+  fused88_loop(t1, t2, a, b, o, n, mo, c, r, lo, hi, 2);
+}
+
 static void add_by_terms(const qmcu_add_params *p, const qmcu_add_buffers *b) {
   const qmcu_add_term t1 = term_setup(p, p->in1_bits, p->in1_zero_point, p->in1_multiplier,
                                       p->in1_shift);
@@ -152,6 +242,19 @@ static void add_by_terms(const qmcu_add_params *p, const qmcu_add_buffers *b) {
   const int32_t lo = p->act_min, hi = p->act_max;
   qmcu_packer w;
   int32_t i;
+  if (fused && t1.fused && t2.fused) {
+    const int8_t *a = (const int8_t *)b->input1, *bb = (const int8_t *)b->input2;
+    uint8_t *o = (uint8_t *)b->output;
+    const int32_t mo = p->out_multiplier;
+    if (p->out_bits == 8) {
+      fused88_8(&t1, &t2, a, bb, o, count, mo, c, r, lo, hi);
+    } else if (p->out_bits == 4) {
+      fused88_4(&t1, &t2, a, bb, o, count, mo, c, r, lo, hi);
+    } else {
+      fused88_2(&t1, &t2, a, bb, o, count, mo, c, r, lo, hi);
+    }
+    return;
+  }
   w.out = (uint8_t *)b->output;
   w.bits = p->out_bits;
   w.fill = 0;
