@@ -33,18 +33,47 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORTEXM = ROOT / "cmixnn_bridge" / "test" / "cortexm"
 BUILD = ROOT / "cmixnn_bridge" / "build" / "bench"
 
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One conv / depthwise layer shape (explicit pads: top, bottom, left, right)."""
+    in_shape: tuple[int, int, int, int]
+    c_out: int
+    kernel: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    depthwise: bool
+    relu: bool = False
+    stride: tuple[int, int] = (1, 1)
+
+    @property
+    def key(self) -> str:
+        """Shape key of the recorded CMSIS-NN figures (bench/data/cmsis_nn_cortex_m4.json)."""
+        _, h, w, c = self.in_shape
+        kind = "dw" if self.depthwise else "conv"
+        return (f"{kind} {self.kernel[0]}x{self.kernel[1]} s{self.stride[0]}x{self.stride[1]} "
+                f"{h}x{w}x{c}->{self.c_out} pads {','.join(map(str, self.pads))}"
+                + (" relu" if self.relu else ""))
+
+
 LAYERS = {
-    # name: (in_shape, c_out, kernel, pads, depthwise[, relu])
-    "1x1 expand 48x48x16->96": ((1, 48, 48, 16), 96, (1, 1), (0, 0, 0, 0), False),
-    "3x3 depthwise 48x48x96": ((1, 48, 48, 96), 96, (3, 3), (1, 1, 1, 1), True),
-    "1x1 project 48x48x96->24": ((1, 48, 48, 96), 24, (1, 1), (0, 0, 0, 0), False),
-    "1x1 expand 24x24x32->192": ((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 48x48x16->96": Layer((1, 48, 48, 16), 96, (1, 1), (0, 0, 0, 0), False),
+    "3x3 depthwise 48x48x96": Layer((1, 48, 48, 96), 96, (3, 3), (1, 1, 1, 1), True),
+    "1x1 project 48x48x96->24": Layer((1, 48, 48, 96), 24, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 24x24x32->192": Layer((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False),
     # ReLU with the random output zero point: act_min > -128, so the kernel clamps
-    "1x1 expand 24x24x32->192 ReLU": ((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False, True),
-    "1x1 project 24x24x192->32": ((1, 24, 24, 192), 32, (1, 1), (0, 0, 0, 0), False),
-    "1x1 expand 12x12x64->384": ((1, 12, 12, 64), 384, (1, 1), (0, 0, 0, 0), False),
-    "1x1 project 12x12x384->64": ((1, 12, 12, 384), 64, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 24x24x32->192 ReLU": Layer((1, 24, 24, 32), 192, (1, 1), (0, 0, 0, 0), False,
+                                           relu=True),
+    "1x1 project 24x24x192->32": Layer((1, 24, 24, 192), 32, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 24x24x24->144": Layer((1, 24, 24, 24), 144, (1, 1), (0, 0, 0, 0), False),
+    "3x3 depthwise 24x24x144": Layer((1, 24, 24, 144), 144, (3, 3), (1, 1, 1, 1), True),
+    "1x1 project 24x24x144->24": Layer((1, 24, 24, 144), 24, (1, 1), (0, 0, 0, 0), False),
+    "1x1 expand 12x12x64->384": Layer((1, 12, 12, 64), 384, (1, 1), (0, 0, 0, 0), False),
+    "1x1 project 12x12x384->64": Layer((1, 12, 12, 384), 64, (1, 1), (0, 0, 0, 0), False),
 }
+MODELS = {
+    "bundled": ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite",
+    "mnv2": ROOT / "testdata" / "mobilenetv2_w035_r144.tflite",
+}
+CMSIS_NN = ROOT / "bench" / "data" / "cmsis_nn_cortex_m4.json"
 VARIANTS = {
     # name: (in_bits, w_bits, out_bits, path) with path 0 = reference, 2 = the switch
     "int8 ref": (8, 8, 8, 0),
@@ -58,6 +87,7 @@ VARIANTS = {
 @dataclasses.dataclass(frozen=True)
 class Result:
     layer: str
+    key: str
     variant: str
     path: str
     macs: int
@@ -85,18 +115,45 @@ def build_plugin(*, out_dir: pathlib.Path) -> pathlib.Path:
     return lib
 
 
-def _spec(*, layer: str, variant: str) -> tuple[gold.ConvSpec, int]:
-    in_shape, c_out, kernel, pads, depthwise, *rest = LAYERS[layer]
+def _spec(*, layer: Layer, variant: str) -> tuple[gold.ConvSpec, int]:
     a, w, o, path = VARIANTS[variant]
-    return gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=in_shape, c_out=c_out,
-                         kernel=kernel, pads=pads, depthwise=depthwise,
-                         relu=bool(rest and rest[0])), path
+    return gold.ConvSpec(in_bits=a, w_bits=w, out_bits=o, in_shape=layer.in_shape,
+                         c_out=layer.c_out, kernel=layer.kernel, stride=layer.stride,
+                         pads=layer.pads, depthwise=layer.depthwise, relu=layer.relu), path
 
 
-def _macs(spec: gold.ConvSpec) -> int:
-    n, h, w, c = spec.in_shape
-    per_out = spec.kernel[0] * spec.kernel[1] * (1 if spec.depthwise else c)
-    return n * h * w * spec.c_out * per_out  # stride 1, same-size output
+def _macs(case: gold.ConvCase, spec: gold.ConvSpec) -> int:
+    n, oh, ow, c_out = case.options.out_shape
+    per_out = spec.kernel[0] * spec.kernel[1] * (1 if spec.depthwise else spec.in_shape[3])
+    return n * oh * ow * c_out * per_out
+
+
+def model_layers(*, path: pathlib.Path) -> dict[str, Layer]:
+    """The distinct CONV_2D / DEPTHWISE_CONV_2D shapes of an int8 model, in model order
+    (SAME padding made explicit as TFLite computes it); names carry the repeat count."""
+    from tflite_quantmcu.ir.reader import read_model_file
+    from tflite_quantmcu.qmcu_options import same_padding
+
+    sub = read_model_file(path=path).subgraphs[0]
+    found: dict[Layer, int] = {}
+    for op in sub.operators:
+        if op.type not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        in_shape = tuple(sub.tensors[op.inputs[0]].shape)
+        kh, kw = sub.tensors[op.inputs[1]].shape[1:3]
+        c_out = sub.tensors[op.outputs[0]].shape[3]
+        o = op.options
+        pads = (0, 0, 0, 0)
+        if o.padding == 0:  # SAME
+            _, top, bottom = same_padding(size=in_shape[1], kernel=kh, stride=o.strideH,
+                                          dilation=o.dilationHFactor)
+            _, left, right = same_padding(size=in_shape[2], kernel=kw, stride=o.strideW,
+                                          dilation=o.dilationWFactor)
+            pads = (top, bottom, left, right)
+        layer = Layer(in_shape=in_shape, c_out=c_out, kernel=(kh, kw), pads=pads,
+                      depthwise=op.type == "DEPTHWISE_CONV_2D", stride=(o.strideH, o.strideW))
+        found[layer] = found.get(layer, 0) + 1
+    return {f"{layer.key} (x{count})": layer for layer, count in found.items()}
 
 
 def _symbol(*, elf: pathlib.Path, name: str) -> int:
@@ -108,11 +165,15 @@ def _symbol(*, elf: pathlib.Path, name: str) -> int:
     return int(match.group(1), 16)
 
 
-def run_one(*, helper, target, plugin: pathlib.Path, layer: str, variant: str) -> Result:
-    """Build, run and count one (layer, variant)."""
+def run_one(*, helper, target, plugin: pathlib.Path, name: str, layer: Layer,
+            variant: str) -> Result | None:
+    """Build, run and count one (layer, variant); None where the variant cannot pack."""
     spec, path = _spec(layer=layer, variant=variant)
-    case = gold.random_conv_case(rng=np.random.default_rng(7), spec=spec)
-    work = BUILD / re.sub(r"[^a-z0-9]+", "_", f"{target.name} {layer} {variant}".lower())
+    try:
+        case = gold.random_conv_case(rng=np.random.default_rng(7), spec=spec)
+    except ValueError:  # e.g. 3 input channels cannot be packed at 4 or 2 bits
+        return None
+    work = BUILD / re.sub(r"[^a-z0-9]+", "_", f"{target.name} {layer.key} {variant}".lower())
     work.mkdir(parents=True, exist_ok=True)
     (work / "qmcu_bench_case.h").write_text(f"#define QMCU_BENCH_PATH {path}\n"
                                             + gold.golden_header(convs=[case]))
@@ -124,12 +185,47 @@ def run_one(*, helper, target, plugin: pathlib.Path, layer: str, variant: str) -
                             plugin=f"{plugin},begin={begin:#x},end={end:#x}")
     log = result.stdout + result.stderr
     if result.returncode != 0:
-        raise RuntimeError(f"{layer} / {variant} failed:\n{log[-2000:]}")
+        raise RuntimeError(f"{name} / {variant} failed:\n{log[-2000:]}")
     regions = [int(v) for v in re.findall(r"qmcu_icount region=\d+ insns=(\d+)", log)]
     if len(regions) != 2:
         raise RuntimeError(f"expected 2 counted regions, got {regions}:\n{log[-2000:]}")
     used = re.search(r"path=(\w+)", log).group(1)
-    return Result(layer=layer, variant=variant, path=used, macs=_macs(spec),
+    return Result(layer=name, key=layer.key, variant=variant, path=used,
+                  macs=_macs(case, spec), insns=regions[1] - regions[0])
+
+
+ADD_SHAPES = [(1, 48, 48, 16), (1, 24, 24, 24), (1, 12, 12, 32),  # the bundled model's ADDs
+              (1, 36, 36, 8), (1, 18, 18, 16), (1, 9, 9, 24), (1, 9, 9, 32),
+              (1, 5, 5, 56)]  # and MobileNetV2 w0.35 r144's
+ADD_VARIANTS = {
+    # name: (in1_bits, in2_bits, out_bits, path)
+    "int8 ref": (8, 8, 8, 0),
+    "int8 opt": (8, 8, 8, 2),
+    "a4 (4 + 4 -> 4)": (4, 4, 4, 2),
+    "a2 (2 + 2 -> 2)": (2, 2, 2, 2),
+    "mixed (8 + 4 -> 4)": (8, 4, 4, 2),
+}
+
+
+def add_key(shape) -> str:
+    return "add " + "x".join(str(v) for v in shape[1:])
+
+
+def run_add(*, helper, target, plugin: pathlib.Path, shape, variant: str) -> Result:
+    """Build, run and count one QMCU_ADD call; MACs here means elements."""
+    b1, b2, bo, path = ADD_VARIANTS[variant]
+    case = gold.random_add_case(rng=np.random.default_rng(7), bits=(b1, b2, bo), shape=shape)
+    work = BUILD / re.sub(r"[^a-z0-9]+", "_", f"{target.name} {add_key(shape)} {variant}".lower())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "qmcu_bench_case.h").write_text(f"#define QMCU_BENCH_PATH {path}\n"
+                                            "#define QMCU_BENCH_ADD 1\n"
+                                            + gold.golden_header(adds=[case]))
+    elf = helper.build_elf(target=target, main_source=CORTEXM / "qmcu_bench_main.c",
+                           include_dirs=[work], out=work / "bench.elf")
+    regions = _regions(helper=helper, target=target, plugin=plugin, elf=elf)
+    elements = int(np.prod(shape))
+    return Result(layer=add_key(shape), key=add_key(shape), variant=variant,
+                  path="ref" if path == 0 else "opt", macs=elements,
                   insns=regions[1] - regions[0])
 
 
@@ -191,17 +287,64 @@ def stage_table(*, helper, target, plugin: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
-def format_table(*, results: list[Result], target: str) -> str:
-    """Markdown table; the last column compares with the layer's optimized int8 run."""
-    base = {r.layer: r.insns / r.macs for r in results if r.variant == "int8 opt"}
+def load_cmsis_nn(*, path: pathlib.Path = CMSIS_NN) -> dict:
+    """The recorded CMSIS-NN figures: {"commit": ..., "layers": {key: {"macs", "insns"}}}."""
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {"commit": "", "layers": {}}
+
+
+def format_table(*, results: list[Result], target: str, cmsis: dict | None = None,
+                 base_variant: str = "int8 opt", unit: str = "MAC") -> str:
+    """Markdown table; "vs int8 opt" compares with the layer's optimized int8 run, "vs CMSIS-NN"
+    with CMSIS-NN's int8 kernel on the same layer shape (recorded figures, Cortex-M4 only)."""
+    base = {r.layer: r.insns / r.macs for r in results if r.variant == base_variant}
     base = {r.layer: base.get(r.layer, float("nan")) for r in results}
-    lines = [f"Executed instructions on {target} (QEMU TCG plugin), per layer call", "",
-             "| layer | variant | path | MACs | instructions | instr/MAC | vs int8 opt |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    layers = (cmsis or {}).get("layers", {}) if target == "cortex-m4" else {}
+    lines = [f"Executed instructions on {target} (QEMU TCG plugin), per layer call", ""]
+    if layers:
+        lines += [f"CMSIS-NN int8: ARM-software/CMSIS-NN {cmsis['commit']}, "
+                  f"{cmsis.get('kernels', '')}, same QEMU, flags and plugin", ""]
+    lines += [f"| layer | variant | path | {unit}s | instructions | instr/{unit} | vs int8 opt "
+              f"| CMSIS-NN int8 instr/{unit} | vs CMSIS-NN |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         per_mac = r.insns / r.macs
+        ref = layers.get(r.key)
+        theirs = ref["insns"] / ref["macs"] if ref else None
+        vs_base = per_mac / base[r.layer]
         lines.append(f"| {r.layer} | {r.variant} | {r.path} | {r.macs:,} | {r.insns:,} | "
-                     f"{per_mac:.3f} | {per_mac / base[r.layer]:.2f}x |")
+                     f"{per_mac:.3f} | " + ("- | " if vs_base != vs_base else f"{vs_base:.2f}x | ")
+                     + (f"{theirs:.3f} | {per_mac / theirs:.2f}x |" if theirs else "- | - |"))
+    return "\n".join(lines)
+
+
+def format_wide(*, results: list[Result], target: str, cmsis: dict | None = None,
+                unit: str = "MAC") -> str:
+    """One row per layer: CMSIS-NN int8 beside every variant's instr/MAC, each with its ratio
+    to CMSIS-NN in brackets (the layout of docs/cmsis_nn_comparison.md)."""
+    layers = (cmsis or {}).get("layers", {}) if target == "cortex-m4" else {}
+    variants = list(dict.fromkeys(r.variant for r in results))
+    rows: dict[str, dict[str, Result]] = {}
+    for r in results:
+        rows.setdefault(r.layer, {})[r.variant] = r
+    lines = [f"instructions per {unit} on {target} (QEMU TCG plugin); in brackets: / CMSIS-NN int8",
+             "", "| layer | CMSIS-NN int8 | " + " | ".join(variants) + " |",
+             "|---|---:|" + "---:|" * len(variants)]
+    for name, by_variant in rows.items():
+        key = next(iter(by_variant.values())).key
+        ref = layers.get(key)
+        theirs = ref["insns"] / ref["macs"] if ref else None
+        cells = []
+        for v in variants:
+            r = by_variant.get(v)
+            if r is None:
+                cells.append("-")
+                continue
+            per = r.insns / r.macs
+            cells.append(f"{per:.3f} ({per / theirs:.2f}x)" if theirs else f"{per:.3f}")
+        lines.append(f"| {name} | " + (f"{theirs:.3f}" if theirs else "-") + " | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -213,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="only layers whose name contains this (repeatable)")
     parser.add_argument("--variant", action="append", default=[],
                         help="only variants whose name contains this (repeatable)")
+    parser.add_argument("--model", choices=sorted(MODELS),
+                        help="the distinct conv / depthwise layers of a bundled model instead")
+    parser.add_argument("--wide", action="store_true",
+                        help="one row per layer, variants as columns, ratios to CMSIS-NN")
+    parser.add_argument("--add", action="store_true",
+                        help="QMCU_ADD on the bundled models' residual shapes (per element)")
     parser.add_argument("--stage", action="store_true",
                         help="QMCU_PATCH_STAGE against the sum of its layer kernel calls")
     args = parser.parse_args(argv)
@@ -226,14 +375,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage:
         print(stage_table(helper=helper, target=target, plugin=plugin))
         return 0
-    jobs = [(layer, variant) for layer in LAYERS for variant in VARIANTS
-            if (not args.layer or any(f in layer for f in args.layer))
+    if args.add:
+        jobs = [(shape, v) for shape in ADD_SHAPES for v in ADD_VARIANTS
+                if not args.variant or any(f in v for f in args.variant)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_add, helper=helper, target=target, plugin=plugin,
+                                   shape=shape, variant=v) for shape, v in jobs]
+            results = [f.result() for f in futures]
+        fmt = format_wide if args.wide else format_table
+        print(fmt(results=results, target=args.target, cmsis=load_cmsis_nn(), unit="element"))
+        return 0
+    layers = model_layers(path=MODELS[args.model]) if args.model else LAYERS
+    jobs = [(name, variant) for name in layers for variant in VARIANTS
+            if (not args.layer or any(f in name for f in args.layer))
             and (not args.variant or any(f in variant for f in args.variant))]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, helper=helper, target=target, plugin=plugin, layer=l,
-                               variant=v) for l, v in jobs]
-        results = [f.result() for f in futures]
-    print(format_table(results=results, target=args.target))
+        futures = [pool.submit(run_one, helper=helper, target=target, plugin=plugin, name=n,
+                               layer=layers[n], variant=v) for n, v in jobs]
+        results = [r for r in (f.result() for f in futures) if r is not None]
+    fmt = format_wide if args.wide else format_table
+    print(fmt(results=results, target=args.target, cmsis=load_cmsis_nn()))
     return 0
 
 

@@ -7,6 +7,7 @@ AddressSanitizer + UndefinedBehaviorSanitizer build (QMCU_HOST_VARIANT=asan).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import itertools
 import os
 import pathlib
@@ -179,6 +180,9 @@ CONV_SHAPES = [
     ((2, 5, 7, 8), 4, (3, 2), (1, 2), (2, 1), (2, 1, 0, 3)),
     ((1, 5, 5, 4), 3, (1, 1), (2, 1), (1, 1), (0, 0, 0, 0)),
     ((1, 3, 3, 12), 4, (5, 5), (1, 1), (1, 1), (2, 2, 2, 2)),
+    # K = 27 and 45, not multiples of 4: the fast path pads K with zeros (8-bit weights)
+    ((1, 11, 10, 3), 16, (3, 3), (2, 2), (1, 1), (0, 1, 0, 1)),
+    ((1, 6, 7, 5), 6, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
 ]
 DW_SHAPES = [
     ((1, 6, 5, 8), 8, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
@@ -236,12 +240,36 @@ def test_depthwise_paths_equal_reference(kernels, spec, seed):
                          scratch_fn="qmcu_depthwise_conv_2d_opt_scratch_size") == want
 
 
+@pytest.mark.parametrize("bits", [(8, 8, 8), (4, 8, 4), (4, 2, 2)])
+@pytest.mark.parametrize("bias_scale", [5 << 28, -(5 << 28)])
+def test_depthwise_fused_bounds_fall_back_exactly(kernels, bits, bias_scale):
+    """Biases above 2^30 leave the fused requantization's accumulator bound (opt path, 3x3):
+    the generic form must take those layers, still bit-exact."""
+    from tflite_quantmcu.reference import qmcu_kernels as qk
+
+    spec = _conv_spec(bits=bits, shape=DW_SHAPES[0], depthwise=True)
+    case = gold.random_conv_case(rng=np.random.default_rng(11), spec=spec)
+    bias = case.bias.astype(np.int64)
+    bias[::2] = bias[::2] + bias_scale
+    bias = bias.astype(np.int32)
+    expected = qk.depthwise_conv_2d(input=case.input, filter=case.filter, bias=bias,
+                                    requant=case.requant, options=case.options)
+    case = dataclasses.replace(case, bias=bias, expected=expected)
+    assert kernels.lib.qmcu_depthwise_conv_2d_opt_supported(ctypes.byref(conv_params(case.options)))
+    assert _run_conv(k=kernels, case=case, fn="qmcu_depthwise_conv_2d_opt",
+                     scratch_fn="qmcu_depthwise_conv_2d_opt_scratch_size") == expected.tobytes()
+
+
 def test_fast_paths_take_int8_and_subbyte(kernels):
     for bits in ((8, 8, 8), (4, 8, 4), (2, 4, 8), (8, 4, 2)):
         spec = _conv_spec(bits=bits, shape=CONV_SHAPES[0], depthwise=False)
         params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
         assert kernels.lib.qmcu_conv_2d_opt_supported(ctypes.byref(params)) == 1
         assert kernels.lib.qmcu_conv_2d_scratch_size(ctypes.byref(params)) > 0
+    for bits in ((8, 8, 8), (8, 8, 4)):  # K = 27: padded to 28
+        spec = _conv_spec(bits=bits, shape=CONV_SHAPES[6], depthwise=False)
+        params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
+        assert kernels.lib.qmcu_conv_2d_opt_supported(ctypes.byref(params)) == 1
     for bits in ((8, 8, 8), (4, 8, 4), (2, 4, 8)):
         spec = _conv_spec(bits=bits, shape=DW_SHAPES[2], depthwise=True)
         params = conv_params(gold.conv_options(spec=spec, in_zp=0, out_zp=0))
@@ -258,11 +286,52 @@ def test_add_equals_reference(kernels, bits):
                        o.in2_zero_point, o.out_zero_point, o.left_shift, o.in1_multiplier,
                        o.in1_shift, o.in2_multiplier, o.in2_shift, o.out_multiplier, o.out_shift,
                        o.act_min, o.act_max)
-    for fn in ("qmcu_add_ref", "qmcu_add"):
+    for fn in ("qmcu_add_ref", "qmcu_add", "qmcu_add_opt"):
         bufs = AddBuffers(kernels.buffer(data=case.input1), kernels.buffer(data=case.input2),
                           kernels.buffer(size=case.expected.nbytes))
         assert getattr(kernels.lib, fn)(ctypes.byref(params), ctypes.byref(bufs)) == 0
         assert kernels.read(ptr=bufs.output, size=case.expected.nbytes) == case.expected.tobytes()
+
+
+@pytest.mark.parametrize("bits", [(8, 8, 8), (8, 4, 4), (2, 8, 2), (4, 4, 8), (8, 8, 4)],
+                         ids=lambda b: "a%dw%do%d" % b)
+@pytest.mark.parametrize("seed", range(3))
+def test_add_opt_every_code_pair_coarse_scales(kernels, bits, seed):
+    """Every pair of input codes, with small left shifts and multipliers near 1, so that each
+    rounding step of the terms and of the sum reaches the output (the fused and table forms
+    of qmcu_add_opt against the numpy reference)."""
+    from tflite_quantmcu import qmcu_options as qo
+    from tflite_quantmcu.reference import qmcu_kernels as qk
+
+    rng = np.random.default_rng(100 + seed)
+    b1, b2, bo = bits
+    codes1 = np.arange(1 << b1) - (128 if b1 == 8 else 0)
+    codes2 = np.arange(1 << b2) - (128 if b2 == 8 else 0)
+    a1, a2 = (v.ravel() for v in np.meshgrid(codes1, codes2, indexing="ij"))
+    shape = (1, 1, a1.size // 8, 8)
+    zps = [int(rng.integers(-128, 128)) if b == 8 else int(rng.integers(0, 1 << b))
+           for b in bits]
+    mult = [int(rng.integers(1 << 30, (1 << 31) - 1)) for _ in range(3)]
+    shifts = [int(rng.integers(-3, 1)), int(rng.integers(-3, 1)), int(rng.integers(-4, 0))]
+    lo, hi = qo.act_range(bits=bo)
+    o = qo.AddOptions(in1_bits=b1, in2_bits=b2, out_bits=bo, in1_zero_point=zps[0],
+                      in2_zero_point=zps[1], out_zero_point=zps[2], left_shift=int(seed),
+                      in1_multiplier=mult[0], in1_shift=shifts[0], in2_multiplier=mult[1],
+                      in2_shift=shifts[1], out_multiplier=mult[2], out_shift=shifts[2],
+                      act_min=lo, act_max=hi, shape=shape)
+    x1 = qo.pack_bits(values=a1.reshape(shape), bits=b1) if b1 < 8 else \
+        a1.astype(np.int8).reshape(shape)
+    x2 = qo.pack_bits(values=a2.reshape(shape), bits=b2) if b2 < 8 else \
+        a2.astype(np.int8).reshape(shape)
+    want = qk.add(input1=x1, input2=x2, options=o)
+    params = AddParams(_dims(o.shape), o.in1_bits, o.in2_bits, o.out_bits, o.in1_zero_point,
+                       o.in2_zero_point, o.out_zero_point, o.left_shift, o.in1_multiplier,
+                       o.in1_shift, o.in2_multiplier, o.in2_shift, o.out_multiplier, o.out_shift,
+                       o.act_min, o.act_max)
+    bufs = AddBuffers(kernels.buffer(data=x1), kernels.buffer(data=x2),
+                      kernels.buffer(size=want.nbytes))
+    assert kernels.lib.qmcu_add_opt(ctypes.byref(params), ctypes.byref(bufs)) == 0
+    assert kernels.read(ptr=bufs.output, size=want.nbytes) == want.tobytes()
 
 
 POOL_GRID = [

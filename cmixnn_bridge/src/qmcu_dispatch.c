@@ -35,6 +35,7 @@ size_t qmcu_add_scratch_size(const qmcu_add_params *p) {
 }
 
 qmcu_status qmcu_add(const qmcu_add_params *p, const qmcu_add_buffers *b) {
+  if (QMCU_OPT_ENABLED && qmcu_add_opt_supported(p)) return qmcu_add_opt(p, b);
   return qmcu_add_ref(p, b);
 }
 

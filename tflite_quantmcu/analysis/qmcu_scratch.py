@@ -27,9 +27,11 @@ def _align4(n: int) -> int:
 def conv_scratch_bytes(*, filter_shape, in_channels: int, w_bits: int) -> int:
     """qmcu_conv_2d_opt_scratch_size for valid params; 0 where the opt path does not apply."""
     k = filter_shape[1] * filter_shape[2] * in_channels
-    if k % (32 // w_bits):
+    padded = k % 4 != 0
+    if k % (32 // w_bits) and w_bits != 8:
         return 0
-    groups = min(max(CONV_COLS_BYTES // (6 * k), 4), 32)
+    k = (k + 3) // 4 * 4  # 8-bit weights: K padded with zeros, smallest tile
+    groups = 4 if padded else min(max(CONV_COLS_BYTES // (6 * k), 4), 32)
     return groups * MICRO_TILE_PIXELS * k * 2 + 4 * k + _align4(k * 2) + CONST_WORDS * 4
 
 

@@ -91,6 +91,8 @@ qmcu_status qmcu_add_check(const qmcu_add_params *params);
 size_t qmcu_add_scratch_size(const qmcu_add_params *params);
 qmcu_status qmcu_add(const qmcu_add_params *params, const qmcu_add_buffers *buffers);
 qmcu_status qmcu_add_ref(const qmcu_add_params *params, const qmcu_add_buffers *buffers);
+int qmcu_add_opt_supported(const qmcu_add_params *params);
+qmcu_status qmcu_add_opt(const qmcu_add_params *params, const qmcu_add_buffers *buffers);
 
 /* ---- QMCU_AVERAGE_POOL_2D (docs §5) ---- */
 typedef struct {

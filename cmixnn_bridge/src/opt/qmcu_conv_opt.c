@@ -17,7 +17,10 @@
  *   out    = (c + high + (x2 >> 31)) >> r          (RDBPOT, round half away from zero, + zp)
  * RDBPOT's "+1 if negative" test uses the sign of x2 instead of high's: they differ only where
  * high == 0, and there both give zp. Other channels take the generic exact path.
- * Needs K to be a multiple of 32 / w_bits; results equal qmcu_conv_2d_ref bit for bit.
+ * Needs K to be a multiple of 32 / w_bits, or 8-bit weights: then K is padded with zeros
+ * to a multiple of 4 (columns and weights), e.g. a first 3x3 layer on 3 channels (K = 27), and
+ * its tile is the smallest (12 pixels: little scratch, the weights are cheap to re-widen).
+ * Results equal qmcu_conv_2d_ref bit for bit.
  */
 #include "qmcu/qmcu_ops.h"
 #include "qmcu_opt_common.h"
@@ -32,7 +35,8 @@ void qmcu_gather_s8_run(const uint8_t *src, uint32_t *dst, int32_t groups, uint3
 #endif
 
 typedef struct {
-  int32_t k;       /* KH * KW * C_in */
+  int32_t k;       /* KH * KW * C_in, padded to a multiple of 4 */
+  int32_t k_real;  /* KH * KW * C_in */
   int32_t kp;      /* k / 2 */
   int32_t tile;    /* pixels per tile, a multiple of QMCU_MT */
   uint32_t *cols;  /* tile * kp words */
@@ -52,9 +56,12 @@ enum {
 
 static int32_t depth_k(const qmcu_conv_params *p) { return p->filter.h * p->filter.w * p->input.c; }
 
+/* K as the kernel runs it: padded to a multiple of 4 (only 8-bit weights can need it). */
+static int32_t padded_k(const qmcu_conv_params *p) { return (depth_k(p) + 3) / 4 * 4; }
+
 int qmcu_conv_2d_opt_supported(const qmcu_conv_params *p) {
   if (qmcu_conv_2d_check(p) != QMCU_STATUS_OK) return 0;
-  return depth_k(p) % (32 / p->w_bits) == 0;
+  return depth_k(p) % (32 / p->w_bits) == 0 || p->w_bits == 8;
 }
 
 /* Bytes of 16-bit columns a tile aims at (build-time knob: less scratch, more instructions
@@ -63,9 +70,10 @@ int qmcu_conv_2d_opt_supported(const qmcu_conv_params *p) {
 #define QMCU_CONV_COLS_BYTES 6144
 #endif
 
-/* Tile pixels: about QMCU_CONV_COLS_BYTES of columns, at least 12 and at most 96 pixels. */
-static int32_t tile_pixels(int32_t k) {
-  int32_t groups = QMCU_CONV_COLS_BYTES / (6 * k);
+/* Tile pixels: about QMCU_CONV_COLS_BYTES of columns, at least 12 and at most 96 pixels;
+ * 12 when K was padded. */
+static int32_t tile_pixels(int32_t k, int padded) {
+  int32_t groups = padded ? 4 : QMCU_CONV_COLS_BYTES / (6 * k);
   if (groups < 4) groups = 4;
   if (groups > 32) groups = 32;
   return groups * QMCU_MT;
@@ -74,8 +82,8 @@ static int32_t tile_pixels(int32_t k) {
 size_t qmcu_conv_2d_opt_scratch_size(const qmcu_conv_params *p) {
   size_t k;
   if (!qmcu_conv_2d_opt_supported(p)) return 0;
-  k = (size_t)depth_k(p);
-  return (size_t)tile_pixels((int32_t)k) * k * 2u + 4u * k + qmcu_align4(k * 2u) +
+  k = (size_t)padded_k(p);
+  return (size_t)tile_pixels((int32_t)k, depth_k(p) % 4 != 0) * k * 2u + 4u * k + qmcu_align4(k * 2u) +
          QMCU_C_WORDS * sizeof(int32_t);
 }
 
@@ -214,6 +222,7 @@ static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0
           }
         }
       }
+      for (j = t->k_real; j < t->k; ++j) t->lin[j] = 0;
       for (j = 0, v = t->lin; j < t->k / 4; ++j, dst += 2 * QMCU_MT, v += 4) {
         dst[0] = qmcu_pack16(2 * v[0], 2 * v[2]);
         dst[QMCU_MT] = qmcu_pack16(2 * v[1], 2 * v[3]);
@@ -247,19 +256,30 @@ static void gather_tile(const qmcu_conv_params *p, const uint8_t *in, int32_t q0
 
 /* ------------------------------------------------------------------ weights */
 
-/* Weights of channel `co` as words j = 0 .. kp-1 at dst[2 * j] (paired like the columns). */
-static void widen_row(const qmcu_conv_params *p, const uint8_t *w, int32_t co, int32_t k,
-                      uint32_t *dst) {
+/* The last, partial group of 4 of an 8-bit weight row (k_real % 4 values, zeros after). */
+static void widen_tail_s8(const uint8_t *row, int32_t k_real, uint32_t *dst) {
+  const int32_t i = k_real / 4 * 4;
+  int32_t v[4], j;
+  for (j = 0; j < 4; ++j) v[j] = i + j < k_real ? (int32_t)(int8_t)row[i + j] : 0;
+  dst[0] = qmcu_pack16(v[0], v[2]);
+  dst[2] = qmcu_pack16(v[1], v[3]);
+}
+
+/* Weights of channel `co` as words j = 0 .. kp-1 at dst[2 * j] (paired like the columns);
+ * k_real values per row, k (padded) in the words. */
+static void widen_row(const qmcu_conv_params *p, const uint8_t *w, int32_t co, int32_t k_real,
+                      int32_t k, uint32_t *dst) {
   int32_t i;
   if (co < 0) {
     for (i = 0; i < k / 2; ++i) dst[2 * i] = 0;
   } else if (p->w_bits == 8) {
-    const uint8_t *row = w + (size_t)co * k;
-    for (i = 0; i < k; i += 4, dst += 4) {
+    const uint8_t *row = w + (size_t)co * k_real;
+    for (i = 0; i + 4 <= k_real; i += 4, dst += 4) {
       const uint32_t v = qmcu_read_u32(row + i);
       dst[0] = qmcu_sxtb16(v);
       dst[2] = qmcu_sxtb16_ror8(v);
     }
+    if (i < k) widen_tail_s8(row, k_real, dst);
   } else if (p->w_bits == 4) {
     const uint8_t *row = w + (size_t)co * k / 2;
     const uint32_t m8 = qmcu_pack16(-8, -8);
@@ -647,9 +667,10 @@ qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers 
   int32_t q0, co;
   if (!qmcu_conv_2d_opt_supported(p)) return QMCU_STATUS_UNSUPPORTED;
   if (b == NULL || b->scratch == NULL) return QMCU_STATUS_BAD_PARAMS;
-  t.k = depth_k(p);
+  t.k_real = depth_k(p);
+  t.k = padded_k(p);
   t.kp = t.k / 2;
-  t.tile = tile_pixels(t.k);
+  t.tile = tile_pixels(t.k, t.k != t.k_real);
   t.cols = (uint32_t *)b->scratch;
   t.wts = t.cols + (size_t)t.tile * t.kp;
   t.lin = (int16_t *)(t.wts + 2 * (size_t)t.kp);
@@ -664,13 +685,18 @@ qmcu_status qmcu_conv_2d_opt(const qmcu_conv_params *p, const qmcu_conv_buffers 
       int32_t m = 0;
 #if QMCU_HAVE_DSP
       if (p->w_bits == 8 && co + 1 < channels) {
-        const uint8_t *row = (const uint8_t *)b->filter + (size_t)co * t.k;
-        qmcu_widen_w8_pair(row, row + t.k, t.wts, t.k / 4);
+        const uint8_t *row = (const uint8_t *)b->filter + (size_t)co * t.k_real;
+        if (t.k_real / 4 > 0) qmcu_widen_w8_pair(row, row + t.k_real, t.wts, t.k_real / 4);
+        if (t.k != t.k_real) {
+          widen_tail_s8(row, t.k_real, t.wts + t.k_real / 4 * 4);
+          widen_tail_s8(row + t.k_real, t.k_real, t.wts + t.k_real / 4 * 4 + 1);
+        }
       } else
 #endif
       {
-        widen_row(p, (const uint8_t *)b->filter, co, t.k, t.wts);
-        widen_row(p, (const uint8_t *)b->filter, co + 1 < channels ? co + 1 : -1, t.k, t.wts + 1);
+        widen_row(p, (const uint8_t *)b->filter, co, t.k_real, t.k, t.wts);
+        widen_row(p, (const uint8_t *)b->filter, co + 1 < channels ? co + 1 : -1, t.k_real, t.k,
+                  t.wts + 1);
       }
       pair_setup(p, b, &lim, co, &pr, t.consts);
 #if QMCU_HAVE_DSP

@@ -55,6 +55,20 @@ static inline int32_t qmcu_smlatt(uint32_t a, uint32_t b, int32_t acc) {
   return __smlatt((int32_t)a, (int32_t)b, acc);
 }
 
+/* zero-extended bytes 1 and 3 (UXTB16 with ROR 8) */
+static inline uint32_t qmcu_uxtb16_ror8(uint32_t x) {
+  uint32_t r;
+  __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+
+/* (a * b + 2^31) >> 32, the rounded high word of the product */
+static inline int32_t qmcu_smmulr(int32_t a, int32_t b) {
+  int32_t r;
+  __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+
 /* a + sign-extended bytes 0 and 2 of x, per halfword */
 static inline uint32_t qmcu_sxtab16(uint32_t a, uint32_t x) {
   return (uint32_t)__sxtab16((int32_t)a, (int32_t)x);
@@ -113,6 +127,12 @@ static inline uint32_t qmcu_ssub16(uint32_t a, uint32_t b) {
 }
 
 static inline uint32_t qmcu_uxtb16(uint32_t x) { return x & 0x00ff00ffu; }
+
+static inline uint32_t qmcu_uxtb16_ror8(uint32_t x) { return (x >> 8) & 0x00ff00ffu; }
+
+static inline int32_t qmcu_smmulr(int32_t a, int32_t b) {
+  return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
 
 static inline int32_t qmcu_smlabb(uint32_t a, uint32_t b, int32_t acc) {
   return (int32_t)((uint32_t)acc + (uint32_t)(qmcu_lo16(a) * qmcu_lo16(b)));

@@ -1,7 +1,8 @@
 /* One kernel call between qmcu_bench_begin() and qmcu_bench_end() for the icount plugin,
  * preceded by an empty region (the marker overhead), then a check against the golden output.
- * qmcu_bench_case.h defines one conv/depthwise case (qmcu_golden_convs[0]) and
- * QMCU_BENCH_PATH: 0 reference, 1 optimized, 2 the switch (qmcu_conv_2d / _depthwise). */
+ * qmcu_bench_case.h defines one conv/depthwise case (qmcu_golden_convs[0]), or with
+ * QMCU_BENCH_ADD one QMCU_ADD case (qmcu_golden_adds[0]), and QMCU_BENCH_PATH: 0 reference,
+ * 1 optimized, 2 the switch (qmcu_conv_2d / _depthwise / qmcu_add). */
 #include <stdio.h>
 #include <string.h>
 
@@ -20,7 +21,14 @@ typedef struct {
   uint32_t out_bytes;
 } qmcu_golden_conv;
 
-typedef struct { int unused; } qmcu_golden_add;
+typedef struct {
+  const char *name;
+  qmcu_add_params params;
+  const uint8_t *input1;
+  const uint8_t *input2;
+  const uint8_t *expected;
+  uint32_t out_bytes;
+} qmcu_golden_add;
 typedef struct { int unused; } qmcu_golden_pool;
 typedef struct { int unused; } qmcu_golden_requant;
 
@@ -49,6 +57,32 @@ static conv_fn pick(const qmcu_golden_conv *c) {
   return qmcu_conv_2d;
 }
 
+#if defined(QMCU_BENCH_ADD)
+int main(void) {
+  const qmcu_golden_add *c = &qmcu_golden_adds[0];
+  qmcu_add_buffers b;
+  qmcu_status status;
+  b.input1 = c->input1;
+  b.input2 = c->input2;
+  b.output = out_buf;
+  qmcu_bench_begin();
+  qmcu_bench_end();
+  qmcu_bench_begin();
+  status = QMCU_BENCH_PATH == 0   ? qmcu_add_ref(&c->params, &b)
+           : QMCU_BENCH_PATH == 1 ? qmcu_add_opt(&c->params, &b)
+                                  : qmcu_add(&c->params, &b);
+  qmcu_bench_end();
+  (void)scratch_buf;
+  (void)pick;
+  if (status != QMCU_STATUS_OK || memcmp(out_buf, c->expected, c->out_bytes) != 0) {
+    printf("qmcu bench %s: MISMATCH (status %d)\n", c->name, (int)status);
+    return 1;
+  }
+  printf("qmcu bench %s: output matches the reference; path=%s\n", c->name,
+         QMCU_BENCH_PATH == 0 ? "ref" : "opt");
+  return 0;
+}
+#else
 int main(void) {
   const qmcu_golden_conv *c = &qmcu_golden_convs[0];
   const conv_fn fn = pick(c);
@@ -80,3 +114,4 @@ int main(void) {
   }
   return 0;
 }
+#endif
