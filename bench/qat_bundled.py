@@ -33,12 +33,14 @@ import numpy as np  # noqa: E402
 
 import fashion_mnist  # noqa: E402
 import make_bundled_model as bundled  # noqa: E402  (imports TensorFlow)
+from tflite_quantmcu.analysis.model_analysis import analyze_model  # noqa: E402
 from tflite_quantmcu.api import convert  # noqa: E402
 from tflite_quantmcu.errors import ConfigError  # noqa: E402
-from tflite_quantmcu.ir.reader import read_model_file  # noqa: E402
+from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file  # noqa: E402
 from tflite_quantmcu.keras import (FinetuneOptions, finetune, keras_layer_of,  # noqa: E402
                                    keras_to_int8)
 from tflite_quantmcu.quant.bitops_target import plan_bitops, plan_for_bitops_ratio  # noqa: E402
+from tflite_quantmcu.quant.evaluate import top1_counts  # noqa: E402
 
 SRAM = "256KB"
 BUNDLED = os.path.join(ROOT, "testdata", bundled.TFLITE_NAME)
@@ -89,62 +91,104 @@ def _kernel_layer(name: str, kernels: list[str]) -> str:
     raise SystemExit(f"no kernel layer in {name!r}")
 
 
-def data(*, train_images: int, test_images: int):
+def data(*, train_images: int, test_images: int, batch_size: int):
+    """Calibration samples, training batches made on the fly (``UpscaledBatches``), and the
+    first `test_images` test images (28x28) with labels."""
     train_x, train_y = fashion_mnist.load_split(split="train")
     test_x, test_y = fashion_mnist.load_split(split="test")
     calib_x, _ = bundled.calibration_set(train_x=train_x, train_y=train_y)
     pick = fashion_mnist.stratified_indices(labels=train_y, total=train_images,
                                             seed=bundled.SEED + 7)
     calib = [fashion_mnist.to_model_input(images=calib_x[k:k + 1]) for k in range(len(calib_x))]
-    train = (fashion_mnist.to_model_input(images=train_x[pick]), train_y[pick].astype(np.int32))
-    test = [(fashion_mnist.to_model_input(images=test_x[k:k + 500]), test_y[k:k + 500])
-            for k in range(0, test_images, 500)]
-    return calib, train, test
+    train = bundled.UpscaledBatches(images=train_x[pick], labels=train_y[pick],
+                                    batch_size=batch_size, seed=bundled.SEED + 8, shuffle=True)
+    return calib, train, (test_x[:test_images], test_y[:test_images])
+
+
+def top1(*, graph, test, batch: int) -> float:
+    """Top-1 of a graph by the reference executor, test images upscaled batch by batch."""
+    images, labels = test
+    pairs = ((fashion_mnist.to_model_input(images=images[k:k + batch]), labels[k:k + batch])
+             for k in range(0, len(labels), batch))
+    correct, total = top1_counts(graph=graph, data=pairs, batch_size=batch, progress=False)
+    return correct / total
+
+
+def _counts(*, graph, plan) -> dict:
+    """Sub-byte maps and filters of a plan, by width."""
+    tensors = graph.main.tensors
+    out = {}
+    for what, constant in (("maps", False), ("filters", True)):
+        widths = [b for k, b in plan.bits.items() if tensors[k].is_constant == constant]
+        out[what] = " ".join(f"{widths.count(w)}x{w}b" for w in (4, 2) if widths.count(w)) \
+            or "-"
+    return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ratios", default="1.5,1.8,2.0")
+    parser.add_argument("--ratios", default="1.6,2.0,2.2")
     parser.add_argument("--train-images", type=int, default=3000)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--test-images", type=int, default=10000)
+    parser.add_argument("--eval-batch", type=int, default=250)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--greedy", choices=("four-bits-first", "saving"),
+                        default="four-bits-first",
+                        help="plan_for_bitops_ratio's order (four_bits_first or by saving only)")
+    parser.add_argument("--activations-only", action="store_true",
+                        help="lower feature-map widths only (no weight cuts)")
+    parser.add_argument("--skip-int8", action="store_true",
+                        help="no int8 evaluation (for runs merged with one that has it)")
     parser.add_argument("--json", default=os.path.join(ROOT, "build", "qat_bundled.json"))
+    parser.add_argument("--merge", default=None,
+                        help="comma-separated JSON files of earlier runs: print one table")
     args = parser.parse_args(argv)
+    if args.merge:
+        return _merge(paths=args.merge.split(","), out=args.json)
     bundled.setup_determinism()
-    calib, train, test = data(train_images=args.train_images, test_images=args.test_images)
+    calib, train, test = data(train_images=args.train_images, test_images=args.test_images,
+                              batch_size=args.batch_size)
     model = keras_from_bundled()
     gen = lambda: ([c] for c in calib)  # noqa: E731
     int8 = keras_to_int8(model, samples=calib)
     common = {"measure_tflm": False, "verify": False}
-    base = convert(int8, sram=SRAM, policy="patch-int8", eval_data=test, **common)
+    base = convert(int8, sram=SRAM, policy="patch-int8", **common)
     patched = base.conversion.patched
     reference = plan_bitops(graph=patched, bits={})
-    rows = [{"setting": "patch-int8", "ratio": 1.0, "ptq": base.report["accuracy"]["final"],
-             "qat": None, "arena": base.report["arena_bytes"]["final"]["total"],
-             "train_s": None, "maps": "-"}]
-    print(f"int8 (patch-int8) top-1 {rows[0]['ptq']:.4f}", flush=True)
+    int8_top1 = float("nan") if args.skip_int8 else \
+        top1(graph=base.conversion.graph, test=test, batch=args.eval_batch)
+    rows = [{"setting": "int8 (patch-int8)", "ratio": 1.0, "ptq": int8_top1, "qat": None,
+             "arena": base.report["arena_bytes"]["final"]["total"], "train_s": None,
+             "maps": "-", "filters": "-"}]
+    print(f"int8 (patch-int8) top-1 {int8_top1:.4f}", flush=True)
     for ratio in [float(r) for r in args.ratios.split(",")]:
-        plan = plan_for_bitops_ratio(patched=patched, start=None, ratio=ratio)
+        plan = plan_for_bitops_ratio(patched=patched, start=None, ratio=ratio,
+                                     weights=not args.activations_only,
+                                     four_bits_first=args.greedy == "four-bits-first")
         got = reference / plan_bitops(graph=patched, bits=plan.bits)
-        ptq = convert(int8, sram=SRAM, policy="quantmcu", plan=plan, eval_data=test,
+        ptq = convert(int8, sram=SRAM, policy="quantmcu", plan=plan,
                       patch_grid=base.conversion.patch_plan.grid,
                       split_after=base.conversion.patch_plan.split_tensor, **common)
+        ptq_top1 = top1(graph=ptq.conversion.converted, test=test, batch=args.eval_batch)
+        print(f"ratio {ratio:g}: PTQ top-1 {ptq_top1:.4f}", flush=True)
         tuned = finetune(model, plan=plan, train_data=train, epochs=args.epochs,
                          representative_dataset=gen, sram=SRAM,
                          options=FinetuneOptions(learning_rate=args.learning_rate, seed=0),
                          **common)
-        qat = tuned.deploy(sram=SRAM, eval_data=test, **common)
-        counts = {w: sum(1 for v in plan.bits.values() if v == w) for w in (4, 2)}
+        qat = tuned.deploy(sram=SRAM, **common)
+        written = analyze_model(graph=read_model_bytes(data=qat.model_bytes)).bitops
         row = {"setting": f"ratio {ratio:g}", "ratio": got,
-               "ptq": ptq.report["accuracy"]["final"], "qat": qat.report["accuracy"]["final"],
+               "ratio_written": analyze_model(graph=qat.conversion.patched).bitops / written,
+               "ptq": ptq_top1,
+               "qat": top1(graph=qat.conversion.converted, test=test, batch=args.eval_batch),
                "arena": qat.report["arena_bytes"]["final"]["total"],
-               "train_s": tuned.train_time_s, "maps": f"{counts[4]}x4b {counts[2]}x2b",
-               "bitops_final": qat.report["bitops"]["final"],
-               "bitops_patch": qat.report["bitops"]["patch_based"]}
+               "train_s": tuned.train_time_s, **_counts(graph=patched, plan=plan),
+               "filters_exact": all(v["values_equal"] for v in tuned.weight_check.values())}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    _print_table(rows=rows, args=args)
+    _print_table(rows=rows, args=vars(args))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as handle:
         json.dump({"rows": rows, "args": vars(args)}, handle, indent=1)
@@ -152,19 +196,36 @@ def main(argv=None) -> int:
     return 0
 
 
+def _merge(*, paths, out: str) -> int:
+    """One table (and PNG) from several runs' JSON files (the int8 row of the first)."""
+    runs = [json.load(open(path)) for path in paths]
+    rows = [runs[0]["rows"][0]] + [r for run in runs for r in run["rows"][1:]]
+    for run in runs:
+        _print_table(rows=[], args=run["args"])
+    _print_table(rows=rows, args=None)
+    _plot(rows=sorted(rows, key=lambda r: r["ratio"]),
+          path=os.path.join(os.path.dirname(out), "qat_bundled.png"))
+    return 0
+
+
 def _print_table(*, rows, args) -> None:
-    print(f"\ntop-1 on the first {args.test_images} test images (deployed integer model, "
-          f"reference executor); QAT: {args.epochs} epoch(s) on {args.train_images} training "
-          "images, lr {args.learning_rate}\n".replace("{args.learning_rate}",
-                                                       str(args.learning_rate)))
-    print("| plan | BitOPs below patch-int8 | maps | PTQ top-1 | QAT top-1 | arena (M4) B "
-          "| training s |")
-    print("|---|---|---|---|---|---|---|")
+    if args is not None:
+        print(f"\ntop-1 on the first {args['test_images']} test images (deployed integer "
+              f"model, reference executor); QAT: {args['epochs']} epoch(s) on "
+              f"{args['train_images']} training images, batch {args['batch_size']}, Adam lr "
+              f"{args['learning_rate']}; plans: {args['greedy']}"
+              f"{', activations only' if args['activations_only'] else ''}; "
+              f"ratios {args['ratios']}\n")
+    if not rows:
+        return
+    print("| plan | BitOPs below patch-int8 | maps | filters | PTQ top-1 | QAT top-1 "
+          "| arena (M4) B | training s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         qat = "-" if r["qat"] is None else f"{100 * r['qat']:.2f} %"
         train = "-" if r["train_s"] is None else f"{r['train_s']:.0f}"
-        print(f"| {r['setting']} | {r['ratio']:.3f}x | {r['maps']} | {100 * r['ptq']:.2f} % "
-              f"| {qat} | {r['arena']} | {train} |")
+        print(f"| {r['setting']} | {r['ratio']:.3f}x | {r['maps']} | {r.get('filters', '-')} "
+              f"| {100 * r['ptq']:.2f} % | {qat} | {r['arena']} | {train} |")
 
 
 def _plot(*, rows, path: str) -> None:

@@ -28,9 +28,37 @@ region centre is nearest (ties: the first in row-major order). That pixel is fak
 at that branch's width and range. Exact: the branch widths, ranges and the core region
 of every branch. Approximate: in the deployed graph a halo pixel is computed once per
 patch that reads it, each time at that patch's width; the emulation quantizes it once,
-at its owner's width. Not emulated: int8 rounding of the 8-bit maps and of the weights
-(the converter's int8 calibration handles them as in plain post-training quantization),
-and the int8 step that precedes each sub-byte requantization in the deployed kernels.
+at its owner's width. Not emulated: int8 rounding of the 8-bit maps and of the 8-bit
+weights (the converter's int8 calibration handles them as in plain post-training
+quantization), and the int8 step that precedes each sub-byte requantization in the
+deployed kernels.
+
+**Filters cut below 8 bits** (plan keys that are filter tensors, e.g. from
+``plan_for_bitops_ratio``): the Conv2D / DepthwiseConv2D layer whose kernel it is (named in
+the filter's tensor name) computes its conv with a fake-quantized kernel, in the form
+``weight_cuts`` deploys. Per output channel c of the *folded* filter ``F = kernel x m`` (m:
+the frozen BatchNormalization factor ``gamma / sqrt(var + eps)`` of the BN that reads only
+the conv, which the converter folds; 1 without one): ``qmax = 2^(b-1) - 1``; for each clip
+factor alpha of ``weight_cuts.CLIP_GRID`` the scale ``alpha max|F[c]| / qmax`` and codes
+``clamp(round_half_away(F / s), -qmax, qmax)``; the alpha with the least squared error
+(first minimum: the largest alpha) gives the channel's codes q and scale s; the conv uses
+``q s / m``. Gradients pass straight through inside ``[-qmax s, qmax s]`` and are 0 outside;
+alpha and s are not learned (recomputed at every step). This is float32 arithmetic where
+``weight_cuts`` uses float64 on the int8 values, so it matches the deployed rule up to
+rounding ties (tested against a numpy reading of the rule).
+
+**Export of cut filters.** After training, each cut layer's kernel is set to exactly
+``q s / m`` (the fine-tuned model returned holds these kernels). The int8 conversion then
+stores per channel ``q8 = round(q s / s8)`` with ``s8 = qmax s / 127`` (the peak code is
+``qmax``: alpha <= 1 clamps the largest weight there), i.e. ``q8 = round(q 127 / qmax)``,
+and ``weight_cuts`` at deploy time recovers q exactly at alpha 1 (``|q8 s8 / s - q| <=
+qmax / 254 < 1/2``; its squared error is only that int8 rounding, so the search keeps
+alpha 1 unless a smaller alpha happens to fit the int8-rounded values better) with the
+scale ``127 s8 / qmax``, equal to s up to float32 rounding.
+``FinetuneResult.weight_check`` records, per filter, whether the deployed cut equals the
+trained codes (a mismatch warns) and the largest relative scale difference. Approximate:
+the bias, which passes through int8 at ``s_in s8`` and is re-rounded at ``s_in s`` by
+``weight_cuts.cut_bias`` (about one accumulator step).
 
 **Learned clipping.** Each sub-byte branch has a learnable interval ``[lo, hi]`` (``lo <= 0
 <= hi``, initialised from the plan's range, else by LSQ's rule from the representative
