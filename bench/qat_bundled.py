@@ -1,7 +1,7 @@
 """PTQ vs quantization-aware fine-tuning (QAT) of the bundled model at several BitOPs ratios.
 
     python3 bench/qat_bundled.py                        # defaults below
-    python3 bench/qat_bundled.py --ratios 1.5,2.0 --test-images 10000 --train-images 12000
+    python3 bench/qat_bundled.py --ratios 2.2 --train-images 9600
 
 Keras source: ``testdata/make_bundled_model.py``'s ``build_model`` with the weights of the
 committed ``fashion_mnv2_r96_int8.tflite`` put back (int8 weights dequantized into the convs,
@@ -10,12 +10,22 @@ fine-tuning). Retraining from scratch (10-17 min on 2 idle cores) was not afford
 the shared machine; this gives the same network in seconds.
 
 Per ratio: the plan is ``plan_for_bitops_ratio`` from all-int8 (greedy, BitOPs relative to
-the patched int8 model). PTQ = that plan applied to the int8 conversion with the whole
-int8 range per sub-byte map (rule ``full``); QAT = ``finetune`` from the same Keras model
-and plan (learned ranges, rule ``qat``), deployed by the convert pipeline. Every top-1 is
-the deployed integer model's, by the reference executor (bit-exact with TFLM), on the
-first ``--test-images`` images of the Fashion-MNIST test set. Prints a markdown table and
-writes ``build/qat_bundled.png`` (top-1 vs BitOPs ratio, PTQ and QAT).
+the patched int8 model; feature maps and filters, ``--greedy four-bits-first`` by default:
+every allowed 8 -> 4 step before any 4 -> 2 step; ``--activations-only``: maps only).
+PTQ = that plan applied to the int8 conversion (sub-byte maps on the whole int8 range, rule
+``full``; filters cut by ``weight_cuts``' per-channel MSE clip); QAT = ``finetune`` from the
+same Keras model and plan (learned map ranges, rule ``qat``; fake-quantized filters,
+exported as trained), deployed by the convert pipeline. Every top-1 is the deployed integer
+model's, by the reference executor (bit-exact with TFLM), on the first ``--test-images``
+images of the Fashion-MNIST test set (all 10,000 by default), upscaled ``--eval-batch`` at
+a time. Training batches are upscaled on the fly (``UpscaledBatches``). Prints a markdown
+table and writes ``build/qat_bundled.png`` (top-1 vs BitOPs ratio, PTQ and QAT).
+
+Runs of one ratio each can go in parallel and be merged into one table::
+
+    python3 bench/qat_bundled.py --ratios 2.2 --json build/r22.json
+    python3 bench/qat_bundled.py --ratios 2.0 --skip-int8 --json build/r20.json
+    python3 bench/qat_bundled.py --merge build/r22.json,build/r20.json
 """
 from __future__ import annotations
 
