@@ -26,6 +26,15 @@ Runs of one ratio each can go in parallel and be merged into one table::
     python3 bench/qat_bundled.py --ratios 2.2 --json build/r22.json
     python3 bench/qat_bundled.py --ratios 2.0 --skip-int8 --json build/r20.json
     python3 bench/qat_bundled.py --merge build/r22.json,build/r20.json
+
+On a loaded machine the 10,000-image evaluations dominate; ``--stage`` splits one ratio
+into processes that can run side by side (same plan, same training, same figures)::
+
+    python3 bench/qat_bundled.py --stage train --ratios 2.2 --train-images 3200
+    python3 bench/qat_bundled.py --stage int8 --ratios 2.2 --shard 0/1
+    python3 bench/qat_bundled.py --stage ptq --ratios 2.2 --shard 0/2   # and 1/2
+    python3 bench/qat_bundled.py --stage qat --ratios 2.2 --shard 0/2   # after train; and 1/2
+    python3 bench/qat_bundled.py --stage table --ratios 2.2
 """
 from __future__ import annotations
 
@@ -51,6 +60,7 @@ from tflite_quantmcu.keras import (FinetuneOptions, finetune, keras_layer_of,  #
                                    keras_to_int8)
 from tflite_quantmcu.quant.bitops_target import plan_bitops, plan_for_bitops_ratio  # noqa: E402
 from tflite_quantmcu.quant.evaluate import top1_counts  # noqa: E402
+from tflite_quantmcu.quant.plan import BitwidthPlan  # noqa: E402
 
 SRAM = "256KB"
 BUNDLED = os.path.join(ROOT, "testdata", bundled.TFLITE_NAME)
@@ -154,9 +164,17 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=os.path.join(ROOT, "build", "qat_bundled.json"))
     parser.add_argument("--merge", default=None,
                         help="comma-separated JSON files of earlier runs: print one table")
+    parser.add_argument("--stage", choices=("train", "int8", "ptq", "qat", "table"),
+                        default=None, help="staged runs for a loaded machine: 'train' fine-tunes "
+                        "one ratio and saves the model and plan under --save-dir; 'int8', 'ptq' "
+                        "and 'qat' evaluate --shard I/N of the test images; 'table' merges")
+    parser.add_argument("--save-dir", default=os.path.join(ROOT, "build", "qat_stages"))
+    parser.add_argument("--shard", default="0/1")
     args = parser.parse_args(argv)
     if args.merge:
         return _merge(paths=args.merge.split(","), out=args.json)
+    if args.stage is not None:
+        return staged(args=args)
     bundled.setup_determinism()
     calib, train, test = data(train_images=args.train_images, test_images=args.test_images,
                               batch_size=args.batch_size)
@@ -206,6 +224,109 @@ def main(argv=None) -> int:
     return 0
 
 
+def _deploy_settings(base) -> dict:
+    return {"measure_tflm": False, "verify": False,
+            "patch_grid": base.conversion.patch_plan.grid}
+
+
+def staged(*, args) -> int:
+    """The same measurements as `main`, one ratio, split into processes (module doc)."""
+    os.makedirs(args.save_dir, exist_ok=True)
+    ratio = float(args.ratios.split(",")[0])
+    tag = os.path.join(args.save_dir, f"r{ratio:g}")
+    if args.stage == "table":
+        return _staged_table(tag=tag, args=args, ratio=ratio)
+    bundled.setup_determinism()
+    index, count = (int(v) for v in args.shard.split("/"))
+    calib, train, test = data(train_images=args.train_images, test_images=args.test_images,
+                              batch_size=args.batch_size)
+    shard = (test[0][index::count], test[1][index::count])
+    model = keras_from_bundled()
+    int8 = keras_to_int8(model, samples=calib)
+    common = {"measure_tflm": False, "verify": False}
+    base = convert(int8, sram=SRAM, policy="patch-int8", **common)
+    patched = base.conversion.patched
+    if args.stage == "int8":
+        graph = base.conversion.graph
+    elif args.stage in ("ptq", "train"):
+        plan = plan_for_bitops_ratio(patched=patched, start=None, ratio=ratio,
+                                     weights=not args.activations_only,
+                                     four_bits_first=args.greedy == "four-bits-first")
+        if args.stage == "train":
+            return _staged_train(tag=tag, args=args, model=model, plan=plan, train=train,
+                                 calib=calib, patched=patched)
+        graph = convert(int8, sram=SRAM, policy="quantmcu", plan=plan,
+                        patch_grid=base.conversion.patch_plan.grid,
+                        split_after=base.conversion.patch_plan.split_tensor,
+                        **common).conversion.converted
+    else:
+        info = json.load(open(f"{tag}.train.json"))
+        with open(f"{tag}.qat.tflite", "rb") as handle:
+            tflite = handle.read()
+        plan = BitwidthPlan.from_json(open(f"{tag}.qat.plan.json").read())
+        graph = convert(tflite, sram=SRAM, policy="quantmcu", plan=plan,
+                        patch_grid=tuple(info["patch_grid"]), split_after=info["split_after"],
+                        name="qat.tflite", **common).conversion.converted
+    images, labels = shard
+    pairs = ((fashion_mnist.to_model_input(images=images[k:k + args.eval_batch]),
+              labels[k:k + args.eval_batch]) for k in range(0, len(labels), args.eval_batch))
+    correct, total = top1_counts(graph=graph, data=pairs, batch_size=args.eval_batch,
+                                 progress=False)
+    with open(f"{tag}.{args.stage}.{index}of{count}.json", "w") as handle:
+        json.dump({"correct": correct, "total": total}, handle)
+    print(f"{args.stage} shard {index}/{count}: {correct}/{total}", flush=True)
+    return 0
+
+
+def _staged_train(*, tag, args, model, plan, train, calib, patched) -> int:
+    gen = lambda: ([c] for c in calib)  # noqa: E731
+    tuned = finetune(model, plan=plan, train_data=train, epochs=args.epochs,
+                     representative_dataset=gen, sram=SRAM,
+                     options=FinetuneOptions(learning_rate=args.learning_rate, seed=0),
+                     measure_tflm=False, verify=False)
+    qat = tuned.deploy(sram=SRAM, measure_tflm=False, verify=False)
+    written = analyze_model(graph=read_model_bytes(data=qat.model_bytes)).bitops
+    with open(f"{tag}.qat.tflite", "wb") as handle:
+        handle.write(tuned.tflite_bytes)
+    with open(f"{tag}.qat.plan.json", "w") as handle:
+        handle.write(tuned.plan.to_json())
+    reference = plan_bitops(graph=patched, bits={})
+    info = {"ratio": reference / plan_bitops(graph=patched, bits=plan.bits),
+            "ratio_written": analyze_model(graph=qat.conversion.patched).bitops / written,
+            "arena": qat.report["arena_bytes"]["final"]["total"],
+            "train_s": tuned.train_time_s, **_counts(graph=patched, plan=plan),
+            "filters_exact": all(v["values_equal"] for v in tuned.weight_check.values()),
+            "patch_grid": list(tuned.patch_grid), "split_after": tuned.split_after,
+            "history": tuned.history, "args": vars(args)}
+    with open(f"{tag}.train.json", "w") as handle:
+        json.dump(info, handle, indent=1)
+    print(json.dumps({k: v for k, v in info.items() if k not in ("history", "args")}),
+          flush=True)
+    return 0
+
+
+def _staged_table(*, tag, args, ratio) -> int:
+    import glob
+    info = json.load(open(f"{tag}.train.json"))
+    top = {}
+    for what in ("int8", "ptq", "qat"):
+        parts = [json.load(open(p)) for p in sorted(glob.glob(f"{tag}.{what}.*of*.json"))]
+        top[what] = sum(p["correct"] for p in parts) / max(sum(p["total"] for p in parts), 1)
+        print(f"{what}: {sum(p['correct'] for p in parts)}/{sum(p['total'] for p in parts)} "
+              f"from {len(parts)} shard(s)")
+    rows = [{"setting": "int8 (patch-int8)", "ratio": 1.0, "ptq": top["int8"], "qat": None,
+             "arena": None, "train_s": None, "maps": "-", "filters": "-"},
+            {"setting": f"ratio {ratio:g}", "ratio": info["ratio"], "ptq": top["ptq"],
+             "qat": top["qat"], "arena": info["arena"], "train_s": info["train_s"],
+             "maps": info["maps"], "filters": info["filters"]}]
+    _print_table(rows=rows, args=info["args"])
+    print(f"filters exact: {info['filters_exact']}; written model's ratio "
+          f"{info['ratio_written']:.3f}x")
+    with open(f"{tag}.table.json", "w") as handle:
+        json.dump({"rows": rows, "args": info["args"]}, handle, indent=1)
+    return 0
+
+
 def _merge(*, paths, out: str) -> int:
     """One table (and PNG) from several runs' JSON files (the int8 row of the first)."""
     runs = [json.load(open(path)) for path in paths]
@@ -234,8 +355,9 @@ def _print_table(*, rows, args) -> None:
     for r in rows:
         qat = "-" if r["qat"] is None else f"{100 * r['qat']:.2f} %"
         train = "-" if r["train_s"] is None else f"{r['train_s']:.0f}"
+        arena = "-" if r["arena"] is None else r["arena"]
         print(f"| {r['setting']} | {r['ratio']:.3f}x | {r['maps']} | {r.get('filters', '-')} "
-              f"| {100 * r['ptq']:.2f} % | {qat} | {r['arena']} | {train} |")
+              f"| {100 * r['ptq']:.2f} % | {qat} | {arena} | {train} |")
 
 
 def _plot(*, rows, path: str) -> None:
