@@ -28,7 +28,8 @@ def _tiny_model():
     inputs = keras.Input((48, 48, 3), name="image")
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(inputs)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
-    y = keras.layers.Conv2D(32, 1, name="expand")(x)
+    y = keras.layers.Conv2D(32, 1, use_bias=False, name="expand")(x)
+    y = keras.layers.BatchNormalization(name="expand_bn")(y)   # folded into the filter
     y = keras.layers.ReLU(6.0, name="expand_relu")(y)
     y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(y)
     y = keras.layers.ReLU(6.0, name="dw_relu")(y)
@@ -220,3 +221,117 @@ def test_bitops_ratio_plan(converted):
         plan_bitops(graph=patched, bits=plan.bits)
     with pytest.raises(ConfigError, match="cannot be reached"):
         plan_for_bitops_ratio(patched=patched, start=None, ratio=50.0)
+
+
+# ---- filters cut below 8 bits: fake quantization as weight_cuts applies it ------------------
+
+@pytest.fixture(scope="module")
+def weight_plan(converted, qat_plan):
+    """qat_plan plus every cuttable filter: the BN-folded expand and the depthwise at 2 bits,
+    the others at 4."""
+    from tflite_quantmcu.quant.apply_bitwidths import filter_candidates
+    patched = converted.conversion.patched
+    graph = converted.conversion.graph.main
+    filters = filter_candidates(graph=patched)
+    names = {k: graph.tensors[k].name for k in filters}
+    assert any("expand" in n for n in names.values()) and any("dw" in n for n in names.values())
+    bits = {k: (2 if ("expand" in names[k] or "dw" in names[k]) and 2 in w else 4)
+            for k, w in filters.items() if 4 in w}
+    return BitwidthPlan(policy="test", options={}, bits={**qat_plan.bits, **bits})
+
+
+@pytest.fixture(scope="module")
+def weight_tuned(trained, weight_plan):
+    model, x, y = trained
+    return finetune(model, plan=weight_plan, train_data=(x[:256], y[:256]), epochs=1,
+                    representative_dataset=_generator(x), sram=SRAM,
+                    options=FinetuneOptions(learning_rate=1e-3, batch_size=32, progress=False),
+                    **SETTINGS)
+
+
+def _numpy_cut(*, folded: np.ndarray, bits: int):
+    """weight_cuts' rule on a float folded filter [N, C] (an independent numpy reading)."""
+    from tflite_quantmcu.quant.weight_cuts import CLIP_GRID
+    qmax = (1 << (bits - 1)) - 1
+    codes, scales = np.zeros(folded.shape, np.int64), []
+    for c in range(folded.shape[1]):
+        col = folded[:, c].astype(np.float64)
+        best = None
+        for alpha in CLIP_GRID:
+            s = float(np.float32(alpha * np.abs(col).max() / qmax))
+            q = np.clip(np.sign(col / s) * np.floor(np.abs(col / s) + 0.5), -qmax, qmax)
+            err = float(np.sum((q * s - col) ** 2))
+            if best is None or err < best[0]:
+                best = (err, q, s)
+        codes[:, c], _ = best[1], scales.append(best[2])
+    return codes, np.asarray(scales)
+
+
+def test_weight_sites_fold_the_batch_norm(weight_tuned, weight_plan):
+    sites = {w.layer: w for w in weight_tuned.weight_sites}
+    cut = {k for k, b in weight_plan.bits.items() if b < 8 and k.find("/") >= 0
+           and not k.startswith("p")}
+    assert {w.key for w in sites.values()} == {k for k in cut if k in {w.key for w in
+                                                                        sites.values()}}
+    assert sites["expand"].batch_norm == "expand_bn" and sites["dw"].batch_norm is None
+    bn = weight_tuned.model.get_layer("expand_bn")
+    expected = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    np.testing.assert_allclose(sites["expand"].multiplier, expected, rtol=1e-6)
+
+
+def test_filter_fake_quant_is_the_weight_cut_rule(trained, weight_tuned):
+    """The wrapper's b-bit filter is weight_cuts' rule applied to the BN-folded float filter
+    (an independent numpy reading, float64), at the start model's and at the trained
+    weights; training moved it."""
+    from tflite_quantmcu.keras import fake_quant_model, filter_wrapper
+    model, _, _ = trained
+    sites = weight_tuned.weight_sites
+    start = fake_quant_model(model, sites=(), intervals={}, weight_sites=sites)
+    end = fake_quant_model(weight_tuned.model, sites=(), intervals={}, weight_sites=sites)
+    moved = []
+    for site in sites:
+        codes, scale, folded, _ = (np.asarray(v) for v in
+                                   filter_wrapper(model=start, layer=site.layer).folded_codes())
+        want_codes, want_scales = _numpy_cut(folded=folded, bits=site.bits)
+        np.testing.assert_array_equal(codes, want_codes)
+        np.testing.assert_allclose(scale, want_scales, rtol=1e-6)
+        assert np.abs(codes).max() == (1 << (site.bits - 1)) - 1
+        # the fine-tuned model's kernel folds into the trained filter itself
+        trained_codes = np.asarray(filter_wrapper(model=end, layer=site.layer).folded_codes()[0])
+        cut = weight_tuned.weight_cuts[site.key]
+        layout = trained_codes.reshape(cut.values.shape) if site.layer == "dw" else \
+            trained_codes.reshape(model.get_layer(site.layer).kernel.shape).transpose(3, 0, 1, 2)
+        np.testing.assert_array_equal(layout, cut.values)
+        moved.append(not np.array_equal(codes, trained_codes))
+    assert any(moved)
+
+
+def test_deployed_filters_are_the_trained_codes(weight_tuned):
+    """The deployed model's packed sub-byte filters hold exactly the values the fake
+    quantizer produced at the end of training, at its scales (float rounding only)."""
+    from tflite_quantmcu.qmcu_options import decode_options
+    from tflite_quantmcu.quant.weight_cuts import unpacked_filter
+    deployed = weight_tuned.deploy(sram=SRAM, **SETTINGS)
+    final = read_model_bytes(data=deployed.model_bytes).main
+    assert len(weight_tuned.weight_check) == len(weight_tuned.weight_sites) >= 3
+    for new_key, check in weight_tuned.weight_check.items():
+        assert check["values_equal"] and weight_tuned.plan.bits[new_key] == check["bits"]
+        cut = weight_tuned.weight_cuts[check["trained_key"]]
+        op = next(o for o in final.operators if len(o.inputs) > 1 and o.inputs[1] == new_key)
+        opts = decode_options(op=op.type, data=op.custom_options)
+        assert opts.w_bits == cut.bits
+        values = unpacked_filter(tensor=final.tensors[new_key], bits=cut.bits,
+                                 logical_shape=opts.filter_shape)
+        np.testing.assert_array_equal(values, cut.values)
+        np.testing.assert_allclose(final.tensors[new_key].quantization.scale, cut.scales,
+                                   rtol=1e-6)
+
+
+def test_weight_finetune_is_deterministic(trained, weight_plan, weight_tuned):
+    model, x, y = trained
+    again = finetune(model, plan=weight_plan, train_data=(x[:256], y[:256]), epochs=1,
+                     representative_dataset=_generator(x), sram=SRAM,
+                     options=FinetuneOptions(learning_rate=1e-3, batch_size=32, progress=False),
+                     **SETTINGS)
+    assert again.tflite_bytes == weight_tuned.tflite_bytes
+    assert again.plan.to_json() == weight_tuned.plan.to_json()

@@ -148,8 +148,9 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--no-accuracy-guard", action="store_true",
                          help="keep the searched plan whatever its accuracy")
     convert.add_argument("--bitops-ratio", type=float, default=None, metavar="R",
-                         help="after the search (and guard), lower feature-map widths until "
-                              "BitOPs are R x below patch-int8 (a start for QAT fine-tuning, "
+                         help="after the search (and guard), lower feature-map and filter "
+                              "widths until BitOPs are R x below patch-int8 (a start for QAT "
+                              "fine-tuning, "
                               "see docs/qat.md; the accuracy guard is not rerun)")
     convert.add_argument("--range-rules", default=",".join(DEFAULT_RANGE_RULES), metavar="RULES",
                          help="sub-byte range rules to choose among per map, comma-separated "

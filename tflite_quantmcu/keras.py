@@ -28,9 +28,37 @@ region centre is nearest (ties: the first in row-major order). That pixel is fak
 at that branch's width and range. Exact: the branch widths, ranges and the core region
 of every branch. Approximate: in the deployed graph a halo pixel is computed once per
 patch that reads it, each time at that patch's width; the emulation quantizes it once,
-at its owner's width. Not emulated: int8 rounding of the 8-bit maps and of the weights
-(the converter's int8 calibration handles them as in plain post-training quantization),
-and the int8 step that precedes each sub-byte requantization in the deployed kernels.
+at its owner's width. Not emulated: int8 rounding of the 8-bit maps and of the 8-bit
+weights (the converter's int8 calibration handles them as in plain post-training
+quantization), and the int8 step that precedes each sub-byte requantization in the
+deployed kernels.
+
+**Filters cut below 8 bits** (plan keys that are filter tensors, e.g. from
+``plan_for_bitops_ratio``): the Conv2D / DepthwiseConv2D layer whose kernel it is (named in
+the filter's tensor name) computes its conv with a fake-quantized kernel, in the form
+``weight_cuts`` deploys. Per output channel c of the *folded* filter ``F = kernel x m`` (m:
+the frozen BatchNormalization factor ``gamma / sqrt(var + eps)`` of the BN that reads only
+the conv, which the converter folds; 1 without one): ``qmax = 2^(b-1) - 1``; for each clip
+factor alpha of ``weight_cuts.CLIP_GRID`` the scale ``alpha max|F[c]| / qmax`` and codes
+``clamp(round_half_away(F / s), -qmax, qmax)``; the alpha with the least squared error
+(first minimum: the largest alpha) gives the channel's codes q and scale s; the conv uses
+``q s / m``. Gradients pass straight through inside ``[-qmax s, qmax s]`` and are 0 outside;
+alpha and s are not learned (recomputed at every step). This is float32 arithmetic where
+``weight_cuts`` uses float64 on the int8 values, so it matches the deployed rule up to
+rounding ties (tested against a numpy reading of the rule).
+
+**Export of cut filters.** After training, each cut layer's kernel is set to exactly
+``q s / m`` (the fine-tuned model returned holds these kernels). The int8 conversion then
+stores per channel ``q8 = round(q s / s8)`` with ``s8 = qmax s / 127`` (the peak code is
+``qmax``: alpha <= 1 clamps the largest weight there), i.e. ``q8 = round(q 127 / qmax)``,
+and ``weight_cuts`` at deploy time recovers q exactly at alpha 1 (``|q8 s8 / s - q| <=
+qmax / 254 < 1/2``; its squared error is only that int8 rounding, so the search keeps
+alpha 1 unless a smaller alpha happens to fit the int8-rounded values better) with the
+scale ``127 s8 / qmax``, equal to s up to float32 rounding.
+``FinetuneResult.weight_check`` records, per filter, whether the deployed cut equals the
+trained codes (a mismatch warns) and the largest relative scale difference. Approximate:
+the bias, which passes through int8 at ``s_in s8`` and is re-rounded at ``s_in s`` by
+``weight_cuts.cut_bias`` (about one accumulator step).
 
 **Learned clipping.** Each sub-byte branch has a learnable interval ``[lo, hi]`` (``lo <= 0
 <= hi``, initialised from the plan's range, else by LSQ's rule from the representative
@@ -52,10 +80,12 @@ two runs on one machine give the same weights and the same bytes.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -68,6 +98,7 @@ from tflite_quantmcu.ir.reader import read_model_bytes
 from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.ranges import INT8_HIGH, INT8_LOW, SubbyteRange, range_from_codes
+from tflite_quantmcu.quant.weight_cuts import WeightCut, weight_cuts
 
 QAT_RULE = "qat"
 IO_TYPES = ("int8", "uint8", "float32")
@@ -176,8 +207,8 @@ def plan_sites(*, graph: Graph, patch_plan: PatchPlan | None, plan: BitwidthPlan
     producers = sub.producers()
     by_op: dict[int, dict[int | None, str]] = {}
     for key, bits in sorted(plan.bits.items()):
-        if bits >= 8:
-            continue
+        if bits >= 8 or (key in sub.tensors and sub.tensors[key].is_constant):
+            continue   # filters: weight_sites
         match = _BRANCH_KEY.match(key)
         if match:
             i, j, op = (int(g) for g in match.groups())
@@ -274,6 +305,95 @@ def initial_intervals(*, base, graph: Graph, plan: BitwidthPlan, sites: tuple[Ma
     return out
 
 
+# ---- filters the plan cuts: where they live on the Keras graph ---------------------------------
+
+@dataclass(frozen=True)
+class WeightSite:
+    """A filter the plan cuts below 8 bits, on the Keras graph.
+
+    ``layer``: the Conv2D / DepthwiseConv2D layer whose kernel it is; ``multiplier``: per
+    output channel, the frozen BatchNormalization factor ``gamma / sqrt(var + eps)`` that
+    the converter folds into the kernel (ones without such a BN): the int8 filter is
+    ``kernel x multiplier``, and that folded filter is what ``weight_cuts`` re-quantizes.
+    """
+
+    key: str
+    layer: str
+    bits: int
+    batch_norm: str | None
+    multiplier: np.ndarray = field(compare=False)
+
+
+def weight_sites(*, graph: Graph, plan: BitwidthPlan, base) -> tuple[WeightSite, ...]:
+    """The Keras site of every filter key `plan` puts below 8 bits."""
+    _, keras = _tensorflow()
+    sub = graph.main
+    convs = [layer.name for layer in base.layers
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    out = []
+    for key, bits in sorted(plan.bits.items()):
+        tensor = sub.tensors.get(key)
+        if bits >= 8 or tensor is None or not tensor.is_constant:
+            continue
+        layer = base.get_layer(_conv_layer_of(tensor_name=tensor.name, convs=convs))
+        if getattr(layer, "groups", 1) != 1 or layer.data_format != "channels_last":
+            raise ConfigError(f"filter {key!r}: layer {layer.name!r} is grouped or channels_first;"
+                              " weight cuts are emulated for channels_last convs only")
+        bn = _folded_batch_norm(base=base, layer=layer, keras=keras)
+        channels = layer.kernel.shape[-1] * (layer.kernel.shape[-2] if
+                                             _is_depthwise(layer, keras) else 1)
+        multiplier = np.ones(channels, dtype=np.float32) if bn is None else _bn_factor(bn)
+        out.append(WeightSite(key=key, layer=layer.name, bits=bits,
+                              batch_norm=None if bn is None else bn.name,
+                              multiplier=multiplier))
+    if len({w.layer for w in out}) != len(out):
+        raise ConfigError(f"two planned filters lead to one Keras layer: {[w.layer for w in out]}")
+    return tuple(out)
+
+
+def _conv_layer_of(*, tensor_name: str, convs: list[str]) -> str:
+    for part in tensor_name.split(";"):
+        try:
+            return keras_layer_of(tensor_name=part, layer_names=convs)
+        except ConfigError:
+            continue
+    raise ConfigError(f"filter {tensor_name!r}: no Conv2D/DepthwiseConv2D layer of the model is "
+                      "named in it (was the .tflite converted from this model?)")
+
+
+def _is_depthwise(layer, keras) -> bool:
+    return isinstance(layer, keras.layers.DepthwiseConv2D)
+
+
+def _folded_batch_norm(*, base, layer, keras):
+    """The BatchNormalization that reads only `layer`'s output (folded by the converter)."""
+    readers = [other for other in base.layers if other is not layer
+               and any(_history_layer(t) is layer for t in _inputs_of(other))]
+    if len(readers) == 1 and isinstance(readers[0], keras.layers.BatchNormalization):
+        return readers[0]
+    return None
+
+
+def _inputs_of(layer) -> list:
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError):   # a layer not called in the model
+        return []
+    return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+def _history_layer(tensor):
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history[0]
+
+
+def _bn_factor(bn) -> np.ndarray:
+    """gamma / sqrt(moving_variance + epsilon) per channel (float32, as the converter)."""
+    variance = np.asarray(bn.moving_variance, dtype=np.float32)
+    gamma = np.asarray(bn.gamma, dtype=np.float32) if bn.scale else np.ones_like(variance)
+    return (gamma / np.sqrt(variance + np.float32(bn.epsilon))).astype(np.float32)
+
+
 # ---- the fake-quantized model ------------------------------------------------------------------
 
 def _fake_quant_layer(keras, tf):
@@ -282,8 +402,8 @@ def _fake_quant_layer(keras, tf):
     class FakeQuantAfter(keras.layers.Layer):
         """inner(x), then per-branch fake quantization with learnable [lo, hi]."""
 
-        def __init__(self, *, inner, owner, bits, lo, hi, range_speed, **kwargs):
-            super().__init__(name=f"{inner.name}_qat", **kwargs)
+        def __init__(self, *, inner, owner, bits, lo, hi, range_speed, name, **kwargs):
+            super().__init__(name=name, **kwargs)
             self.inner = inner
             self.owner = None if owner is None else np.asarray(owner, dtype=np.int32)
             self.levels = np.asarray([(1 << b) - 1 for b in bits], dtype=np.float32)
@@ -324,24 +444,95 @@ def _fake_quant_layer(keras, tf):
     return FakeQuantAfter
 
 
+def _weight_quant_layer(keras, tf):
+    """The filter fake-quant wrapper class (TensorFlow is imported only on use)."""
+    from tflite_quantmcu.quant.weight_cuts import CLIP_GRID
+
+    class FakeQuantFilter(keras.layers.Layer):
+        """inner's conv with its folded filter fake-quantized as ``weight_cuts`` cuts it."""
+
+        def __init__(self, *, inner, bits, multiplier, name, **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.inner = inner
+            self.qmax = float((1 << (bits - 1)) - 1)
+            self.depthwise = isinstance(inner, keras.layers.DepthwiseConv2D)
+            self.multiplier = np.asarray(multiplier, dtype=np.float32)
+            self.grid = np.asarray(CLIP_GRID, dtype=np.float32)
+
+        def folded_codes(self):
+            """(codes, scales, inside): the b-bit values [N, C] of the folded filter (rows:
+            kernel positions, columns: output channels), their per-channel scales [C] and
+            where the filter is inside the clipping range (for the gradient)."""
+            folded = tf.reshape(self.inner.kernel, (-1, self.multiplier.size)) * self.multiplier
+            peak = tf.reduce_max(tf.abs(folded), axis=0)
+            scales = tf.constant(self.grid)[:, None] * peak[None, :] / self.qmax   # [A, C]
+            safe = tf.where(scales > 0, scales, 1.0)
+            ratio = folded[None] / safe[:, None, :]                                 # [A, N, C]
+            codes = tf.clip_by_value(tf.sign(ratio) * tf.floor(tf.abs(ratio) + 0.5),
+                                     -self.qmax, self.qmax)
+            errors = tf.reduce_sum(tf.square(codes * scales[:, None, :] - folded[None]), axis=1)
+            pick = tf.argmin(errors, axis=0)     # first minimum: the largest alpha
+            chosen = tf.gather(tf.transpose(codes, (2, 1, 0)), pick, axis=2, batch_dims=1)
+            scale = tf.gather(tf.transpose(scales), pick, axis=1, batch_dims=1)
+            inside = tf.abs(folded) <= self.qmax * scale[None] * (1 + 1e-6)
+            return tf.stop_gradient(tf.transpose(chosen)), tf.stop_gradient(scale), \
+                folded, inside
+
+        def quantized_kernel(self):
+            """The kernel whose folding gives the fake-quantized filter (straight-through
+            gradient inside the clipping range, 0 outside)."""
+            codes, scale, folded, inside = self.folded_codes()
+            value = codes * scale[None]
+            ste = tf.stop_gradient(value) + (folded - tf.stop_gradient(folded)) * \
+                tf.cast(inside, folded.dtype)
+            return tf.reshape(ste / self.multiplier, tf.shape(self.inner.kernel))
+
+        def call(self, inputs):
+            layer = self.inner
+            kernel = self.quantized_kernel()
+            if self.depthwise:
+                y = keras.ops.depthwise_conv(inputs, kernel, strides=layer.strides,
+                                             padding=layer.padding,
+                                             dilation_rate=layer.dilation_rate,
+                                             data_format=layer.data_format)
+            else:
+                y = keras.ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding,
+                                   dilation_rate=layer.dilation_rate,
+                                   data_format=layer.data_format)
+            if layer.use_bias:
+                y = y + layer.bias
+            return layer.activation(y) if layer.activation is not None else y
+
+    return FakeQuantFilter
+
+
 def fake_quant_model(base, *, sites: tuple[MapSite, ...],
-                     intervals: Mapping[str, tuple[float, float]], range_speed: float = 1.0):
-    """A model sharing `base`'s layers, with fake quantization after every site's layer."""
+                     intervals: Mapping[str, tuple[float, float]], range_speed: float = 1.0,
+                     weight_sites: tuple[WeightSite, ...] = ()):
+    """A model sharing `base`'s layers, with fake quantization after every site's layer
+    and of the filter of every weight site (the layer's kernel is shared and trained)."""
     tf, keras = _tensorflow()
     wrapper = _fake_quant_layer(keras, tf)
+    weight_wrapper = _weight_quant_layer(keras, tf)
     by_layer = {site.layer: site for site in sites}
     if len(by_layer) != len(sites):
         raise ConfigError("two planned maps lead to the same Keras layer: "
                           f"{sorted(s.layer for s in sites)}")
+    by_conv = {site.layer: site for site in weight_sites}
 
     def clone(layer):
+        inner = layer
+        if layer.name in by_conv:
+            w = by_conv[layer.name]
+            inner = weight_wrapper(inner=layer, bits=w.bits, multiplier=w.multiplier,
+                                   name=f"{layer.name}_wq")
         site = by_layer.get(layer.name)
         if site is None:
-            return layer
+            return inner
         lo = [intervals[k][0] for k in site.keys]
         hi = [intervals[k][1] for k in site.keys]
-        return wrapper(inner=layer, owner=site.owner, bits=site.bits, lo=lo, hi=hi,
-                       range_speed=range_speed)
+        return wrapper(inner=inner, owner=site.owner, bits=site.bits, lo=lo, hi=hi,
+                       range_speed=range_speed, name=f"{layer.name}_qat")
 
     return keras.models.clone_model(base, clone_function=clone)
 
@@ -374,6 +565,9 @@ class FinetuneResult:
     history: dict
     train_time_s: float
     sites: tuple[MapSite, ...] = ()
+    weight_sites: tuple[WeightSite, ...] = ()
+    weight_cuts: Mapping[str, WeightCut] = field(default_factory=dict)
+    weight_check: Mapping[str, dict] = field(default_factory=dict)
 
     def deploy(self, *, sram: int | str, eval_data=None, name: str = "qat.tflite",
                **settings) -> ConversionResult:
@@ -414,8 +608,9 @@ def finetune(model, *, plan: BitwidthPlan, train_data, epochs: int, representati
                        layer_names=[layer.name for layer in base.layers])
     intervals = initial_intervals(base=base, graph=graph, plan=plan, sites=sites,
                                   samples=samples[:INIT_SAMPLES])
+    filters = weight_sites(graph=graph, plan=plan, base=base)
     tuned = fake_quant_model(base, sites=sites, intervals=intervals,
-                             range_speed=options.range_speed)
+                             range_speed=options.range_speed, weight_sites=filters)
     tuned.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
                   loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -424,14 +619,17 @@ def finetune(model, *, plan: BitwidthPlan, train_data, epochs: int, representati
                    epochs=epochs, options=options)
     train_time = time.perf_counter() - start
     learned = _learned_intervals(tuned=tuned, sites=sites)
+    cuts = trained_cuts(tuned=tuned, sites=filters, base=base)
     exported = keras_to_int8(base, samples=samples)
     new_graph = read_model_bytes(data=exported)
     new_plan = exported_plan(plan=plan, old=graph, new=new_graph, learned=learned)
+    check = exported_cut_check(old=graph, new=new_graph, cuts=cuts)
     grid = patch_plan.grid if patch_plan.is_patched else None
     split = new_graph.main.operators[patch_plan.split_op].outputs[0] if grid else None
     return FinetuneResult(model=base, tflite_bytes=exported, plan=new_plan, patch_grid=grid,
                           split_after=split, history=history, train_time_s=train_time,
-                          sites=sites)
+                          sites=sites, weight_sites=filters, weight_cuts=cuts,
+                          weight_check=check)
 
 
 def _fit(tuned, *, train_data, validation_data, epochs: int, options: FinetuneOptions) -> dict:
@@ -455,6 +653,69 @@ def _learned_intervals(*, tuned, sites: tuple[MapSite, ...]) -> dict[str, tuple[
     return out
 
 
+def trained_cuts(*, tuned, sites: tuple[WeightSite, ...], base) -> dict[str, WeightCut]:
+    """Key -> the fake quantizer's b-bit filter at the end of training (values in the
+    TFLite filter layout, float32 scales); each layer's kernel is then set to the kernel
+    whose folding is exactly that filter, ``codes x scale / multiplier`` (module doc)."""
+    _, keras = _tensorflow()
+    out = {}
+    for site in sites:
+        wrapper = filter_wrapper(model=tuned, layer=site.layer)
+        codes, scale, folded, _ = (np.asarray(v) for v in wrapper.folded_codes())
+        layer = base.get_layer(site.layer)
+        shape = tuple(layer.kernel.shape)
+        kernel = (codes * scale[None] / site.multiplier[None]).astype(np.float32)
+        layer.kernel.assign(kernel.reshape(shape))
+        real = codes * scale[None].astype(np.float64)
+        error = float(np.linalg.norm(real - folded) / max(np.linalg.norm(folded), 1e-30))
+        values = codes.astype(np.int64).reshape(shape)
+        values = values.reshape(1, *shape[:2], -1) if _is_depthwise(layer, keras) \
+            else values.transpose(3, 0, 1, 2)
+        out[site.key] = WeightCut(key=site.key, bits=site.bits, values=values,
+                                  scales=tuple(float(v) for v in scale), rel_rmse=error)
+    return out
+
+
+def filter_wrapper(*, model, layer: str):
+    """The filter fake-quant wrapper of `layer` in a `fake_quant_model` (it sits inside the
+    map wrapper ``<layer>_qat`` when the layer's output is a planned map too)."""
+    names = {other.name: other for other in model.layers}
+    if f"{layer}_wq" in names:
+        return names[f"{layer}_wq"]
+    return names[f"{layer}_qat"].inner
+
+
+def exported_cut_check(*, old: Graph, new: Graph,
+                       cuts: Mapping[str, WeightCut]) -> dict[str, dict]:
+    """Per trained filter: does ``weight_cuts`` cut the exported int8 filter (new key) into
+    the trained values, and how far apart are the scales (relative)?  A mismatch is warned
+    about: the deployed model would then not run the trained filter."""
+    rename = _filter_renames(old=old, new=new, keys=cuts)
+    again = weight_cuts(subgraph=new.main, bits={rename[k]: c.bits for k, c in cuts.items()})
+    out = {}
+    for key, cut in sorted(cuts.items()):
+        got = again[rename[key]]
+        equal = bool(np.array_equal(got.values, cut.values))
+        diff = max((abs(a - b) / b for a, b in zip(got.scales, cut.scales) if b > 0),
+                   default=0.0)
+        out[rename[key]] = {"trained_key": key, "bits": cut.bits, "values_equal": equal,
+                            "max_scale_rel_diff": float(diff)}
+        if not equal:
+            warnings.warn(f"filter {rename[key]!r}: the exported int8 filter does not cut back "
+                          f"into the trained {cut.bits}-bit values", RuntimeWarning, stacklevel=3)
+    return out
+
+
+def _filter_renames(*, old: Graph, new: Graph, keys) -> dict[str, str]:
+    """Old filter key -> the new graph's key (input 1 of the op at the same index)."""
+    out = {}
+    for key in keys:
+        index = next(i for i, op in enumerate(old.main.operators)
+                     if len(op.inputs) > 1 and op.inputs[1] == key)
+        out[key] = new.main.operators[index].inputs[1]
+    return out
+
+
 def exported_plan(*, plan: BitwidthPlan, old: Graph, new: Graph,
                   learned: Mapping[str, tuple[float, float]]) -> BitwidthPlan:
     """`plan` on the keys of `new` (whole maps: same producing op), with the learned
@@ -462,6 +723,8 @@ def exported_plan(*, plan: BitwidthPlan, old: Graph, new: Graph,
     old_producers = old.main.producers()
     rename = {k: new.main.operators[old_producers[k]].outputs[0]
               for k in plan.bits if k in old_producers}
+    rename.update(_filter_renames(old=old, new=new, keys=[
+        k for k in plan.bits if k in old.main.tensors and old.main.tensors[k].is_constant]))
     bits = {rename.get(k, k): b for k, b in plan.bits.items()}
     ranges = {}
     for key, (lo, hi) in sorted(learned.items()):
@@ -474,8 +737,15 @@ def exported_plan(*, plan: BitwidthPlan, old: Graph, new: Graph,
         ranges[new_key] = interval_range(bits=plan.bits[key], lo=lo, hi=hi,
                                          scale8=float(tensor.quantization.scale[0]),
                                          zero_point8=int(tensor.quantization.zero_point[0]))
+    weights = plan.weights
+    if weights is not None:
+        weights = dataclasses.replace(weights, keys=tuple(rename.get(k, k) for k in weights.keys),
+                                      log=tuple(dataclasses.replace(
+                                          step, key=rename.get(step.key, step.key),
+                                          pair=tuple(rename.get(k, k) for k in step.pair))
+                                          for step in weights.log))
     return BitwidthPlan(policy=plan.policy, options={**dict(plan.options), "qat": True},
-                        bits=bits, branches=plan.branches, weights=plan.weights, ranges=ranges)
+                        bits=bits, branches=plan.branches, weights=weights, ranges=ranges)
 
 
 def interval_range(*, bits: int, lo: float, hi: float, scale8: float,

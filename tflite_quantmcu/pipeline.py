@@ -292,7 +292,8 @@ def guard_accuracy(conv: Conversion) -> None:
 
 
 def target_bitops(conv: Conversion) -> None:
-    """--bitops-ratio: lower the searched plan's widths until BitOPs are R x below patch-int8."""
+    """--bitops-ratio: lower the searched plan's map and filter widths until BitOPs are R x
+    below patch-int8."""
     ratio = conv.options.bitops_ratio
     if ratio is None or conv.search is None:
         return

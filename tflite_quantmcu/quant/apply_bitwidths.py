@@ -260,6 +260,25 @@ def _reader_problem(*, view: _View, reader: int) -> str | None:
     return None
 
 
+def filter_candidates(*, graph: Graph) -> dict[str, tuple[int, ...]]:
+    """Cuttable filter keys of the main subgraph -> the widths they may take
+    (``weight_cuts.weight_candidates`` with this module's QMCU forms)."""
+    view = _View(subgraph=graph.main)
+    return weight_candidates(subgraph=graph.main, has_form=view.has_form)
+
+
+def mac_sources(*, graph: Graph) -> dict[int, str]:
+    """Op index -> the activation key each op with an input 0 and a filter reads once a plan
+    is applied: a conv-like op reading a foldable zero-point PAD reads the PAD's input
+    (folded whenever that map is sub-byte; at 8 bits both have 8 bits)."""
+    view = _View(subgraph=graph.main)
+    out = {}
+    for index, op in enumerate(graph.main.operators):
+        if len(op.inputs) > 1 and op.inputs[0] is not None:
+            out[index] = view.source(index).key if view.has_form(index) else op.inputs[0]
+    return out
+
+
 # ---- plan checks -----------------------------------------------------------------------------
 
 def checked_bits(*, graph: Graph, plan: BitwidthPlan) -> dict[str, int]:
