@@ -38,6 +38,7 @@ from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
+                                                  lowerable_costs, lowerable_ranges,
                                                   selection_costs)
 from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Batch,
                                                     InputNormalization, data_batches)
@@ -280,7 +281,9 @@ def guard_accuracy(conv: Conversion) -> None:
                          heldout=heldout_from_batches(batches=conv.heldout),
                          options=GuardOptions(max_drop_pts=bound),
                          known_costs=selection_costs(plan=conv.bitwidth_plan,
-                                                     selection=conv.search.selection))
+                                                     selection=conv.search.selection),
+                         lowerable=lowerable_ranges(selection=conv.search.selection),
+                         lowerable_costs=lowerable_costs(selection=conv.search.selection))
     conv.bitwidth_plan = guarded.plan
     conv.search = dataclasses.replace(conv.search, plan=guarded.plan,
                                       search_time_s=conv.search.search_time_s
