@@ -1,5 +1,9 @@
-"""Table II analog: every bit-width policy on the bundled model at one SRAM and two flash
-budgets.
+"""Table II analog: every bit-width policy on a real model at one SRAM and two flash budgets.
+
+Models (``--model``): ``fashion`` (the bundled Fashion-MNIST MobileNetV2, SRAM 256 KB, test set:
+all 10,000 Fashion-MNIST test images) and ``digits`` (the MobileNetV1-0.25 64x64 handwritten-digit
+model, testdata/README_digits.md; its int8 arena is 51 KB, so its SRAM budget is 40 KB; test
+split: all 1,000 images). ``--sram`` overrides the budget.
 
 Budgets: SRAM = ``--sram`` KB of TFLite Micro's whole arena on Cortex-M (head + tail,
 ``analysis.model_analysis.ArenaBytes.total``). Flash = the written ``.tflite`` file:
@@ -13,14 +17,21 @@ the RL search (``--policy rl``, ``--rl-episodes``, seed 0, reward = top-1 on the
 128 calibration images), and uniform W4/A4 (PACT-like: every cuttable filter and
 feature map of the layer-based model at 4 bits). A policy that cannot meet a budget
 prints its BudgetError. Top-1: the numpy reference executor (bit-exact with TFLite
-Micro) on the Fashion-MNIST test set (``--samples N``: a stratified subset, seed 0).
+Micro) on the model's whole test set (``--samples N``: a subset), in batches of 250.
+
+Checks printed after the table: (1) the Rusci and RL models at 60 % flash run bit-exact in
+the reference executor vs their own C kernels: every QMCU_* op of them run by the host build
+of cmixnn_bridge (gcc) on the inputs the executor fed it, on ``--c-samples`` test images
+(``tests/qmcu_c_oracle.py``); (2) the RL search at 60 % flash run a second time with the same
+seed: same plan, and both search times (``--no-rl-repeat`` skips it).
 
 Also printed: the weight-cut error (relative RMS of the cut filters against the int8
 filters' float values) and, for the Rusci plan at 60 %, the same 4-bit filters in
 TFLite Micro's own INT4 form (builtin ops, no requant constants, but an arena scratch
 of one byte per weight while each such op runs) beside the QMCU form.
 
-    python3 bench/policies.py [--samples N] [--sram 256] [--rl-episodes 30]
+    python3 bench/policies.py [--model fashion|digits] [--samples N] [--sram KB]
+                              [--rl-episodes 30] [--c-samples 4] [--no-rl-repeat]
 """
 from __future__ import annotations
 
@@ -28,6 +39,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -35,10 +47,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))   # the C-kernel oracle of the test suite
 
-from testdata import fashion_mnist  # noqa: E402
+from testdata import digits_mnist, fashion_mnist  # noqa: E402
 from tflite_quantmcu.analysis.model_analysis import analyze_model  # noqa: E402
-from tflite_quantmcu.errors import BudgetError  # noqa: E402
+from tflite_quantmcu.errors import BudgetError, CalibrationDataWarning  # noqa: E402
 from tflite_quantmcu.ir import schema  # noqa: E402
 from tflite_quantmcu.ir.graph import Buffer  # noqa: E402
 from tflite_quantmcu.ir.reader import read_model_file  # noqa: E402
@@ -55,11 +68,20 @@ from tflite_quantmcu.quant.rl_policy import RlOptions, search_rl  # noqa: E402
 from tflite_quantmcu.quant.rusci_policy import search_rusci  # noqa: E402
 from tflite_quantmcu.quant.weight_cuts import weight_cuts  # noqa: E402
 
-MODEL = ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite"
-CALIBRATION = ROOT / "testdata" / "fashion_mnist_calib.npz"
 TARGET = "cortex-m"
 READ_BATCH = 250
 HOLDOUT = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    model: Path
+    sram_kb: float
+
+
+CASES = {"fashion": Case(model=ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite", sram_kb=256),
+         "digits": Case(model=ROOT / "testdata" / "digits_mnv1_w025_r64_int8.tflite",
+                        sram_kb=40)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +99,32 @@ class Row:
     note: str = ""
 
 
-def model_batches(*, images, labels=None):
+def model_batches(*, images, labels=None, prepare=fashion_mnist.to_model_input):
     for start in range(0, len(images), READ_BATCH):
-        x = fashion_mnist.to_model_input(images=images[start:start + READ_BATCH])
+        x = prepare(images=images[start:start + READ_BATCH])
         yield x if labels is None else (x, labels[start:start + READ_BATCH])
+
+
+def _as_is(*, images):
+    return images
+
+
+def load_data(*, model: str, samples: int | None):
+    """(test images, test labels, calibration images, calibration labels, prepare)."""
+    if model == "digits":
+        paths = digits_mnist.ensure_generated()
+        with np.load(paths["test"]) as test, np.load(paths["calib"]) as calib:
+            x, y, cx, cy = test["x"], test["y"], calib["x"], calib["y"]
+        if samples is not None:
+            x, y = x[:samples], y[:samples]
+        return x, y, cx, cy, _as_is
+    x, y = fashion_mnist.load_split(split="test")
+    if samples is not None:
+        pick = fashion_mnist.stratified_indices(labels=y, total=samples, seed=0)
+        x, y = x[pick], y[pick]
+    with np.load(ROOT / "testdata" / "fashion_mnist_calib.npz") as calib:
+        cx, cy = calib["x"], calib["y"] if "y" in calib.files else None
+    return x, y, cx, cy, fashion_mnist.to_model_input
 
 
 def counts(*, bits: dict, keys) -> str:
@@ -90,18 +134,17 @@ def counts(*, bits: dict, keys) -> str:
 
 class Context:
     def __init__(self, *, args) -> None:
-        self.graph = read_model_file(path=MODEL)
-        self.sram = int(args.sram * 1024)
+        case = CASES[args.model]
+        self.model = case.model
+        self.graph = read_model_file(path=case.model)
+        self.sram = int((args.sram or case.sram_kb) * 1024)
         self.problem = layer_problem(graph=self.graph)
-        x, y = fashion_mnist.load_split(split="test")
-        if args.samples is not None:
-            pick = fashion_mnist.stratified_indices(labels=y, total=args.samples, seed=0)
-            x, y = x[pick], y[pick]
+        x, y, cx, cy, self.prepare = load_data(model=args.model, samples=args.samples)
         self.images, self.labels = x, y
-        calib = np.load(CALIBRATION)
         self.calib_x = np.concatenate(list(calibration_batches(
-            source=model_batches(images=calib["x"]), graph=self.graph, progress=False)))
-        self.calib_y = calib["y"] if "y" in calib.files else None
+            source=model_batches(images=cx, prepare=self.prepare), graph=self.graph,
+            progress=False)))
+        self.calib_y = cy
         self.cache: dict[bytes, float] = {}
         filters = sum(self.graph.main.tensors[k].num_elements for k in self.problem.weight_keys)
         _, self.int8 = measure(graph=self.graph, bits={}, target=TARGET)
@@ -112,8 +155,9 @@ class Context:
         key = write_model_bytes(graph=graph)
         if key not in self.cache:
             self.cache[key] = top1_accuracy(
-                graph=graph, data=model_batches(images=self.images, labels=self.labels),
-                batch_size=125, progress=False)
+                graph=graph, data=model_batches(images=self.images, labels=self.labels,
+                                                prepare=self.prepare),
+                batch_size=READ_BATCH, progress=False)
         return self.cache[key]
 
 
@@ -131,18 +175,24 @@ def measured(*, ctx: Context, policy: str, flash_name: str, flash: int | None, g
 def failed(*, policy: str, flash_name: str, err: Exception) -> Row:
     return Row(policy=policy, flash_budget=flash_name, weights="-", activations="-", top1=None,
                bitops=None, arena=None, flash=None, fits=False, search_s=None,
-               note=f"{type(err).__name__}: {err}")
+               note=f"{type(err).__name__}: {str(err)[:400]}")
 
 
 def quantmcu_row(*, ctx: Context, flash_name: str, flash: int | None) -> list[Row]:
-    plan = plan_patches(graph=ctx.graph, options=PatchOptions(sram_budget=ctx.sram,
-                                                             target=TARGET))
+    try:
+        plan = plan_patches(graph=ctx.graph, options=PatchOptions(sram_budget=ctx.sram,
+                                                                 target=TARGET))
+    except BudgetError as err:
+        return [failed(policy="patch int8", flash_name=flash_name, err=err)]
     patched = apply_patch_plan(graph=ctx.graph, plan=plan)
     rows = [measured(ctx=ctx, policy="patch int8", flash_name=flash_name, flash=flash,
                      graph=patched, bits={}, search_s=None)]
     start = time.perf_counter()
-    result = search_quantmcu(graph=ctx.graph, patch_plan=plan, patched_graph=patched,
-                             calibration=[ctx.calib_x], sram_budget=ctx.sram)
+    try:
+        result = search_quantmcu(graph=ctx.graph, patch_plan=plan, patched_graph=patched,
+                                 calibration=[ctx.calib_x], sram_budget=ctx.sram)
+    except BudgetError as err:
+        return rows + [failed(policy="QuantMCU", flash_name=flash_name, err=err)]
     final = apply_bitwidth_plan(graph=patched, plan=result.plan)
     row = measured(ctx=ctx, policy="QuantMCU", flash_name=flash_name, flash=flash, graph=final,
                    bits={}, search_s=time.perf_counter() - start)
@@ -152,21 +202,28 @@ def quantmcu_row(*, ctx: Context, flash_name: str, flash: int | None) -> list[Ro
     return rows
 
 
-def seed_rows(*, ctx: Context, flash_name: str, flash: int | None, episodes: int) -> list[Row]:
+def run_rl(*, ctx: Context, flash: int | None, episodes: int):
+    return search_rl(graph=ctx.graph, x=ctx.calib_x[-HOLDOUT:],
+                     y=None if ctx.calib_y is None else ctx.calib_y[-HOLDOUT:],
+                     sram_budget=ctx.sram, flash_budget=flash, target=TARGET,
+                     options=RlOptions(episodes=episodes, holdout=HOLDOUT))
+
+
+def seed_rows(*, ctx: Context, flash_name: str, flash: int | None, episodes: int,
+              results: dict) -> list[Row]:
+    """Rusci and RL rows; each search result also goes into ``results[(policy, flash_name)]``."""
     rows = []
-    runs = (("Rusci et al.", lambda: search_rusci(graph=ctx.graph, sram_budget=ctx.sram,
-                                                  flash_budget=flash, target=TARGET)),
-            (f"RL ({episodes} ep.)", lambda: search_rl(
-                graph=ctx.graph, x=ctx.calib_x[-HOLDOUT:],
-                y=None if ctx.calib_y is None else ctx.calib_y[-HOLDOUT:],
-                sram_budget=ctx.sram, flash_budget=flash, target=TARGET,
-                options=RlOptions(episodes=episodes, holdout=HOLDOUT))))
-    for name, run in runs:
+    runs = (("rusci", "Rusci et al.", lambda: search_rusci(
+                graph=ctx.graph, sram_budget=ctx.sram, flash_budget=flash, target=TARGET)),
+            ("rl", f"RL ({episodes} ep.)", lambda: run_rl(ctx=ctx, flash=flash,
+                                                          episodes=episodes)))
+    for key, name, run in runs:
         try:
             result = run()
         except BudgetError as err:
             rows.append(failed(policy=name, flash_name=flash_name, err=err))
             continue
+        results[(key, flash_name)] = result
         graph, _ = measure(graph=ctx.graph, bits=result.plan.bits, target=TARGET)
         rows.append(measured(ctx=ctx, policy=name, flash_name=flash_name, flash=flash,
                              graph=graph, bits=dict(result.plan.bits),
@@ -222,6 +279,45 @@ def cut_errors(*, ctx: Context) -> str:
     return "\n".join(lines)
 
 
+def c_kernel_check(*, ctx: Context, results: dict, samples: int) -> str:
+    """Rusci and RL models at 60 % flash: every QMCU op in C (host build) vs the executor."""
+    import ctypes
+    from qmcu_c_oracle import compare_qmcu_ops
+    from test_cmixnn_host import Kernels, _build
+    kernels = Kernels(lib=ctypes.CDLL(str(_build(variant="plain"))))
+    with warnings.catch_warnings():   # a few images are plenty here: no "few samples" warning
+        warnings.simplefilter("ignore", CalibrationDataWarning)
+        x = np.concatenate(list(calibration_batches(
+            source=model_batches(images=ctx.images[:samples], prepare=ctx.prepare),
+            graph=ctx.graph, progress=False)))
+    lines = [f"C kernels (cmixnn_bridge host build) vs the reference executor, {samples} test "
+             "images, every QMCU op:"]
+    for key, name in (("rusci", "Rusci et al."), ("rl", "RL")):
+        result = results.get((key, "60 %"))
+        if result is None:
+            lines.append(f"- {name} at 60 % flash: no model (budget error)")
+            continue
+        graph, _ = measure(graph=ctx.graph, bits=result.plan.bits, target=TARGET)
+        found = compare_qmcu_ops(graph=graph, x=x, kernels=kernels)
+        verdict = "bit-exact" if found.all_equal else f"DIFFERS at {found.mismatches[:3]}"
+        lines.append(f"- {name} at 60 % flash: {verdict} ({found.summary()})")
+    kernels.free_all()
+    return "\n".join(lines)
+
+
+def rl_repeat(*, ctx: Context, first, episodes: int) -> str:
+    """The RL search at 60 % flash again with the same seed: same plan? both times."""
+    second = run_rl(ctx=ctx, flash=ctx.flash60, episodes=episodes)
+    same = dict(first.plan.bits) == dict(second.plan.bits)
+    return (f"\nRL search at 60 % flash, seed 0, {episodes} episodes, run twice: same plan: "
+            f"{'yes' if same else 'NO'}; search time {first.search_time_s:.1f} s and "
+            f"{second.search_time_s:.1f} s (limit {RlOptions().time_limit_s:.0f} s; stopped "
+            f"by the limit: {first.details['stopped_by_time_limit']}, "
+            f"{second.details['stopped_by_time_limit']}); best reward "
+            f"{first.details['best_reward']:.3f} on {first.details['holdout_samples']} "
+            f"held-out calibration images")
+
+
 def print_table(*, rows: list[Row], ctx: Context) -> None:
     print(f"SRAM budget {ctx.sram} B (whole arena, {TARGET}); flash budgets: none, 60 % = "
           f"{ctx.flash60} B (int8 file {ctx.int8.flash_bytes} B)\n")
@@ -243,19 +339,34 @@ def print_table(*, rows: list[Row], ctx: Context) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=tuple(CASES), default="fashion")
     parser.add_argument("--samples", type=int, default=None,
-                        help="stratified test subset (default: all 10,000 images)")
-    parser.add_argument("--sram", type=float, default=256, help="SRAM budget in KB (256)")
+                        help="test subset (default: the whole test set)")
+    parser.add_argument("--sram", type=float, default=None,
+                        help="SRAM budget in KB (fashion 256, digits 40)")
     parser.add_argument("--rl-episodes", type=int, default=30)
+    parser.add_argument("--c-samples", type=int, default=4,
+                        help="test images for the C-kernel check (default 4)")
+    parser.add_argument("--no-rl-repeat", action="store_true",
+                        help="skip the same-seed rerun of the RL search at 60 %% flash")
     args = parser.parse_args(argv)
+    begin = time.perf_counter()
     ctx = Context(args=args)
     rows = [measured(ctx=ctx, policy="int8 layer-based", flash_name="none", flash=None,
                      graph=ctx.graph, bits={}, search_s=None)]
+    results: dict = {}
     for name, flash in (("none", None), ("60 %", ctx.flash60)):
         rows += quantmcu_row(ctx=ctx, flash_name=name, flash=flash)
-        rows += seed_rows(ctx=ctx, flash_name=name, flash=flash, episodes=args.rl_episodes)
+        rows += seed_rows(ctx=ctx, flash_name=name, flash=flash, episodes=args.rl_episodes,
+                          results=results)
         rows.append(uniform_row(ctx=ctx, flash_name=name, flash=flash))
+    print(f"model {ctx.model.name}; top-1 on {len(ctx.labels)} test images "
+          f"({'all' if args.samples is None else 'subset'})\n")
     print_table(rows=rows, ctx=ctx)
+    print()
+    print(c_kernel_check(ctx=ctx, results=results, samples=args.c_samples))
+    if not args.no_rl_repeat and ("rl", "60 %") in results:
+        print(rl_repeat(ctx=ctx, first=results[("rl", "60 %")], episodes=args.rl_episodes))
     print("\nWeight cuts (per-channel MSE-clipped symmetric scales):")
     print(cut_errors(ctx=ctx))
     rusci = search_rusci(graph=ctx.graph, sram_budget=ctx.sram, flash_budget=ctx.flash60,
@@ -269,6 +380,7 @@ def main(argv: list[str]) -> int:
           f"included), flash {int4.flash_bytes:,} B")
     print("\nQuantMCU cuts no weights: its 60 % rows are the same models, judged against "
           "the flash budget.")
+    print(f"\ntotal bench time {time.perf_counter() - begin:.0f} s")
     return 0
 
 

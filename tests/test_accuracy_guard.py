@@ -121,3 +121,35 @@ def test_holdout_split_takes_every_second_sample_and_caps():
     assert held_x.tolist() == [1, 3, 5, 7]
     assert np.concatenate([b.y for b in held]).tolist() == [1, 3, 5, 7]
     assert sorted(fit_x.tolist() + held_x.tolist()) == list(range(15))
+
+
+def test_descent_lowers_the_cheap_maps_and_not_the_harmful_one(setup):
+    """Descent from an all-int8 plan: the crushed (harmful) map costs most per BitOP, so it is
+    last in line; with bound BOUND it stays at 8 bits, the benign map is lowered when it holds
+    the bound alone; every reported drop equals a direct single-threaded measurement; with
+    an unreachable-to-break bound everything is lowered; with ``descend=False`` nothing."""
+    graph, plan, patched, heldout = setup
+    planted, harmful, benign = _planted_plan(graph, patched, plan)
+    start = BitwidthPlan(policy="test", options={}, bits={})
+    lowerable = dict(planted.ranges)
+    result = guard_plan(graph=graph, patch_plan=plan, patched_graph=patched, plan=start,
+                        heldout=heldout, options=GuardOptions(max_drop_pts=BOUND),
+                        lowerable=lowerable)
+    record = result.record
+    assert record["raised"] == [] and harmful not in record["lowered"]
+    assert result.plan.bits.get(harmful, 8) == 8
+    after = _drop(graph=graph, patched=patched, plan=result.plan, heldout=heldout)
+    assert record["drop_pts"] == pytest.approx(after) and after <= BOUND
+    benign_only = BitwidthPlan(policy="test", options={}, bits={benign: 4},
+                               ranges={benign: lowerable[benign]})
+    if _drop(graph=graph, patched=patched, plan=benign_only, heldout=heldout) <= BOUND:
+        assert record["lowered"] == [benign] and result.plan.ranges[benign] == lowerable[benign]
+    everything = guard_plan(graph=graph, patch_plan=plan, patched_graph=patched, plan=start,
+                            heldout=heldout, options=GuardOptions(max_drop_pts=100.0),
+                            lowerable=lowerable)
+    assert sorted(everything.record["lowered"]) == sorted(lowerable)
+    assert dict(everything.plan.ranges) == lowerable
+    off = guard_plan(graph=graph, patch_plan=plan, patched_graph=patched, plan=start,
+                     heldout=heldout, options=GuardOptions(max_drop_pts=100.0, descend=False,
+                                                           workers=1), lowerable=lowerable)
+    assert off.record["lowered"] == [] and off.plan.bits == {}

@@ -12,20 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_cmixnn_host import _run_conv, kernels  # noqa: F401  (kernels is a fixture)
+from qmcu_c_oracle import compare_qmcu_ops
+from test_cmixnn_host import kernels  # noqa: F401  (kernels is a fixture)
 from testdata import fashion_mnist
 from testdata.synthetic_models import Conv, DepthwiseConv, Mean, ModelSpec, build_int8_graph
 from tflite_quantmcu.errors import BudgetError
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file
 from tflite_quantmcu.quant.calibration_data import calibration_batches
 from tflite_quantmcu.ir.writer import write_model_bytes
-from tflite_quantmcu.qmcu_options import decode_options
 from tflite_quantmcu.quant.layer_budgets import layer_problem, measure
 from tflite_quantmcu.quant.rl_policy import RlOptions, decisions, enforce, search_rl
 from tflite_quantmcu.quant.rusci import RusciOptions
 from tflite_quantmcu.quant.rusci_policy import search_rusci
 from tflite_quantmcu.quant.weight_cuts import cut_filter, packed_filter, unpacked_filter
-from tflite_quantmcu.reference import qmcu_golden as gold
 from tflite_quantmcu.reference.executor import run_graph
 
 SPEC = ModelSpec(input_shape=(12, 12, 16), seed=3, layers=(
@@ -152,29 +151,12 @@ def test_rusci_rule_steps_and_budgets(graph):
 
 
 def _convs_equal_c_kernels(*, converted, x, kernels) -> int:  # noqa: F811
-    """Every QMCU conv/depthwise op of ``converted`` run by the C library on the inputs the
-    reference executor gave it must reproduce the executor's output bytes; returns how
-    many of them have a cut filter."""
-    sub = converted.main
-    seen = {}
-    run_graph(graph=converted, inputs=[x], observer=lambda i, op, out: seen.update(out))
-    values = {**dict(zip(sub.inputs, [x])), **seen}
-    checked = 0
-    for op in sub.operators:
-        if op.type not in ("QMCU_CONV_2D", "QMCU_DEPTHWISE_CONV_2D"):
-            continue
-        options = decode_options(op=op.type, data=op.custom_options)
-        case = gold.ConvCase(options=options, input=values[op.inputs[0]],
-                             filter=np.frombuffer(sub.tensors[op.inputs[1]].buffer.data,
-                                                  dtype=np.int8),
-                             bias=sub.tensors[op.inputs[2]].array(),
-                             requant=sub.tensors[op.inputs[3]].array(),
-                             expected=values[op.outputs[0]])
-        fn = "qmcu_depthwise_conv_2d" if case.depthwise else "qmcu_conv_2d"
-        got = _run_conv(k=kernels, case=case, fn=fn, scratch_fn=f"{fn}_scratch_size")
-        assert got == np.ascontiguousarray(case.expected).tobytes(), op.outputs[0]
-        checked += options.w_bits < 8
-    return checked
+    """Every QMCU op of ``converted`` run by the C library on the inputs the reference
+    executor gave it must reproduce the executor's output bytes; returns how many convs
+    have a cut filter."""
+    found = compare_qmcu_ops(graph=converted, x=x, kernels=kernels)
+    assert found.all_equal, f"C differs from the executor: {found.mismatches[:5]}"
+    return found.cut_filters
 
 
 def test_rusci_cut_convs_equal_c_kernels(graph, kernels):  # noqa: F811
@@ -224,6 +206,35 @@ def test_rl_enforces_budgets_and_is_deterministic(graph):
     with pytest.raises(BudgetError, match="best reached"):
         enforce(graph=graph, choices=choices, bits=eight, sram_budget=1000,
                 flash_budget=None, target="cortex-m")
+
+
+def _flash60(graph) -> int:
+    """The int8 file minus 40 % of the cuttable filters' bytes (bench/policies.py's 60 %)."""
+    problem = layer_problem(graph=graph)
+    _, int8 = measure(graph=graph, bits={}, target="cortex-m")
+    filters = sum(graph.main.tensors[k].num_elements for k in problem.weight_keys)
+    return int8.flash_bytes - int(0.4 * filters)
+
+
+@pytest.mark.parametrize("policy", ["rusci", "rl"])
+def test_policies_at_60_percent_flash_fit_and_equal_c_kernels(graph, kernels, policy):  # noqa: F811
+    """At 60 % flash both seed policies fit, and every QMCU op of their models (cut filters,
+    packed maps, PACK/UNPACK, ADD) run by the C library equals the reference executor."""
+    sram, flash = _budgets(graph)[0], _flash60(graph)
+    if policy == "rusci":
+        result = search_rusci(graph=graph, sram_budget=sram, flash_budget=flash,
+                              target="cortex-m")
+    else:
+        x = np.random.default_rng(4).integers(-128, 128, size=(8,) + SHAPE).astype(np.int8)
+        result = search_rl(graph=graph, x=x, y=None, sram_budget=sram, flash_budget=flash,
+                           target="cortex-m", options=RlOptions(episodes=3, seed=1, holdout=8))
+    converted, figures = measure(graph=graph, bits=result.plan.bits, target="cortex-m")
+    assert figures.arena_total <= sram and figures.flash_bytes <= flash
+    assert any(b < 8 for b in result.plan.bits.values())
+    x = np.random.default_rng(5).integers(-128, 128, size=(2,) + SHAPE).astype(np.int8)
+    found = compare_qmcu_ops(graph=converted, x=x, kernels=kernels)
+    assert found.all_equal, f"C differs from the executor: {found.mismatches[:5]}"
+    assert found.cut_filters >= 1, found.summary()
 
 
 def _cli(*args) -> "subprocess.CompletedProcess":

@@ -40,6 +40,7 @@ from tflite_quantmcu.patches.stage_op import PATCH_NAMESPACE
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.bitops_target import plan_for_bitops_ratio
 from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
+                                                  lowerable_costs, lowerable_ranges,
                                                   selection_costs)
 from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Batch,
                                                     InputNormalization, data_batches)
@@ -282,7 +283,9 @@ def guard_accuracy(conv: Conversion) -> None:
                          heldout=heldout_from_batches(batches=conv.heldout),
                          options=GuardOptions(max_drop_pts=bound),
                          known_costs=selection_costs(plan=conv.bitwidth_plan,
-                                                     selection=conv.search.selection))
+                                                     selection=conv.search.selection),
+                         lowerable=lowerable_ranges(selection=conv.search.selection),
+                         lowerable_costs=lowerable_costs(selection=conv.search.selection))
     conv.bitwidth_plan = guarded.plan
     conv.search = dataclasses.replace(conv.search, plan=guarded.plan,
                                       search_time_s=conv.search.search_time_s

@@ -358,10 +358,12 @@ def pack_bits(*, values: np.ndarray, bits: int) -> np.ndarray:
         return values.astype(np.int8)
     per_byte = 8 // bits
     check_packable(name="pack_bits", channels=values.shape[-1], bits=bits)
-    fields = (values.astype(np.int64) & ((1 << bits) - 1)).astype(np.uint8)
-    fields = fields.reshape(values.shape[:-1] + (values.shape[-1] // per_byte, per_byte))
-    shifts = (np.arange(per_byte, dtype=np.uint8) * bits).astype(np.uint8)
-    return np.bitwise_or.reduce(fields << shifts, axis=-1).astype(np.uint8)
+    # the low byte of the two's complement keeps every field's bits (one uint8 pass)
+    fields = values.astype(np.uint8) & np.uint8((1 << bits) - 1)
+    packed = fields[..., 0::per_byte].copy()
+    for i in range(1, per_byte):
+        packed |= fields[..., i::per_byte] << np.uint8(i * bits)
+    return packed
 
 
 def unpack_bits(*, packed: np.ndarray, bits: int, channels: int,
@@ -376,8 +378,12 @@ def unpack_bits(*, packed: np.ndarray, bits: int, channels: int,
     check_packable(name="unpack_bits", channels=channels, bits=bits)
     if packed.shape[-1] != channels // per_byte:
         raise ValueError(f"packed innermost dim {packed.shape[-1]} != {channels // per_byte}")
-    shifts = (np.arange(per_byte) * bits).astype(np.int32)
-    fields = (packed.astype(np.int32)[..., None] >> shifts) & ((1 << bits) - 1)
+    raw = packed.astype(np.uint8)   # an int8 byte holds the same bits
+    mask = np.uint8((1 << bits) - 1)
+    fields = np.empty(packed.shape + (per_byte,), dtype=np.uint8)
+    for i in range(per_byte):
+        np.bitwise_and(raw >> np.uint8(i * bits), mask, out=fields[..., i])
+    values = fields.reshape(packed.shape[:-1] + (channels,)).astype(np.int32)
     if signed:
-        fields = fields - ((fields >> (bits - 1)) << bits)
-    return fields.reshape(packed.shape[:-1] + (channels,)).astype(np.int32)
+        values -= (values >> (bits - 1)) << bits
+    return values

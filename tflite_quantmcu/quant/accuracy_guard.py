@@ -27,10 +27,22 @@ first; a map that saves many must cost proportionally more), and
 the smallest number k of raised maps whose exactly measured drop holds the bound is found
 by bisection over k (k = all maps is the patch-int8 plan, drop 0). If no k holds the
 bound (a negative bound), every map is kept at int8 and the record says so.
+
+**Descent** (``GuardOptions.descend``, on by default; ``lowerable``: the maps the search
+could have put at 4 bits, with the range the range selection chose for them). The bound is
+a budget: whatever part of it the plan does not use can buy BitOPs. After the raise step
+(or at once, when the searched plan already holds the bound), every lowerable map still at
+8 bits (the raised ones included) gets the same cost at 4 bits, and they are taken in
+*ascending* cost per BitOP saved: the largest k whose plan with the first k of them at 4
+bits holds the bound, measured exactly on the hold-out, is found by bisection over k (one
+evaluation when all of them hold). Same assumption as the raise step: the drop grows with k.
+Lowering widths only shrinks maps, so VDQS's memory limits keep holding; the convert's final
+budget check still runs. The record lists the lowered maps.
 """
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,7 +57,8 @@ from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import stage_map_regions
 from tflite_quantmcu.quant.range_selection import SELECT_SAMPLES, OutputSimulator
-from tflite_quantmcu.quant.ranges import full_range, int8_lookup
+from tflite_quantmcu.quant.ranges import SubbyteRange, full_range, int8_lookup
+from tflite_quantmcu.reference.blas_threads import limited_blas_threads
 from tflite_quantmcu.reference.executor import run_graph
 
 COST_SAMPLES = SELECT_SAMPLES
@@ -54,15 +67,20 @@ COST_SAMPLES = SELECT_SAMPLES
 @dataclass(frozen=True)
 class GuardOptions:
     """max_drop_pts: the bound (percentage points); cost_samples: held-out samples used to
-    rank the maps (the bound itself is measured on all held-out samples)."""
+    rank the maps (the bound itself is measured on all held-out samples); descend: lower
+    cheap maps while the bound holds (module doc); workers: threads that run the held-out
+    samples (two halves at once on 2 cores; the figures do not depend on it)."""
 
     max_drop_pts: float = 1.0
     cost_samples: int = COST_SAMPLES
+    descend: bool = True
+    workers: int = 2
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.max_drop_pts) or int(self.cost_samples) < 1:
+        if not np.isfinite(self.max_drop_pts) or int(self.cost_samples) < 1 or self.workers < 1:
             raise ConfigError(f"accuracy guard: the bound must be a finite number of points and "
-                              f"cost_samples >= 1, got {self.max_drop_pts}, {self.cost_samples}")
+                              f"cost_samples, workers >= 1, got {self.max_drop_pts}, "
+                              f"{self.cost_samples}, {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -91,10 +109,12 @@ def top1(outputs: np.ndarray) -> np.ndarray:
 class _Judge:
     """Exact drop of a plan on the held-out samples, cached by the plan's widths."""
 
-    def __init__(self, *, graph: Graph, patched_graph: Graph, heldout: HeldOut) -> None:
+    def __init__(self, *, graph: Graph, patched_graph: Graph, heldout: HeldOut,
+                 workers: int = 1) -> None:
         self.patched = patched_graph
         self.heldout = heldout
-        self.int8_outputs = run_graph(graph=graph, inputs=[heldout.x])[0]
+        self.workers = workers
+        self.int8_outputs = first_outputs(graph=graph, x=heldout.x, workers=workers)
         self.int8_pred = top1(self.int8_outputs)
         self.cache: dict[tuple, float] = {}
 
@@ -107,9 +127,21 @@ class _Judge:
         key = tuple(sorted(plan.bits.items()))
         if key not in self.cache:
             final = apply_bitwidth_plan(graph=self.patched, plan=plan)
-            pred = top1(run_graph(graph=final, inputs=[self.heldout.x])[0])
+            pred = top1(first_outputs(graph=final, x=self.heldout.x, workers=self.workers))
             self.cache[key] = drop_points(pred=pred, int8_pred=self.int8_pred, labels=self.heldout.y)
         return self.cache[key]
+
+
+def first_outputs(*, graph: Graph, x: np.ndarray, workers: int) -> np.ndarray:
+    """The graph's first output on ``x`` (reference executor), the samples split into
+    ``workers`` parts run in threads (numpy releases the GIL in the kernels' array work)."""
+    parts = [p for p in np.array_split(x, max(1, min(workers, x.shape[0] // 32))) if p.shape[0]]
+    if len(parts) == 1:
+        return run_graph(graph=graph, inputs=[x])[0]
+    with limited_blas_threads(threads=1), ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        outs = list(pool.map(lambda part: run_graph(graph=graph, inputs=[part],
+                                                    blas_threads=None)[0], parts))
+    return np.concatenate(outs, axis=0)
 
 
 def drop_points(*, pred: np.ndarray, int8_pred: np.ndarray, labels: np.ndarray | None) -> float:
@@ -129,34 +161,83 @@ def raised(*, plan: BitwidthPlan, keys) -> BitwidthPlan:
 
 def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
                heldout: HeldOut, options: GuardOptions = GuardOptions(),
-               known_costs: Mapping[str, float] | None = None) -> GuardResult:
-    """The plan, with maps raised until the held-out drop holds the bound (module doc).
-    ``known_costs``: map costs already simulated (the range selection's), by key."""
+               known_costs: Mapping[str, float] | None = None,
+               lowerable: Mapping[str, SubbyteRange] | None = None,
+               lowerable_costs: Mapping[str, float] | None = None) -> GuardResult:
+    """The plan, with maps raised until the held-out drop holds the bound, then (``descend``)
+    the cheapest ``lowerable`` maps lowered while it still holds (module doc).
+    ``known_costs``: map costs already simulated (the range selection's), by key;
+    ``lowerable``: key -> its 4-bit range, for the maps the search may put at 4 bits, and
+    ``lowerable_costs`` their simulated costs at that range where known."""
     if heldout.size < 1:
         raise ConfigError("accuracy guard: no held-out calibration samples")
-    judge = _Judge(graph=graph, patched_graph=patched_graph, heldout=heldout)
+    judge = _Judge(graph=graph, patched_graph=patched_graph, heldout=heldout,
+                   workers=options.workers)
     before = judge.drop(plan)
     record = {"bound_pts": float(options.max_drop_pts), "data": "calibration hold-out",
               "samples": heldout.size, "metric": judge.metric, "drop_before_pts": before,
-              "raised": [], "held": True}
+              "raised": [], "lowered": [], "held": True}
     subbyte = sorted(k for k, b in plan.bits.items() if b < 8)
-    if before <= options.max_drop_pts or not subbyte:
-        record.update(drop_pts=before, evaluations=len(judge.cache))
-        return GuardResult(plan=dataclasses.replace(plan, guard=record), record=record)
-    costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
-                      plan=plan, heldout=heldout, samples=options.cost_samples,
-                      known=known_costs)
-    saved = saved_bitops(patched_graph=patched_graph, plan=plan)
-    order = sorted(subbyte, key=lambda k: (-costs[k] / max(saved[k], 1), k))
-    count = _fewest_raised(judge=judge, plan=plan, order=order, bound=options.max_drop_pts)
-    final = raised(plan=plan, keys=order[:count])
+    final = plan
+    if before > options.max_drop_pts and subbyte:
+        costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
+                          plan=plan, heldout=heldout, samples=options.cost_samples,
+                          known=known_costs)
+        saved = saved_bitops(patched_graph=patched_graph, plan=plan)
+        order = sorted(subbyte, key=lambda k: (-costs[k] / max(saved[k], 1), k))
+        count = _fewest_raised(judge=judge, plan=plan, order=order, bound=options.max_drop_pts)
+        final = raised(plan=plan, keys=order[:count])
+        record.update(raised=order[:count], costs={k: costs[k] for k in order})
+    if options.descend and lowerable and judge.drop(final) <= options.max_drop_pts:
+        final, lowered = _descend(graph=graph, patch_plan=patch_plan,
+                                  patched_graph=patched_graph, plan=final, judge=judge,
+                                  lowerable=lowerable, heldout=heldout, options=options,
+                                  known=lowerable_costs)
+        record["lowered"] = lowered
     drop = judge.drop(final)
-    record.update(drop_pts=drop, raised=order[:count], evaluations=len(judge.cache),
-                  costs={k: costs[k] for k in order}, held=drop <= options.max_drop_pts)
+    record.update(drop_pts=drop, evaluations=len(judge.cache), held=drop <= options.max_drop_pts)
     if drop > options.max_drop_pts:
         record["note"] = (f"the bound {options.max_drop_pts} pt cannot hold on the hold-out even "
                           "with every map at int8; all maps kept at int8")
     return GuardResult(plan=dataclasses.replace(final, guard=record), record=record)
+
+
+def lowered(*, plan: BitwidthPlan, ranges: Mapping[str, SubbyteRange]) -> BitwidthPlan:
+    """The plan with each key of ``ranges`` at that range's width and range."""
+    return dataclasses.replace(plan, bits={**plan.bits, **{k: r.bits for k, r in ranges.items()}},
+                               ranges={**plan.ranges, **ranges})
+
+
+def _descend(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
+             judge: _Judge, lowerable: Mapping[str, SubbyteRange], heldout: HeldOut,
+             options: GuardOptions, known: Mapping[str, float] | None
+             ) -> tuple[BitwidthPlan, list[str]]:
+    """The plan with the largest prefix of the 8-bit lowerable maps, in ascending cost per
+    BitOP saved, lowered while the exact held-out drop holds the bound (module doc)."""
+    candidates = {k: r for k, r in sorted(lowerable.items()) if plan.bits.get(k, 8) == 8}
+    if not candidates:
+        return plan, []
+    everything = lowered(plan=plan, ranges=candidates)
+    costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
+                      plan=everything, heldout=heldout, samples=options.cost_samples,
+                      known={k: c for k, c in (known or {}).items() if k in candidates})
+    saved = saved_bitops(patched_graph=patched_graph, plan=everything)
+    order = sorted(candidates, key=lambda k: (costs[k] / max(saved[k], 1), k))
+
+    def prefix(count: int) -> BitwidthPlan:
+        return lowered(plan=plan, ranges={k: candidates[k] for k in order[:count]})
+
+    bound = options.max_drop_pts
+    if judge.drop(prefix(len(order))) <= bound:
+        return prefix(len(order)), order
+    low, high = 0, len(order)          # drop(low) holds the bound; drop(high) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if judge.drop(prefix(middle)) <= bound:
+            low = middle
+        else:
+            high = middle
+    return prefix(low), order[:low]
 
 
 def saved_bitops(*, patched_graph: Graph, plan: BitwidthPlan) -> dict[str, int]:
@@ -227,6 +308,24 @@ def map_costs(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan
     return known
 
 
+def lowerable_ranges(*, selection, bits: int = 4) -> dict[str, SubbyteRange]:
+    """Key -> the range the range selection chose at ``bits``, for every map it judged there
+    (the maps the search may put at that width)."""
+    if selection is None:
+        return {}
+    return {key: r for (key, b), r in sorted(selection.ranges.items()) if b == bits}
+
+
+def lowerable_costs(*, selection, bits: int = 4) -> dict[str, float]:
+    """The simulated costs of :func:`lowerable_ranges`' maps at their chosen ranges (where the
+    range selection simulated them)."""
+    if selection is None:
+        return {}
+    costs = {key: selection.cost(key=key, bits=bits)
+             for key in lowerable_ranges(selection=selection, bits=bits)}
+    return {k: c for k, c in costs.items() if c is not None}
+
+
 def selection_costs(*, plan: BitwidthPlan, selection) -> dict[str, float]:
     """Costs the range selection simulated for the plan's sub-byte maps at their widths."""
     if selection is None:
@@ -246,4 +345,4 @@ def heldout_from_batches(*, batches, labels: bool = True) -> HeldOut:
 
 
 __all__ = ["GuardOptions", "GuardResult", "HeldOut", "drop_points", "guard_plan",
-           "heldout_from_batches", "map_costs", "map_locations", "raised", "selection_costs"]
+           "heldout_from_batches", "lowerable_costs", "lowerable_ranges", "lowered", "map_costs", "map_locations", "raised", "selection_costs"]

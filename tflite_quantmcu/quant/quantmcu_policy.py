@@ -593,6 +593,10 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
             allowed=allowed, options=options, check_statistics=check_statistics,
             chosen=selection.ranges), options=options))
     merged = merge_plans(plans=plans)
+    selection = _with_lowerable(selection=selection, sites=map_sites(
+        graph=graph, patch_plan=patch_plan, branches=branches, tail=None, outliers=(),
+        allowed=allowed, options=options), statistics=statistics,
+        check_statistics=check_statistics, simulator=simulator, options=options)
     plan = dataclasses.replace(merged, policy="quantmcu" if options.use_vdpc else
                                "quantmcu-no-vdpc", options=options.to_dict())
     done = time.perf_counter()
@@ -601,6 +605,22 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
                           num_samples=next(iter(statistics.values())).num_samples,
                           statistics_time_s=collected - start, search_time_s=done - collected,
                           tail_keys=() if tail is None else tail.keys, selection=selection)
+
+
+def _with_lowerable(*, selection: Selection, sites: list[MapSite], statistics,
+                    check_statistics, simulator, options: QuantMCUOptions,
+                    bits: int = 4) -> Selection:
+    """``selection`` plus a ``bits``-bit range (and simulated cost) for every branch map that
+    VDPC kept out of VDQS (outlier class) but the graph allows at ``bits``: the accuracy
+    guard's descent may lower them when the measured drop allows (accuracy_guard.py)."""
+    extra = [dataclasses.replace(s, candidates=(bits,)) for s in sites
+             if bits in s.candidates and (s.key, bits) not in selection.ranges]
+    if not extra or simulator is None:
+        return selection
+    more = select_ranges(sites=extra, statistics=statistics, check_statistics=check_statistics,
+                         simulator=simulator, options=options.range_options())
+    return Selection(ranges={**selection.ranges, **more.ranges},
+                     costs={**selection.costs, **more.costs})
 
 
 def _searched_tail(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph,

@@ -13,6 +13,7 @@ from tflite_quantmcu.qmcu_options import (AddOptions, AveragePool2DOptions, Conv
                                           pack_bits, unpack_bits)
 from tflite_quantmcu.reference.requantize import (INT32_MAX, INT32_MIN,
                                                   multiply_by_quantized_multiplier)
+from tflite_quantmcu.reference.requantize_fast import multiply_by_quantized_multiplier_fast
 
 
 def load_activation(*, data: np.ndarray, bits: int, shape) -> np.ndarray:
@@ -96,9 +97,10 @@ def add(*, input1: np.ndarray, input2: np.ndarray, options: AddOptions) -> np.nd
     o = options
     a = load_activation(data=input1, bits=o.in1_bits, shape=o.shape) - o.in1_zero_point
     b = load_activation(data=input2, bits=o.in2_bits, shape=o.shape) - o.in2_zero_point
-    a = multiply_by_quantized_multiplier(a << o.left_shift, o.in1_multiplier, o.in1_shift)
-    b = multiply_by_quantized_multiplier(b << o.left_shift, o.in2_multiplier, o.in2_shift)
-    out = multiply_by_quantized_multiplier(a + b, o.out_multiplier, o.out_shift)
+    # the same TFLM arithmetic as requantize.multiply_by_quantized_multiplier, fewer passes
+    a = multiply_by_quantized_multiplier_fast(a << o.left_shift, o.in1_multiplier, o.in1_shift)
+    b = multiply_by_quantized_multiplier_fast(b << o.left_shift, o.in2_multiplier, o.in2_shift)
+    out = multiply_by_quantized_multiplier_fast(a + b, o.out_multiplier, o.out_shift)
     return store_activation(values=np.clip(out + o.out_zero_point, o.act_min, o.act_max),
                             bits=o.out_bits)
 
