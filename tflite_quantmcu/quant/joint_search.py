@@ -54,6 +54,7 @@ from tflite_quantmcu.reference.executor import run_graph
 MAX_CANDIDATES = 24
 MAX_SCREENED = 3
 GRIDS_PER_SPLIT = 3
+MIN_STAGE_OPS = 2   # a VDQS branch needs two feature maps
 SPLIT_SLACK = 2.0
 STEP_UNITS = {8: 0.0, 4: 1.0, 2: 4.0}
 
@@ -89,12 +90,13 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
     """The planner's candidates as plans, ranked by an estimated int8 total: the candidate's
     head (exact or estimated) plus the tail its per-patch ops add (the model's mean tail per op
     times patches times stage ops); per split the ``GRIDS_PER_SPLIT`` best, splits whose best
-    is within ``SPLIT_SLACK`` times the overall best, at most ``limit`` in all."""
+    is within ``SPLIT_SLACK`` times the overall best, at most ``limit`` in all; stages of at
+    least ``MIN_STAGE_OPS`` ops (a VDQS branch needs two maps)."""
     per_op = (first.layer_based_total - first.layer_based_peak) / max(
         1, len(graph.main.operators))
     by_split: dict[int, dict[tuple[int, int], tuple[float, bool]]] = {}
     for c in first.candidates:
-        if c.form != "builtin":
+        if c.form != "builtin" or c.split_op < MIN_STAGE_OPS - 1:
             continue
         estimate = c.peak_bytes + c.grid[0] * c.grid[1] * (c.split_op + 1) * per_op
         grids = by_split.setdefault(c.split_op, {})
