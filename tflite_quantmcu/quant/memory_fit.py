@@ -13,7 +13,10 @@ whose output is), one step down (8 -> 4, 4 -> 2)
 within the map's candidates; each move is evaluated exactly (total arena after it) and the one
 with the smallest accuracy cost per byte of total saved is taken (moves that save no total
 bytes, which fragmentation can cause, are taken only when no move does, by cost per byte of
-the map itself). The path ends when the total fits or no move is left.
+the map itself). When no peak move lowers the total, every other eligible map is tried too: a map
+turned sub-byte also turns its producer and readers into QMCU ops, whose requantization is a
+constant in flash instead of TFLM's per-channel arrays in the arena tail, so a map away from
+the peak can lower the total. The path ends when the total fits or no move is left.
 
 **Eligible maps**: those ``subbyte_candidates`` allows (producer and readers have a QMCU form:
 inside the patch stage and after it), never a map of a VDPC outlier-class branch (those stay
@@ -165,6 +168,12 @@ def memory_path(*, problem: FitProblem, options: FitOptions, start: BitwidthPlan
     while total > options.budget:
         moves = _peak_moves(converted=converted, plan=plan, eligible=eligible, pads=pads)
         best = _best_move(problem=problem, options=options, plan=plan, moves=moves, total=total)
+        if best is None or best[2] >= total:
+            others = [m for m in _all_moves(plan=plan, eligible=eligible) if m not in moves]
+            wider = _best_move(problem=problem, options=options, plan=plan, moves=others,
+                               total=total)
+            if wider is not None and wider[2] < total:
+                best = wider
         if best is None:
             break
         key, bits, new_total, cost, plan = best
@@ -200,6 +209,17 @@ def _peak_moves(*, converted: Graph, plan: BitwidthPlan, eligible: Mapping[str, 
     moves = []
     for key in keys:
         widths = eligible.get(key, ())
+        lower = [b for b in widths if b < plan.bits.get(key, 8)]
+        if lower:
+            moves.append((key, lower[0]))
+    return moves
+
+
+def _all_moves(*, plan: BitwidthPlan,
+               eligible: Mapping[str, tuple[int, ...]]) -> list[tuple[str, int]]:
+    """(key, next lower width) of every eligible map not yet at its lowest width."""
+    moves = []
+    for key, widths in eligible.items():
         lower = [b for b in widths if b < plan.bits.get(key, 8)]
         if lower:
             moves.append((key, lower[0]))
