@@ -39,13 +39,17 @@ from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.patches.stage_op import PATCH_NAMESPACE
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
 from tflite_quantmcu.quant.bitops_target import plan_for_bitops_ratio
-from tflite_quantmcu.quant.accuracy_guard import (GuardOptions, guard_plan, heldout_from_batches,
-                                                  lowerable_costs, lowerable_ranges,
-                                                  selection_costs)
+from tflite_quantmcu.quant.accuracy_guard import (COST_SAMPLES, GuardOptions, guard_plan,
+                                                  heldout_from_batches, lowerable_costs,
+                                                  lowerable_ranges, map_locations,
+                                                  plan_drop_judge, selection_costs)
 from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Batch,
                                                     InputNormalization, data_batches)
 from tflite_quantmcu.quant.calibration_split import split_holdout
 from tflite_quantmcu.quant.evaluate import top1_counts
+from tflite_quantmcu.quant.joint_search import choose_patch_plan
+from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, converted_total, fit_to_budget,
+                                              fit_record, memory_path, simulated_cost)
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions, QuantMCUResult,
                                                    collect_patch_statistics, search_quantmcu)
@@ -131,6 +135,11 @@ class Conversion:
     accuracy: dict[str, float] = field(default_factory=dict)
     heldout: list[Batch] = field(default_factory=list)
     accuracy_drop: dict | None = None
+    memory_binds: bool = False   # quantmcu: no int8 patch plan fits; sub-byte maps must
+    patch_int8_total: int | None = None   # the lowest total of any int8 patch plan
+    memory_fit: dict | None = None
+    joint_candidates: list[dict] = field(default_factory=list)
+    fit_samples: list[np.ndarray] | None = None   # calibration inputs the search fits on
     model_bytes: bytes = b""
     header: str = ""
     tflm_arenas: dict[str, dict | None] = field(default_factory=dict)
@@ -202,6 +211,10 @@ def plan_patch_stage(conv: Conversion) -> None:
             split=opts.split_after, grid=opts.patch_grid, max_file_growth=opts.max_file_growth,
             target=opts.target, objective=opts.objective, form=opts.patch_form))
     except PatchBudgetError as err:
+        if opts.policy == "quantmcu" and opts.plan_path is None:
+            _plan_lowest_int8(conv=conv, err=err)
+            conv.planner_time_s = time.perf_counter() - start
+            return
         hint = dominant_input_hint(graph=conv.graph, peak_tensors=err.peak_tensors)
         if not hint:
             raise
@@ -210,6 +223,58 @@ def plan_patch_stage(conv: Conversion) -> None:
     conv.planner_time_s = time.perf_counter() - start
     if conv.patch_plan.reason:
         conv.notes.append(f"layer-based kept: {conv.patch_plan.reason}")
+
+
+def _plan_lowest_int8(*, conv: Conversion, err: PatchBudgetError) -> None:
+    """quantmcu when no int8 plan fits: the int8 candidate whose sub-byte peak maps fit the
+    budget most cheaply (joint_search); the fit_arena step then lowers its peak maps."""
+    opts = conv.options
+    patch_options = PatchOptions(
+        sram_budget=None, max_mac_overhead=opts.max_mac_overhead, split=opts.split_after,
+        grid=opts.patch_grid, max_file_growth=opts.max_file_growth, target=opts.target,
+        objective="min-memory", form=_joint_form(opts))
+    lowest = plan_patches(graph=conv.graph, options=patch_options)
+    if not lowest.is_patched:
+        raise err
+    choice = choose_patch_plan(graph=conv.graph, first=lowest, options=patch_options,
+                               calibration=_fit_samples(conv=conv, keep=True), quantmcu=opts.quantmcu,
+                               fit=FitOptions(budget=opts.sram_budget, target=opts.target,
+                                              candidates=tuple(opts.quantmcu.candidates)))
+    conv.patch_plan = choice.plan
+    conv.patch_int8_total = lowest.total_bytes
+    conv.joint_candidates = [s.to_dict() for s in choice.screened]
+    conv.memory_binds = True
+    conv.notes.append(f"no int8 patch plan fits {opts.sram_budget} B (best {err.best_peak} B "
+                      f"on {opts.target}): sub-byte maps at the peak must close the gap; "
+                      f"{len(choice.screened)} int8 candidates screened")
+
+
+def _joint_form(opts: ConvertOptions) -> str:
+    """The joint memory search lowers maps of the builtin form's per-patch ops (auto and
+    builtin give that form); its arena model does not cover sub-byte maps of a stage op."""
+    if opts.patch_form == "stage-op":
+        raise ConfigError(f"--sram {opts.sram_budget} B: no int8 patch plan fits, and the joint "
+                          "memory search (sub-byte maps at the peak) runs on the builtin patch "
+                          "form only; use --patch-form auto or builtin")
+    return "builtin"
+
+
+def _fit_samples(*, conv: Conversion, keep: bool = False):
+    """The calibration inputs the search fits on (the rest is held out): a stream read once,
+    or with ``keep`` a list kept for later steps (the joint screen reads them twice)."""
+    opts = conv.options
+    if conv.fit_samples is not None:
+        return conv.fit_samples
+    if opts.calibration is None:
+        raise ConfigError("--policy quantmcu needs --calibration FILE (or --plan plan.json)")
+    fit, conv.heldout = split_holdout(batches=data_batches(
+        source=_data_source(opts.calibration), graph=conv.graph,
+        limit=opts.calibration_limit, progress=opts.progress,
+        normalization=opts.input_normalization))
+    if keep:
+        conv.fit_samples = list(fit)
+        return conv.fit_samples
+    return fit
 
 
 def rewrite_patch_stage(conv: Conversion) -> None:
@@ -241,12 +306,8 @@ def choose_bitwidths(conv: Conversion) -> None:
     if opts.plan_path is not None:
         conv.bitwidth_plan = BitwidthPlan.from_json(_read_text(opts.plan_path, "--plan"))
         return
-    if opts.calibration is None:
-        raise ConfigError("--policy quantmcu needs --calibration FILE (or --plan plan.json)")
     start = time.perf_counter()
-    fit, conv.heldout = split_holdout(batches=data_batches(
-        source=_data_source(opts.calibration), graph=conv.graph, limit=opts.calibration_limit,
-        progress=opts.progress, normalization=opts.input_normalization))
+    fit = _fit_samples(conv=conv)
     statistics = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
                                           calibration=fit)
     check = collect_patch_statistics(graph=conv.graph, patch_plan=conv.patch_plan,
@@ -261,7 +322,8 @@ def choose_bitwidths(conv: Conversion) -> None:
     heldout_x = np.concatenate([b.x for b in conv.heldout]) if conv.heldout else None
     search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                              patched_graph=conv.search_graph, calibration=None,
-                             sram_budget=opts.sram_budget, options=opts.quantmcu,
+                             sram_budget=None if conv.memory_binds else opts.sram_budget,
+                             options=opts.quantmcu,
                              statistics=statistics, check_statistics=check, heldout_x=heldout_x)
     conv.search = dataclasses.replace(search, statistics_time_s=collected)
     conv.bitwidth_plan = conv.search.plan
@@ -300,9 +362,65 @@ def target_bitops(conv: Conversion) -> None:
     ratio = conv.options.bitops_ratio
     if ratio is None or conv.search is None:
         return
-    conv.bitwidth_plan = plan_for_bitops_ratio(patched=conv.patched, start=conv.bitwidth_plan,
-                                               ratio=ratio)
+    conv.bitwidth_plan = plan_for_bitops_ratio(patched=conv.search_graph,
+                                               start=conv.bitwidth_plan, ratio=ratio)
     conv.search = dataclasses.replace(conv.search, plan=conv.bitwidth_plan)
+
+
+def fit_arena(conv: Conversion) -> None:
+    """quantmcu: lower the maps live at the arena peak to 4/2 bits until the total arena fits
+    --sram, cheapest accuracy cost first, within --max-accuracy-drop (memory_fit)."""
+    opts = conv.options
+    if conv.search is None or opts.policy != "quantmcu" or conv.patch_plan.form == "stage-op":
+        return  # stage-op: the plan fits as int8 there (_joint_form); check_budgets has the total
+    plan = conv.bitwidth_plan
+    reasons = {k: "bitops" for k, b in plan.bits.items() if b < 8}
+    conv.bitwidth_plan = plan = dataclasses.replace(plan, reasons=reasons)
+    fit_options = FitOptions(budget=opts.sram_budget, target=opts.target,
+                             max_drop_pts=opts.max_accuracy_drop,
+                             candidates=tuple(opts.quantmcu.candidates))
+    problem = _fit_problem(conv=conv)
+    int8_total = conv.patch_plan.total_bytes
+    if converted_total(patched_graph=conv.search_graph, plan=plan, target=opts.target) \
+            <= opts.sram_budget:
+        path = memory_path(problem=problem, options=fit_options, start=plan)
+        conv.memory_fit = fit_record(problem=problem, options=fit_options, path=path, moves=0,
+                                     plan=plan, int8_total=int8_total, drop=None,
+                                     patch_int8_total=conv.patch_int8_total)
+        return
+    start = time.perf_counter()
+    fitted = fit_to_budget(problem=problem, options=fit_options, plan=plan, int8_total=int8_total,
+                           patch_int8_total=conv.patch_int8_total)
+    conv.memory_fit = fitted.record
+    guard = plan.guard
+    if guard is not None and fitted.record["drop_pts"] is not None:
+        guard = {**guard, "drop_before_memory_fit_pts": guard.get("drop_pts"),
+                 "drop_pts": fitted.record["drop_pts"]}
+    conv.bitwidth_plan = dataclasses.replace(fitted.plan, guard=guard)
+    conv.search = dataclasses.replace(conv.search, plan=conv.bitwidth_plan,
+                                      search_time_s=conv.search.search_time_s
+                                      + time.perf_counter() - start)
+
+
+def _fit_problem(*, conv: Conversion) -> FitProblem:
+    """The memory fit's inputs: ranges and outlier branches from the search, costs and drops
+    on the held-out calibration samples (none: no cost, no bound)."""
+    drop = cost = None
+    if conv.heldout:
+        heldout = heldout_from_batches(batches=conv.heldout)
+        drop = plan_drop_judge(graph=conv.graph, patched_graph=conv.search_graph, heldout=heldout)
+        cost = simulated_cost(graph=conv.graph, x=heldout.x[:COST_SAMPLES],
+                              locations=map_locations(graph=conv.graph,
+                                                      patch_plan=conv.patch_plan,
+                                                      patched_graph=conv.search_graph))
+    if conv.options.max_accuracy_drop is None:
+        drop = None
+    selection = conv.search.selection
+    return FitProblem(graph=conv.graph, patch_plan=conv.patch_plan,
+                      patched_graph=conv.search_graph,
+                      ranges={} if selection is None else dict(selection.ranges),
+                      outlier_branches=conv.search.outlier_branches,
+                      cost=cost or (lambda key, bits, subbyte: 0.0), drop=drop)
 
 
 def apply_bitwidths(conv: Conversion) -> None:
@@ -470,6 +588,7 @@ PIPELINE: tuple[Step, ...] = (
     verify_equivalence,    # a rewrite must not change numerics: LiteRT (stage-op: reference)
     choose_bitwidths,      # QuantMCU: VDPC -> VDQS; rusci: rules M2/M1; rl: agent (or --plan)
     guard_accuracy,        # --max-accuracy-drop: raise costly sub-byte maps on held-out calibration
+    fit_arena,             # quantmcu: peak maps to 4/2 bits until the total arena fits --sram
     target_bitops,         # --bitops-ratio: lower widths until BitOPs reach the requested ratio
     apply_bitwidths,       # packed 4/2-bit maps and filters and the QMCU_* ops that use them
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)

@@ -5,6 +5,10 @@ Figures: `layer_based` is the input model, `patch_based` the all-int8 patched
 model, `final` the written model (sub-byte feature maps under --policy quantmcu).
 `arena_bytes` are TFLite Micro's whole arena (head + tail) on `target`; `fits`
 says whether the final arena fits the SRAM budget (and, if given, the file the flash).
+`memory_fit` (quantmcu): the total arena of the int8 patch plan (`int8_total`), of the best
+int8 plan of any candidate (`patch_int8_total`) and of the final plan, the moves that lowered
+maps for memory, every buffer live at the final peak with its width, bytes and reason
+(`bitops`: VDQS's pick; `memory`: lowered to fit), and the patch candidates screened.
 `final_layers` are the per-op figures of the written model; the planner's candidates
 are in patch_candidates.json beside it.
 """
@@ -62,6 +66,10 @@ def conversion_report(*, conv: Conversion) -> dict:
         report["holdout_samples"] = sum(int(b.x.shape[0]) for b in conv.heldout)
         report["statistics_time_s"] = round(search["statistics_time_s"], 3)
         report["search_time_s"] = round(search["search_time_s"], 3)
+    if conv.memory_fit is not None:   # quantmcu: int8 plan vs final, maps at the peak
+        report["memory_fit"] = {**conv.memory_fit, "binds": conv.memory_binds,
+                                "reasons": dict(sorted(conv.bitwidth_plan.reasons.items())),
+                                "screened_candidates": list(conv.joint_candidates)}
     if getattr(conv, "seed_search", None) is not None:
         report["seed_search"] = conv.seed_search.to_dict()
         report["search_time_s"] = round(conv.seed_search.search_time_s, 3)

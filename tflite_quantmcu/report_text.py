@@ -49,7 +49,8 @@ def conversion_markdown(*, conv: Conversion, figures: tuple[str, ...]) -> str:
     if after.lower_bound:
         lines += [f"The arena is a lower bound: what {', '.join(after.unmodelled)} allocate "
                   "is not modelled; measure `arena_used_bytes()` once.", ""]
-    lines += _patch_section(conv) + _bitwidth_section(conv) + _accuracy_section(conv)
+    lines += _patch_section(conv) + _bitwidth_section(conv) + _memory_section(conv)
+    lines += _accuracy_section(conv)
     lines += [f"![{name}]({name})" for name in figures]
     if figures:
         lines.append("")
@@ -95,6 +96,22 @@ def _bitwidth_section(conv: Conversion) -> list[str]:
         lines.append(f"VDPC found {classes['outlier']} branches with outliers (kept 8-bit) and "
                      f"{classes['non_outlier']} without; VDQS searched "
                      f"{conv.search.search_time_s:.2f} s.")
+    return lines + [""]
+
+
+def _memory_section(conv: Conversion) -> list[str]:
+    fit = conv.memory_fit
+    if fit is None:
+        return []
+    lines = ["## Memory at the peak", "",
+             f"Whole arena on {fit['target']}: this patch plan all int8 "
+             f"{_bytes(fit['int8_total'])}, best int8 patch plan "
+             f"{_bytes(fit['patch_int8_total'])}, final {_bytes(conv.final.arena.total)}; "
+             f"{len(fit['moves'])} map(s) lowered for memory.", "",
+             "| buffer live at the peak | bits | bytes | why |", "|---|---:|---:|---|"]
+    lines += [f"| `{short_name(m['name'])}` | {m['bits'] if m['bits'] is not None else '-'} | "
+              f"{m['bytes']:,} | {m['reason'] or ('int8' if m['bits'] == 8 else '-')} |"
+              for m in fit["peak_maps"]]
     return lines + [""]
 
 

@@ -144,6 +144,11 @@ def first_outputs(*, graph: Graph, x: np.ndarray, workers: int) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
+def plan_drop_judge(*, graph: Graph, patched_graph: Graph, heldout: HeldOut):
+    """plan -> its exact top-1 drop (points) on the held-out samples, cached by widths."""
+    return _Judge(graph=graph, patched_graph=patched_graph, heldout=heldout).drop
+
+
 def drop_points(*, pred: np.ndarray, int8_pred: np.ndarray, labels: np.ndarray | None) -> float:
     """The guard's drop in points (module doc)."""
     if labels is None:
@@ -156,7 +161,8 @@ def raised(*, plan: BitwidthPlan, keys) -> BitwidthPlan:
     """The plan with ``keys`` at 8 bits (their ranges dropped)."""
     keys = set(keys)
     return dataclasses.replace(plan, bits={k: (8 if k in keys else b) for k, b in plan.bits.items()},
-                               ranges={k: r for k, r in plan.ranges.items() if k not in keys})
+                               ranges={k: r for k, r in plan.ranges.items() if k not in keys},
+                               reasons={k: r for k, r in plan.reasons.items() if k not in keys})
 
 
 def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
@@ -345,4 +351,5 @@ def heldout_from_batches(*, batches, labels: bool = True) -> HeldOut:
 
 
 __all__ = ["GuardOptions", "GuardResult", "HeldOut", "drop_points", "guard_plan",
-           "heldout_from_batches", "lowerable_costs", "lowerable_ranges", "lowered", "map_costs", "map_locations", "raised", "selection_costs"]
+           "heldout_from_batches", "lowerable_costs", "lowerable_ranges", "lowered", "map_costs",
+           "map_locations", "plan_drop_judge", "raised", "selection_costs"]

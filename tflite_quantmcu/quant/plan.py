@@ -89,7 +89,9 @@ class WeightRecord:
 @dataclass(frozen=True)
 class BitwidthPlan:
     """Tensor key -> bits and (below 8 bits) range, plus the records of the policy run
-    (treat as read-only). ``guard``: what the accuracy guard measured and changed, if it ran."""
+    (treat as read-only). ``guard``: what the accuracy guard measured and changed, if it ran.
+    ``reasons``: per sub-byte map, why it is below 8 bits: ``"bitops"`` (VDQS's pick) or
+    ``"memory"`` (lowered to fit the arena budget, ``memory_fit``); empty for other policies."""
 
     policy: str
     options: Mapping[str, object]
@@ -99,6 +101,7 @@ class BitwidthPlan:
     version: int = field(default=PLAN_FORMAT_VERSION)
     ranges: Mapping[str, SubbyteRange] = field(default_factory=dict)
     guard: Mapping[str, object] | None = None
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, subbyte in self.ranges.items():
@@ -116,6 +119,7 @@ class BitwidthPlan:
         data["bits"] = dict(self.bits)
         data["ranges"] = {k: r.to_dict() for k, r in sorted(self.ranges.items())}
         data["guard"] = None if self.guard is None else dict(self.guard)
+        data["reasons"] = dict(sorted(self.reasons.items()))
         return data
 
     def to_json(self) -> str:
@@ -135,7 +139,7 @@ class BitwidthPlan:
                    branches=tuple(_branch_from_dict(b) for b in data.get("branches", ())),
                    weights=None if weights is None else _weights_from_dict(weights),
                    ranges=ranges, guard=None if guard is None else dict(guard),
-                   version=int(version))
+                   version=int(version), reasons=_checked_reasons(data.get("reasons", {})))
 
     @classmethod
     def from_json(cls, text: str) -> BitwidthPlan:
@@ -168,6 +172,15 @@ def _checked_bits(bits: object) -> dict[str, int]:
         raise ConfigError(f"bit-width plan: bit widths must be the integers 8, 4 or 2, got "
                           f"{shown}{' ...' if len(bad) > 5 else ''}")
     return {str(k): v for k, v in bits.items()}
+
+
+def _checked_reasons(reasons: object) -> dict[str, str]:
+    """Tensor key -> "bitops" or "memory"."""
+    if not isinstance(reasons, Mapping) or any(v not in ("bitops", "memory")
+                                               for v in reasons.values()):
+        raise ConfigError("bit-width plan: 'reasons' must be an object of tensor key -> "
+                          "\"bitops\" or \"memory\"")
+    return {str(k): str(v) for k, v in reasons.items()}
 
 
 def _step_from_dict(data: Mapping) -> TraversalStep:
