@@ -322,7 +322,7 @@ def format_table(*, results: list[Result], target: str, cmsis: dict | None = Non
 def format_wide(*, results: list[Result], target: str, cmsis: dict | None = None,
                 unit: str = "MAC") -> str:
     """One row per layer: CMSIS-NN int8 beside every variant's instr/MAC, each with its ratio
-    to CMSIS-NN in brackets (the layout of docs/cmsis_nn_comparison.md)."""
+    to CMSIS-NN in brackets (the layout of docs/cmsis_nn_comparison.md), then the totals."""
     layers = (cmsis or {}).get("layers", {}) if target == "cortex-m4" else {}
     variants = list(dict.fromkeys(r.variant for r in results))
     rows: dict[str, dict[str, Result]] = {}
@@ -345,7 +345,27 @@ def format_wide(*, results: list[Result], target: str, cmsis: dict | None = None
             cells.append(f"{per:.3f} ({per / theirs:.2f}x)" if theirs else f"{per:.3f}")
         lines.append(f"| {name} | " + (f"{theirs:.3f}" if theirs else "-") + " | "
                      + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _totals(rows=rows, variants=variants, layers=layers))
+
+
+def _totals(*, rows: dict, variants: list[str], layers: dict) -> list[str]:
+    """Instructions of all listed layers, each times its repeat count ("(xN)" in its name),
+    for CMSIS-NN and every variant that ran on all of them (else the 8-bit run stands in)."""
+    def repeats(name: str) -> int:
+        match = re.search(r"\(x(\d+)\)$", name)
+        return int(match.group(1)) if match else 1
+
+    theirs = sum(layers[next(iter(v.values())).key]["insns"] * repeats(n)
+                 for n, v in rows.items() if next(iter(v.values())).key in layers)
+    out = ["", f"All layers above, times their repeats: CMSIS-NN int8 {theirs:,}"]
+    for variant in variants:
+        total = 0
+        for name, by_variant in rows.items():
+            r = by_variant.get(variant) or next(iter(by_variant.values()))
+            total += r.insns * repeats(name)
+        ratio = f" ({total / theirs:.2f}x)" if theirs else ""
+        out[-1] += f"; {variant} {total:,}{ratio}"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
