@@ -76,6 +76,9 @@ bench: deps apt-deps fixtures
 	$(PY) bench/quantmcu_search_sweeps.py
 	$(PY) bench/bundled_top1_runtimes.py
 	$(PY) bench/quantmcu_speed.py
+	$(PY) bench/quantmcu_speed.py --guarded
+	$(PY) bench/policies.py --model fashion
+	$(PY) bench/policies.py --model digits
 	$(PY) bench/kernels_cortexm.py
 
 bench-kernels: deps apt-deps

@@ -223,11 +223,12 @@ def _descend(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan:
     candidates = {k: r for k, r in sorted(lowerable.items()) if plan.bits.get(k, 8) == 8}
     if not candidates:
         return plan, []
-    everything = lowered(plan=plan, ranges=candidates)
+    alone = BitwidthPlan(policy=plan.policy, options={}, ranges=candidates,
+                         bits={k: r.bits for k, r in candidates.items()})   # costs are per map
     costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
-                      plan=everything, heldout=heldout, samples=options.cost_samples,
+                      plan=alone, heldout=heldout, samples=options.cost_samples,
                       known={k: c for k, c in (known or {}).items() if k in candidates})
-    saved = saved_bitops(patched_graph=patched_graph, plan=everything)
+    saved = saved_bitops(patched_graph=patched_graph, plan=alone)
     order = sorted(candidates, key=lambda k: (costs[k] / max(saved[k], 1), k))
 
     def prefix(count: int) -> BitwidthPlan:
