@@ -29,11 +29,12 @@ samples (:class:`range_selection.OutputSimulator`; a patch map only in its patch
 is the measured form of VDQS's accuracy term: at the default k = 16 bins VDQS's entropy term is
 about 0 for every 4-bit map, so it cannot rank maps against each other.
 
-**Bound** (:func:`fit_to_budget`): the first fitting plan on the path is judged exactly (its top-1
-drop on the held-out samples, :mod:`accuracy_guard`). If the drop exceeds the bound, the path
-is redone from the all-int8 plan (memory maps only, no BitOPs maps); if that fitting plan still
-exceeds it, a :class:`MemoryFitError` states, for patch-int8 and for quantmcu, the smallest
-total within the bound and at all, and which maps the budget would need cut.
+**Bound** (:func:`fit_to_budget`): two paths run, one from the (guarded) VDQS plan and one from
+the all-int8 plan (memory maps only); the first fitting plan of each is judged exactly (its top-1
+drop on the held-out samples, :mod:`accuracy_guard`). Of those within the bound the smaller
+drop wins, then fewer BitOPs. If neither holds the bound, a :class:`MemoryFitError` states, for
+patch-int8 and for quantmcu (the int8 path), the smallest total within the bound and at all,
+and which maps the budget would need cut.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tflite_quantmcu.analysis.memory import plan_memory, tensor_bytes
-from tflite_quantmcu.analysis.model_analysis import arena_bytes
+from tflite_quantmcu.analysis.model_analysis import analyze_model, arena_bytes
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.errors import BudgetError
 from tflite_quantmcu.ir.graph import Graph
@@ -267,22 +268,32 @@ def fit_to_budget(*, problem: FitProblem, options: FitOptions, plan: BitwidthPla
     int8 patch plan (patch-int8's best; default ``int8_total``)."""
     patch_int8_total = int8_total if patch_int8_total is None else patch_int8_total
     plan = dataclasses.replace(plan, reasons={k: BITOPS for k, b in plan.bits.items() if b < 8})
-    path = memory_path(problem=problem, options=options, start=plan)
-    found = _within_bound(problem=problem, options=options, path=path)
-    paths = [path]
-    if found is None and any(b < 8 for b in plan.bits.values()):
+    paths = [memory_path(problem=problem, options=options, start=plan)]
+    if any(b < 8 for b in plan.bits.values()):
         int8 = dataclasses.replace(plan, bits={k: 8 for k in plan.bits}, ranges={}, reasons={})
         paths.append(memory_path(problem=problem, options=options, start=int8))
-        found = _within_bound(problem=problem, options=options, path=paths[-1])
-    if found is None:
+    found = [f for f in (_within_bound(problem=problem, options=options, path=p)
+                         for p in paths) if f is not None]
+    if not found:
         raise MemoryFitError(_failure_message(problem=problem, options=options,
                                               path=paths[-1], int8_total=patch_int8_total))
-    path, moves, drop = found
+    path, moves, drop = min(found, key=lambda f: (f[2] or 0.0, _bitops(problem=problem, path=f[0],
+                                                                       moves=f[1])))
     final = path.plan_after(moves=moves, ranges=problem.ranges)
     record = fit_record(problem=problem, options=options, path=path, moves=moves,
                         plan=final, int8_total=int8_total, drop=drop,
                         patch_int8_total=patch_int8_total)
+    record["paths"] = [{"start": "vdqs" if i == 0 and len(paths) > 1 else "int8",
+                        "fits_at_moves": p.first_fitting(budget=options.budget),
+                        "drop_pts": next((f[2] for f in found if f[0] is p), None)}
+                       for i, p in enumerate(paths)]
     return FitResult(plan=final, record=record)
+
+
+def _bitops(*, problem: FitProblem, path: MemoryPath, moves: int) -> int:
+    plan = path.plan_after(moves=moves, ranges=problem.ranges)
+    return analyze_model(graph=apply_bitwidth_plan(graph=problem.patched_graph,
+                                                   plan=plan)).bitops
 
 
 def _within_bound(*, problem: FitProblem, options: FitOptions, path: MemoryPath):
