@@ -11,7 +11,10 @@ For each model (``--model fashion|digits``, the cases of bench/quantmcu_accuracy
   (``quant/memory_fit.memory_path``, simulated costs on the held-out half) goes from all-int8 to
   the floor (budget 0). Every path point that lowers the running minimum total is a frontier
   point; at most ``--points`` of them, evenly spaced, plus the last, are converted and their
-  top-1 measured on the test images (reference executor, bit-exact with TFLM).
+  top-1 measured on the test images (reference executor, bit-exact with TFLM). With
+  ``--bisect`` every frontier point is a candidate, but only those the table needs are
+  measured: the last, and per bound the last that holds it, found by bisection (assumes the
+  drop grows along the path; each figure printed is measured).
 
 Printed: per model the smallest total at <= 1.0 pt and <= 2.0 pt top-1 drop and at any accuracy,
 for both policies, the ratio patch-int8 / quantmcu, and, below 1.26x (the paper's lower bound),
@@ -20,6 +23,7 @@ total arena vs top-1 per model goes to ``--out`` (default testdata/generated/).
 
     python3 bench/memory_frontier.py --model digits
     python3 bench/memory_frontier.py --model fashion --samples 1000
+    python3 bench/memory_frontier.py --model fashion --bisect     # the full test set
 """
 from __future__ import annotations
 
@@ -79,6 +83,10 @@ def parse_args(argv):
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--points", type=int, default=10)
     parser.add_argument("--calibration-limit", type=int, default=None)
+    parser.add_argument("--bisect", action="store_true",
+                        help="measure only the points the table needs: per candidate its last "
+                             "frontier point and, per bound, the last one holding it, by "
+                             "bisection over every frontier point (fewer test runs)")
     parser.add_argument("--out", type=Path, default=ROOT / "testdata" / "generated")
     return parser.parse_args(argv)
 
@@ -102,7 +110,8 @@ def frontier_indices(totals, points: int) -> list[int]:
     return sorted({lows[i] for i in picks} | {lows[-1]})
 
 
-def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args) -> list[Point]:
+def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args,
+                     int8_top1: float) -> list[Point]:
     patched = apply_patch_plan(graph=graph, plan=plan)
     statistics = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=fit_x)
     check = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=[heldout_x])
@@ -123,17 +132,48 @@ def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args) -> 
     print(f"  {name}: outlier branches {list(search.outlier_branches)}; path of "
           f"{len(path.steps)} moves, totals {path.totals[0]} -> {min(path.totals)} B",
           flush=True)
-    points = []
-    for i in frontier_indices(path.totals, args.points):
-        bits_plan = path.plan_after(moves=i, ranges=problem.ranges)
-        graph_i = apply_bitwidth_plan(graph=patched, plan=bits_plan)
-        head = arena_bytes(graph=graph_i, target=TARGET).head
-        points.append(Point(label=f"{name} +{i}", total=path.totals[i],
-                            top1=top1(graph_i, test), plan=bits_plan, patched=patched,
-                            outliers=search.outlier_branches, head=head))
-        print(f"    moves {i:3d}: total {path.totals[i]:7d} B (head {head}), top-1 "
-              f"{100 * points[-1].top1:.2f} %", flush=True)
-    return points
+    measured: dict[int, Point] = {}
+
+    def measure(i: int) -> Point:
+        if i not in measured:
+            bits_plan = path.plan_after(moves=i, ranges=problem.ranges)
+            graph_i = apply_bitwidth_plan(graph=patched, plan=bits_plan)
+            head = arena_bytes(graph=graph_i, target=TARGET).head
+            measured[i] = Point(label=f"{name} +{i}", total=path.totals[i],
+                                top1=top1(graph_i, test), plan=bits_plan, patched=patched,
+                                outliers=search.outlier_branches, head=head)
+            print(f"    moves {i:3d}: total {path.totals[i]:7d} B (head {head}), top-1 "
+                  f"{100 * measured[i].top1:.2f} %", flush=True)
+        return measured[i]
+
+    if args.bisect:
+        bisect_points(lows=frontier_indices(path.totals, len(path.totals)), measure=measure,
+                      int8_top1=int8_top1)
+    else:
+        for i in frontier_indices(path.totals, args.points):
+            measure(i)
+    return [measured[i] for i in sorted(measured)]
+
+
+def bisect_points(*, lows: list[int], measure, int8_top1: float) -> None:
+    """--bisect: measure the path's last frontier point, and per bound the last frontier point
+    whose drop holds it, found by bisection over the frontier (position 0, all int8, holds
+    every bound: the rewrite is bit-exact); assumes the drop grows along the path."""
+    def holds(pos: int, bound: float) -> bool:
+        return pos == 0 or 100 * (int8_top1 - measure(lows[pos]).top1) <= bound + 1e-9
+
+    measure(lows[-1])
+    found = 0   # BOUNDS ascend: the point holding the smaller bound holds the larger one
+    for bound in BOUNDS:
+        low, high = found, len(lows) - 1
+        if holds(high, bound):
+            continue
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if holds(middle, bound) else (low, middle)
+        found = low
+        if low > 0:
+            measure(lows[low])
 
 
 def smallest(points, int8_top1: float, bound: float | None) -> Point | None:
@@ -197,7 +237,8 @@ def main(argv) -> int:
     points = []
     for _, i in quick[:args.candidates]:
         points += candidate_points(graph=graph, plan=plans[i], outliers=outliers[i],
-                                   fit_x=fit_x, heldout_x=heldout_x, test=test, args=args)
+                                   fit_x=fit_x, heldout_x=heldout_x, test=test, args=args,
+                                   int8_top1=int8_top1)
     print_table(case=case, patch=patch_int8, points=points, int8_top1=int8_top1)
     plot(path=args.out / f"memory_frontier_{case.name}.png", patch=patch_int8, points=points,
          title=f"{case.model.name}: total arena ({TARGET}) vs top-1")
