@@ -1,7 +1,8 @@
 """Issue 17's acceptance convert: `convert --policy quantmcu --sram B` where no int8 plan fits.
 
-B defaults to patch-int8's smallest cortex-m total arena (the planner's ``min-memory`` plan, as
-in bench/memory_frontier.py) divided by 1.26 (the paper's lower bound), in bytes. The convert
+B defaults to patch-int8's smallest cortex-m total arena (as bench/memory_frontier.py finds it:
+the planner's ``min-memory`` plan, layer-based, or a joint-search candidate as int8, within the
+default 5 % file-growth cap) divided by 1.26 (the paper's lower bound), in bytes. The convert
 runs through the public API (the same pipeline as the command line) with the model's
 calibration file (bench/quantmcu_accuracy.py's; ``--calibration-limit`` as on the command
 line). Printed:
@@ -37,12 +38,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))   # the C-kernel oracle of the test suite
 
 import tflite_quantmcu as tq  # noqa: E402
+from memory_frontier import patch_int8_best  # noqa: E402
 from quantmcu_accuracy import CASES, calibration_file, test_source  # noqa: E402
 from tflite_quantmcu.analysis.model_analysis import arena_bytes  # noqa: E402
 from tflite_quantmcu.errors import CalibrationDataWarning  # noqa: E402
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file  # noqa: E402
 from tflite_quantmcu.patches.plan import PatchOptions  # noqa: E402
-from tflite_quantmcu.patches.planner import plan_patches  # noqa: E402
 from tflite_quantmcu.quant.calibration_data import calibration_batches, data_batches  # noqa: E402
 from tflite_quantmcu.reference.executor import run_graph  # noqa: E402
 
@@ -68,12 +69,11 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def patch_int8_smallest(*, graph) -> int:
-    """patch-int8's smallest total: the min-memory patch plan, or layer-based when lower."""
-    lowest = plan_patches(graph=graph, options=PatchOptions(objective="min-memory",
-                                                            target=TARGET))
-    layer = arena_bytes(graph=graph, target=TARGET).total
-    return lowest.total_bytes if lowest.is_patched and lowest.total_bytes < layer else layer
+def patch_int8_smallest(*, graph) -> tuple[str, int]:
+    """patch-int8's smallest total, as bench/memory_frontier.py finds it."""
+    _, _, (label, total, _) = patch_int8_best(
+        graph=graph, options=PatchOptions(objective="min-memory", target=TARGET))
+    return label, total
 
 
 def predictions(*, graphs, test) -> tuple[list[np.ndarray], np.ndarray]:
@@ -131,9 +131,9 @@ def main(argv) -> int:
     case = CASES[args.model]
     begin = time.perf_counter()
     graph = read_model_file(path=case.model)
-    smallest = patch_int8_smallest(graph=graph)
+    label, smallest = patch_int8_smallest(graph=graph)
     sram = args.sram if args.sram is not None else int(smallest / PAPER_RATIO)
-    print(f"model {case.model.name}; patch-int8 smallest total ({TARGET}) {smallest} B; "
+    print(f"model {case.model.name}; {label} smallest total ({TARGET}) {smallest} B; "
           f"--sram {sram} B ({smallest / sram:.3f}x below); calibration "
           f"{calibration_file(case=case).name} limit {args.calibration_limit}", flush=True)
     converted, report = convert(args=args, case=case, sram=sram)

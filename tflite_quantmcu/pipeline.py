@@ -234,14 +234,15 @@ def _plan_lowest_int8(*, conv: Conversion, err: PatchBudgetError) -> None:
         grid=opts.patch_grid, max_file_growth=opts.max_file_growth, target=opts.target,
         objective="min-memory", form=_joint_form(opts))
     lowest = plan_patches(graph=conv.graph, options=patch_options)
-    if not lowest.is_patched:
-        raise err
     choice = choose_patch_plan(graph=conv.graph, first=lowest, options=patch_options,
                                calibration=_fit_samples(conv=conv, keep=True), quantmcu=opts.quantmcu,
                                fit=FitOptions(budget=opts.sram_budget, target=opts.target,
                                               candidates=tuple(opts.quantmcu.candidates)))
+    if choice is None:
+        raise err
     conv.patch_plan = choice.plan
-    conv.patch_int8_total = lowest.total_bytes
+    # patch-int8's best: the planner's lowest, or a screened candidate's int8 plan if lower
+    conv.patch_int8_total = min([lowest.total_bytes] + [s.int8_total for s in choice.screened])
     conv.joint_candidates = [s.to_dict() for s in choice.screened]
     conv.memory_binds = True
     conv.notes.append(f"no int8 patch plan fits {opts.sram_budget} B (best {err.best_peak} B "

@@ -91,7 +91,8 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
     head (exact or estimated) plus the tail its per-patch ops add (the model's mean tail per op
     times patches times stage ops); per split the ``GRIDS_PER_SPLIT`` best, splits whose best
     is within ``SPLIT_SLACK`` times the overall best, at most ``limit`` in all; stages of at
-    least ``MIN_STAGE_OPS`` ops (a VDQS branch needs two maps)."""
+    least ``MIN_STAGE_OPS`` ops (a VDQS branch needs two maps); within the options' file-growth
+    and MAC-overhead caps."""
     per_op = (first.layer_based_total - first.layer_based_peak) / max(
         1, len(graph.main.operators))
     by_split: dict[int, dict[tuple[int, int], tuple[float, bool]]] = {}
@@ -110,10 +111,19 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
         top = sorted((e, grid, in_place) for grid, (e, in_place) in grids.items())
         if top[0][0] <= SPLIT_SLACK * best:
             ranked += [(e, split, grid, in_place) for e, grid, in_place in top[:GRIDS_PER_SPLIT]]
-    return [plan_patches(graph=graph, options=dataclasses.replace(
-                options, sram_budget=None, split=split, grid=grid, in_place=in_place,
-                form="builtin"))
-            for _, split, grid, in_place in sorted(ranked)[:limit]]
+    plans = [plan_patches(graph=graph, options=dataclasses.replace(
+                 options, sram_budget=None, split=split, grid=grid, in_place=in_place,
+                 form="builtin"))
+             for _, split, grid, in_place in sorted(ranked)[:limit]]
+    return [p for p in plans if _within_caps(plan=p, options=options)]
+
+
+def _within_caps(*, plan: PatchPlan, options: PatchOptions) -> bool:
+    """A forced split and grid skip the planner's caps: the user's file-growth and MAC caps
+    (--max-file-growth, --max-mac-overhead) still hold for every candidate."""
+    growth, macs = options.max_file_growth, options.max_mac_overhead
+    return (growth is None or plan.file_growth <= growth) and \
+        (macs is None or plan.mac_overhead <= macs)
 
 
 def quick_total(*, graph: Graph, plan: PatchPlan, outliers: tuple[str, ...],
@@ -184,10 +194,13 @@ def screen(*, graph: Graph, plan: PatchPlan, outliers: tuple[str, ...],
 
 def choose_patch_plan(*, graph: Graph, first: PatchPlan, options: PatchOptions,
                       calibration: Sequence[np.ndarray], quantmcu: QuantMCUOptions,
-                      fit: FitOptions) -> JointChoice:
-    """The candidate to run the full QuantMCU search on (module doc)."""
+                      fit: FitOptions) -> JointChoice | None:
+    """The candidate to run the full QuantMCU search on (module doc); None when no patched
+    candidate exists."""
     plans = candidate_plans(graph=graph, first=first, options=options)
-    plans = [p for p in plans if p.is_patched] or [first]
+    plans = [p for p in plans if p.is_patched] or ([first] if first.is_patched else [])
+    if not plans:
+        return None
     outliers = first_map_outliers(graph=graph, plans=plans, calibration=calibration,
                                   quantmcu=quantmcu)
     quick = sorted(((quick_total(graph=graph, plan=p, outliers=o, target=fit.target), i)
