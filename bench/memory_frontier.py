@@ -84,6 +84,8 @@ def parse_args(argv):
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--points", type=int, default=10)
     parser.add_argument("--calibration-limit", type=int, default=None)
+    parser.add_argument("--max-file-growth", type=float, default=0.05,
+                        help="the file-growth cap of both policies (convert's default 0.05)")
     parser.add_argument("--bisect", action="store_true",
                         help="measure only the points the table needs: per candidate its last "
                              "frontier point and, per bound, the last one holding it, by "
@@ -206,7 +208,7 @@ def held_back(point: Point) -> list[str]:
 def patch_int8_best(*, graph, options: PatchOptions):
     """(the planner's min-memory plan, the joint search's patched candidates, (label, total,
     head) of patch-int8's smallest total): the lowest of the planner's plan, layer-based and
-    every candidate's int8 plan (all within the default file-growth cap)."""
+    every candidate's int8 plan (all within the options' file-growth cap)."""
     lowest = plan_patches(graph=graph, options=options)
     layer = arena_bytes(graph=graph, target=TARGET)
     plans = [p for p in candidate_plans(graph=graph, first=lowest, options=options)
@@ -223,7 +225,8 @@ def main(argv) -> int:
     begin = time.perf_counter()
     graph = read_model_file(path=case.model)
     test = test_source(case=case, samples=args.samples)
-    options = PatchOptions(objective="min-memory", target=TARGET)
+    options = PatchOptions(objective="min-memory", target=TARGET,
+                           max_file_growth=args.max_file_growth)
     lowest, plans, (label, total, head) = patch_int8_best(graph=graph, options=options)
     int8_top1 = top1(graph, test)
     patch_int8 = Point(label=label, total=total, top1=int8_top1, head=head)
@@ -240,6 +243,7 @@ def main(argv) -> int:
     print(f"model {case.model.name}; test images {len(test)} "
           f"({'all' if args.samples is None else f'first/stratified {args.samples}'}); "
           f"calibration {sum(len(x) for x in fit_x)} fit + {len(heldout_x)} held out; "
+          f"file-growth cap {args.max_file_growth}; "
           f"{len(plans)} candidates screened, best quick totals "
           f"{[q for q, _ in quick[:args.candidates]]}", flush=True)
     points = []
