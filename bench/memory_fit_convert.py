@@ -41,7 +41,7 @@ import tflite_quantmcu as tq  # noqa: E402
 from memory_frontier import patch_int8_best  # noqa: E402
 from quantmcu_accuracy import CASES, calibration_file, test_source  # noqa: E402
 from tflite_quantmcu.analysis.model_analysis import arena_bytes  # noqa: E402
-from tflite_quantmcu.errors import CalibrationDataWarning  # noqa: E402
+from tflite_quantmcu.errors import BudgetError, CalibrationDataWarning  # noqa: E402
 from tflite_quantmcu.ir.reader import read_model_bytes, read_model_file  # noqa: E402
 from tflite_quantmcu.patches.plan import PatchOptions  # noqa: E402
 from tflite_quantmcu.quant.calibration_data import calibration_batches, data_batches  # noqa: E402
@@ -146,7 +146,12 @@ def main(argv) -> int:
           f"--sram {sram} B ({smallest / sram:.3f}x below); calibration "
           f"{calibration_file(case=case).name} limit {args.calibration_limit}; file-growth cap "
           f"{args.max_file_growth}", flush=True)
-    converted, report = convert(args=args, case=case, sram=sram)
+    try:
+        converted, report = convert(args=args, case=case, sram=sram)
+    except BudgetError as err:
+        print(f"convert refused ({type(err).__name__}, {time.perf_counter() - begin:.0f} s): "
+              f"{err}\nacceptance (drop <= 1.0 pt, fits --sram): NOT met")
+        return 1
     arena = arena_bytes(graph=converted, target=TARGET)
     fit = report.get("memory_fit") or {}
     print(f"convert: {time.perf_counter() - begin:.0f} s; final total {arena.total} B (head "

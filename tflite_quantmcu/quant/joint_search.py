@@ -54,6 +54,7 @@ from tflite_quantmcu.reference.executor import run_graph
 MAX_CANDIDATES = 24
 MAX_SCREENED = 3
 GRIDS_PER_SPLIT = 3
+TRIES_PER_SPLIT = 16   # grids planned per split to find those within the caps
 MIN_STAGE_OPS = 2   # a VDQS branch needs two feature maps
 SPLIT_SLACK = 2.0
 STEP_UNITS = {8: 0.0, 4: 1.0, 2: 4.0}
@@ -92,12 +93,13 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
     times patches times stage ops); per split the ``GRIDS_PER_SPLIT`` best, splits whose best
     is within ``SPLIT_SLACK`` times the overall best, at most ``limit`` in all; stages of at
     least ``MIN_STAGE_OPS`` ops (a VDQS branch needs two maps); within the options' file-growth
-    and MAC-overhead caps."""
+    and MAC-overhead caps (per split the best grids whose plans keep them)."""
     per_op = (first.layer_based_total - first.layer_based_peak) / max(
         1, len(graph.main.operators))
     by_split: dict[int, dict[tuple[int, int], tuple[float, bool]]] = {}
     for c in first.candidates:
-        if c.form != "builtin" or c.split_op < MIN_STAGE_OPS - 1:
+        if c.form != "builtin" or c.split_op < MIN_STAGE_OPS - 1 or not _may_fit_caps(
+                candidate=c, options=options):
             continue
         estimate = c.peak_bytes + c.grid[0] * c.grid[1] * (c.split_op + 1) * per_op
         grids = by_split.setdefault(c.split_op, {})
@@ -110,12 +112,43 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
     for split, grids in by_split.items():
         top = sorted((e, grid, in_place) for grid, (e, in_place) in grids.items())
         if top[0][0] <= SPLIT_SLACK * best:
-            ranked += [(e, split, grid, in_place) for e, grid, in_place in top[:GRIDS_PER_SPLIT]]
-    plans = [plan_patches(graph=graph, options=dataclasses.replace(
-                 options, sram_budget=None, split=split, grid=grid, in_place=in_place,
-                 form="builtin"))
-             for _, split, grid, in_place in sorted(ranked)[:limit]]
-    return [p for p in plans if _within_caps(plan=p, options=options)]
+            ranked += _within_caps_per_split(graph=graph, options=options, split=split, top=top)
+    return [p for _, p in sorted(ranked, key=lambda r: (r[0], r[1].split_op,
+                                                         tuple(r[1].grid)))[:limit]]
+
+
+def _within_caps_per_split(*, graph: Graph, options: PatchOptions, split: int,
+                           top: list) -> list[tuple[float, PatchPlan]]:
+    """(total, plan) of the ``GRIDS_PER_SPLIT`` lowest-total plans of a split that keep the
+    caps: grids are planned by patch count, then estimate (more patches, more file growth and
+    MACs), until every grid of one patch count breaks a cap or ``TRIES_PER_SPLIT`` were
+    planned; the planner picks in-place per grid."""
+    kept, tried = [], 0
+    by_count: dict[int, list] = {}
+    for estimate, grid, _ in top:
+        by_count.setdefault(grid[0] * grid[1], []).append((estimate, grid))
+    for count in sorted(by_count):
+        before = len(kept)
+        for _, grid in sorted(by_count[count]):
+            if tried == TRIES_PER_SPLIT:
+                break
+            tried += 1
+            plan = plan_patches(graph=graph, options=dataclasses.replace(
+                options, sram_budget=None, split=split, grid=grid, in_place=None,
+                form="builtin"))
+            if _within_caps(plan=plan, options=options):
+                kept.append((plan.total_bytes, plan))
+        if len(kept) == before or tried == TRIES_PER_SPLIT:
+            break
+    return sorted(kept, key=lambda k: k[0])[:GRIDS_PER_SPLIT]
+
+
+def _may_fit_caps(*, candidate, options: PatchOptions) -> bool:
+    """False when the planner already knows the candidate breaks a cap."""
+    growth, macs = options.max_file_growth, options.max_mac_overhead
+    return not ((growth is not None and candidate.file_growth is not None
+                 and candidate.file_growth > growth)
+                or (macs is not None and candidate.mac_overhead > macs))
 
 
 def _within_caps(*, plan: PatchPlan, options: PatchOptions) -> bool:
