@@ -245,8 +245,9 @@ def _plan_lowest_int8(*, conv: Conversion, err: PatchBudgetError) -> None:
     conv.patch_int8_total = min([lowest.total_bytes] + [s.int8_total for s in choice.screened])
     conv.joint_candidates = [s.to_dict() for s in choice.screened]
     conv.memory_binds = True
-    conv.notes.append(f"no int8 patch plan fits {opts.sram_budget} B (best {err.best_peak} B "
-                      f"on {opts.target}): sub-byte maps at the peak must close the gap; "
+    conv.notes.append(f"no int8 patch plan fits {opts.sram_budget} B (best "
+                      f"{conv.patch_int8_total} B on {opts.target}): sub-byte maps at the peak "
+                      f"must close the gap; "
                       f"{len(choice.screened)} int8 candidates screened")
 
 
@@ -411,7 +412,9 @@ def _fit_problem(*, conv: Conversion) -> FitProblem:
     drop = cost = None
     if conv.heldout:
         heldout = heldout_from_batches(batches=conv.heldout)
-        drop = plan_drop_judge(graph=conv.graph, patched_graph=conv.search_graph, heldout=heldout)
+        # the stricter judge (losses only): the fit picks among plans that change many answers
+        drop = plan_drop_judge(graph=conv.graph, patched_graph=conv.search_graph, heldout=heldout,
+                               losses_only=True)
         cost = simulated_cost(graph=conv.graph, x=heldout.x[:COST_SAMPLES],
                               locations=map_locations(graph=conv.graph,
                                                       patch_plan=conv.patch_plan,
