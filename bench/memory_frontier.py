@@ -2,16 +2,20 @@
 
 For each model (``--model fashion|digits``, the cases of bench/quantmcu_accuracy.py):
 
-* **patch-int8**: the planner's lowest total arena (``objective="min-memory"``, no budget, the
-  default 5 % file-growth cap; the layer-based total when no patch plan is lower). Its top-1 is
-  the int8 model's (the rewrite is bit-exact).
+* **patch-int8**: the lowest total arena of the planner's plan (``objective="min-memory"``, no
+  budget, the default 5 % file-growth cap), the layer-based model and every candidate of the
+  joint search as an int8 plan (same cap; the planner's search can miss one of them). Its
+  top-1 is the int8 model's (the rewrite is bit-exact).
 * **quantmcu**: the joint search of ``convert`` (``quant/joint_search.py``: candidates, VDPC per
   candidate, quick 4-bit totals) keeps the ``--candidates`` best candidates; for each, the full
   QuantMCU statistics and range selection run on the calibration fit half, then the memory path
   (``quant/memory_fit.memory_path``, simulated costs on the held-out half) goes from all-int8 to
   the floor (budget 0). Every path point that lowers the running minimum total is a frontier
   point; at most ``--points`` of them, evenly spaced, plus the last, are converted and their
-  top-1 measured on the test images (reference executor, bit-exact with TFLM).
+  top-1 measured on the test images (reference executor, bit-exact with TFLM). With
+  ``--bisect`` every frontier point is a candidate, but only those the table needs are
+  measured: the last, and per bound the last that holds it, found by bisection (assumes the
+  drop grows along the path; each figure printed is measured).
 
 Printed: per model the smallest total at <= 1.0 pt and <= 2.0 pt top-1 drop and at any accuracy,
 for both policies, the ratio patch-int8 / quantmcu, and, below 1.26x (the paper's lower bound),
@@ -20,6 +24,7 @@ total arena vs top-1 per model goes to ``--out`` (default testdata/generated/).
 
     python3 bench/memory_frontier.py --model digits
     python3 bench/memory_frontier.py --model fashion --samples 1000
+    python3 bench/memory_frontier.py --model fashion --bisect     # the full test set
 """
 from __future__ import annotations
 
@@ -79,6 +84,12 @@ def parse_args(argv):
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--points", type=int, default=10)
     parser.add_argument("--calibration-limit", type=int, default=None)
+    parser.add_argument("--max-file-growth", type=float, default=0.05,
+                        help="the file-growth cap of both policies (convert's default 0.05)")
+    parser.add_argument("--bisect", action="store_true",
+                        help="measure only the points the table needs: per candidate its last "
+                             "frontier point and, per bound, the last one holding it, by "
+                             "bisection over every frontier point (fewer test runs)")
     parser.add_argument("--out", type=Path, default=ROOT / "testdata" / "generated")
     return parser.parse_args(argv)
 
@@ -102,7 +113,8 @@ def frontier_indices(totals, points: int) -> list[int]:
     return sorted({lows[i] for i in picks} | {lows[-1]})
 
 
-def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args) -> list[Point]:
+def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args,
+                     int8_top1: float) -> list[Point]:
     patched = apply_patch_plan(graph=graph, plan=plan)
     statistics = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=fit_x)
     check = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=[heldout_x])
@@ -123,17 +135,48 @@ def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args) -> 
     print(f"  {name}: outlier branches {list(search.outlier_branches)}; path of "
           f"{len(path.steps)} moves, totals {path.totals[0]} -> {min(path.totals)} B",
           flush=True)
-    points = []
-    for i in frontier_indices(path.totals, args.points):
-        bits_plan = path.plan_after(moves=i, ranges=problem.ranges)
-        graph_i = apply_bitwidth_plan(graph=patched, plan=bits_plan)
-        head = arena_bytes(graph=graph_i, target=TARGET).head
-        points.append(Point(label=f"{name} +{i}", total=path.totals[i],
-                            top1=top1(graph_i, test), plan=bits_plan, patched=patched,
-                            outliers=search.outlier_branches, head=head))
-        print(f"    moves {i:3d}: total {path.totals[i]:7d} B (head {head}), top-1 "
-              f"{100 * points[-1].top1:.2f} %", flush=True)
-    return points
+    measured: dict[int, Point] = {}
+
+    def measure(i: int) -> Point:
+        if i not in measured:
+            bits_plan = path.plan_after(moves=i, ranges=problem.ranges)
+            graph_i = apply_bitwidth_plan(graph=patched, plan=bits_plan)
+            head = arena_bytes(graph=graph_i, target=TARGET).head
+            measured[i] = Point(label=f"{name} +{i}", total=path.totals[i],
+                                top1=top1(graph_i, test), plan=bits_plan, patched=patched,
+                                outliers=search.outlier_branches, head=head)
+            print(f"    moves {i:3d}: total {path.totals[i]:7d} B (head {head}), top-1 "
+                  f"{100 * measured[i].top1:.2f} %", flush=True)
+        return measured[i]
+
+    if args.bisect:
+        bisect_points(lows=frontier_indices(path.totals, len(path.totals)), measure=measure,
+                      int8_top1=int8_top1)
+    else:
+        for i in frontier_indices(path.totals, args.points):
+            measure(i)
+    return [measured[i] for i in sorted(measured)]
+
+
+def bisect_points(*, lows: list[int], measure, int8_top1: float) -> None:
+    """--bisect: measure the path's last frontier point, and per bound the last frontier point
+    whose drop holds it, found by bisection over the frontier (position 0, all int8, holds
+    every bound: the rewrite is bit-exact); assumes the drop grows along the path."""
+    def holds(pos: int, bound: float) -> bool:
+        return pos == 0 or 100 * (int8_top1 - measure(lows[pos]).top1) <= bound + 1e-9
+
+    measure(lows[-1])
+    found = 0   # BOUNDS ascend: the point holding the smaller bound holds the larger one
+    for bound in BOUNDS:
+        low, high = found, len(lows) - 1
+        if holds(high, bound):
+            continue
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if holds(middle, bound) else (low, middle)
+        found = low
+        if low > 0:
+            measure(lows[low])
 
 
 def smallest(points, int8_top1: float, bound: float | None) -> Point | None:
@@ -162,29 +205,37 @@ def held_back(point: Point) -> list[str]:
     return lines
 
 
+def patch_int8_best(*, graph, options: PatchOptions):
+    """(the planner's min-memory plan, the joint search's patched candidates, (label, total,
+    head) of patch-int8's smallest total): the lowest of the planner's plan, layer-based and
+    every candidate's int8 plan (all within the options' file-growth cap)."""
+    lowest = plan_patches(graph=graph, options=options)
+    layer = arena_bytes(graph=graph, target=TARGET)
+    plans = [p for p in candidate_plans(graph=graph, first=lowest, options=options)
+             if p.is_patched]
+    best = [("patch-int8 (layer-based is lowest)", layer.total, layer.head)]
+    best += [(f"patch-int8 (split {p.split_op} {p.grid[0]}x{p.grid[1]})", p.total_bytes,
+              p.peak_bytes) for p in ([lowest] if lowest.is_patched else []) + plans]
+    return lowest, plans, min(best, key=lambda b: b[1])
+
+
 def main(argv) -> int:
     args = parse_args(argv)
     case = CASES[args.model]
     begin = time.perf_counter()
     graph = read_model_file(path=case.model)
     test = test_source(case=case, samples=args.samples)
-    options = PatchOptions(objective="min-memory", target=TARGET)
-    lowest = plan_patches(graph=graph, options=options)
-    layer_total = arena_bytes(graph=graph, target=TARGET).total
+    options = PatchOptions(objective="min-memory", target=TARGET,
+                           max_file_growth=args.max_file_growth)
+    lowest, plans, (label, total, head) = patch_int8_best(graph=graph, options=options)
     int8_top1 = top1(graph, test)
-    patched = lowest.is_patched and lowest.total_bytes < layer_total
-    patch_int8 = Point(label="patch-int8" if patched else "patch-int8 (layer-based is lowest)",
-                       total=lowest.total_bytes if patched else layer_total, top1=int8_top1,
-                       head=lowest.peak_bytes if patched else
-                       arena_bytes(graph=graph, target=TARGET).head)
+    patch_int8 = Point(label=label, total=total, top1=int8_top1, head=head)
     fit, heldout = split_holdout(batches=data_batches(
         source=str(calibration_file(case=case)), graph=graph, limit=args.calibration_limit,
         progress=False))
     fit_x = list(fit)
     heldout_x = np.concatenate([b.x for b in heldout])
     quantmcu = QuantMCUOptions()
-    plans = [p for p in candidate_plans(graph=graph, first=lowest, options=options)
-             if p.is_patched]
     outliers = first_map_outliers(graph=graph, plans=plans, calibration=fit_x,
                                   quantmcu=quantmcu)
     quick = sorted((quick_total(graph=graph, plan=p, outliers=o, target=TARGET), i)
@@ -192,12 +243,14 @@ def main(argv) -> int:
     print(f"model {case.model.name}; test images {len(test)} "
           f"({'all' if args.samples is None else f'first/stratified {args.samples}'}); "
           f"calibration {sum(len(x) for x in fit_x)} fit + {len(heldout_x)} held out; "
+          f"file-growth cap {args.max_file_growth}; "
           f"{len(plans)} candidates screened, best quick totals "
           f"{[q for q, _ in quick[:args.candidates]]}", flush=True)
     points = []
     for _, i in quick[:args.candidates]:
         points += candidate_points(graph=graph, plan=plans[i], outliers=outliers[i],
-                                   fit_x=fit_x, heldout_x=heldout_x, test=test, args=args)
+                                   fit_x=fit_x, heldout_x=heldout_x, test=test, args=args,
+                                   int8_top1=int8_top1)
     print_table(case=case, patch=patch_int8, points=points, int8_top1=int8_top1)
     plot(path=args.out / f"memory_frontier_{case.name}.png", patch=patch_int8, points=points,
          title=f"{case.model.name}: total arena ({TARGET}) vs top-1")

@@ -112,6 +112,15 @@ def test_drop_points_definitions():
     assert drop_points(pred=pred, int8_pred=int8, labels=np.array([0, 1, 1, 0])) == 25.0
 
 
+def test_losses_only_drop_does_not_net_out_gains():
+    """Two samples lost, one gained: the net drop is 1 of 4, the losses-only drop 2 of 4."""
+    labels = np.array([0, 1, 2, 3])
+    int8, pred = np.array([0, 1, 2, 0]), np.array([1, 0, 2, 3])
+    assert drop_points(pred=pred, int8_pred=int8, labels=labels) == 25.0
+    assert drop_points(pred=pred, int8_pred=int8, labels=labels, losses_only=True) == 50.0
+    assert drop_points(pred=pred, int8_pred=int8, labels=None, losses_only=True) == 75.0
+
+
 def test_holdout_split_takes_every_second_sample_and_caps():
     batches = [Batch(x=np.arange(i, i + 5).reshape(5, 1), y=np.arange(i, i + 5))
                for i in range(0, 15, 5)]

@@ -28,6 +28,7 @@ from tflite_quantmcu.pipeline import ConvertOptions, run_pipeline
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan, subbyte_candidates
 from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, MemoryFitError,
                                               eligible_maps, fit_to_budget, memory_path)
+from tflite_quantmcu.quant.joint_search import candidate_plans
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
 from tflite_quantmcu.quant.ranges import full_range
@@ -254,3 +255,41 @@ def test_cli_budget_error_is_one_line_exit_2_and_writes_nothing(model, tmp_path)
            "patch-int8 reaches" in errors[0]
     assert "at any accuracy" in errors[0] and "would have to cut" in errors[0]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_vdqs_plan_that_fits_still_meets_the_int8_path(model, tmp_path):
+    """Where memory binds, a VDQS plan that already fits --sram is not taken as found: the
+    int8 path's first fitting plan is judged too, and the smaller held-out drop wins."""
+    graph = model[0]
+    best = plan_patches(graph=graph, options=PatchOptions(objective="min-memory",
+                                                          max_file_growth=None))
+    x = np.random.default_rng(1).integers(-128, 128, size=(64, 32, 32, 3)).astype(np.int8)
+    np.savez(tmp_path / "calib.npz", x=x)
+    conv = run_pipeline(options=ConvertOptions(
+        model_path=tmp_path / "m.tflite", model_bytes=write_model_bytes(graph=graph),
+        out_dir=None, sram_budget=best.total_bytes - 1, policy="quantmcu", verify=False,
+        measure_tflm=False, calibration=tmp_path / "calib.npz", max_file_growth=None,
+        max_accuracy_drop=100.0,   # every plan holds it: the choice is by drop alone
+        quantmcu=QuantMCUOptions(candidates=(8, 4), use_vdpc=False, lam=0.0)))
+    vdqs, int8 = conv.memory_fit["paths"]
+    assert conv.memory_binds and vdqs["start"] == "vdqs" and vdqs["fits_at_moves"] == 0
+    assert int8["start"] == "int8" and int8["fits_at_moves"] > 0
+    assert conv.memory_fit["drop_pts"] == min(vdqs["drop_pts"], int8["drop_pts"])
+    assert conv.final.arena.total <= best.total_bytes - 1
+
+
+def test_joint_candidates_keep_the_file_growth_cap(model):
+    """A forced split and grid skip the planner's caps; the joint search's candidates still
+    keep the user's file-growth cap."""
+    graph = model[0]
+    free = PatchOptions(objective="min-memory", max_file_growth=None)
+    first = plan_patches(graph=graph, options=free)
+    uncapped = candidate_plans(graph=graph, first=first, options=free)
+    growths = sorted(p.file_growth for p in uncapped)
+    cap = growths[len(growths) // 2]
+    capped = candidate_plans(graph=graph, first=first,
+                             options=dataclasses.replace(free, max_file_growth=cap))
+    assert growths[-1] > cap
+    assert capped and all(p.file_growth <= cap for p in capped)
+    assert [(p.split_op, p.grid) for p in capped] == \
+        [(p.split_op, p.grid) for p in uncapped if p.file_growth <= cap]

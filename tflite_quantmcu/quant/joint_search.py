@@ -54,6 +54,7 @@ from tflite_quantmcu.reference.executor import run_graph
 MAX_CANDIDATES = 24
 MAX_SCREENED = 3
 GRIDS_PER_SPLIT = 3
+TRIES_PER_SPLIT = 16   # grids planned per split to find those within the caps
 MIN_STAGE_OPS = 2   # a VDQS branch needs two feature maps
 SPLIT_SLACK = 2.0
 STEP_UNITS = {8: 0.0, 4: 1.0, 2: 4.0}
@@ -91,12 +92,14 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
     head (exact or estimated) plus the tail its per-patch ops add (the model's mean tail per op
     times patches times stage ops); per split the ``GRIDS_PER_SPLIT`` best, splits whose best
     is within ``SPLIT_SLACK`` times the overall best, at most ``limit`` in all; stages of at
-    least ``MIN_STAGE_OPS`` ops (a VDQS branch needs two maps)."""
+    least ``MIN_STAGE_OPS`` ops (a VDQS branch needs two maps); within the options' file-growth
+    and MAC-overhead caps (per split the best grids whose plans keep them)."""
     per_op = (first.layer_based_total - first.layer_based_peak) / max(
         1, len(graph.main.operators))
     by_split: dict[int, dict[tuple[int, int], tuple[float, bool]]] = {}
     for c in first.candidates:
-        if c.form != "builtin" or c.split_op < MIN_STAGE_OPS - 1:
+        if c.form != "builtin" or c.split_op < MIN_STAGE_OPS - 1 or not _may_fit_caps(
+                candidate=c, options=options):
             continue
         estimate = c.peak_bytes + c.grid[0] * c.grid[1] * (c.split_op + 1) * per_op
         grids = by_split.setdefault(c.split_op, {})
@@ -109,11 +112,51 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
     for split, grids in by_split.items():
         top = sorted((e, grid, in_place) for grid, (e, in_place) in grids.items())
         if top[0][0] <= SPLIT_SLACK * best:
-            ranked += [(e, split, grid, in_place) for e, grid, in_place in top[:GRIDS_PER_SPLIT]]
-    return [plan_patches(graph=graph, options=dataclasses.replace(
-                options, sram_budget=None, split=split, grid=grid, in_place=in_place,
+            ranked += _within_caps_per_split(graph=graph, options=options, split=split, top=top)
+    return [p for _, p in sorted(ranked, key=lambda r: (r[0], r[1].split_op,
+                                                         tuple(r[1].grid)))[:limit]]
+
+
+def _within_caps_per_split(*, graph: Graph, options: PatchOptions, split: int,
+                           top: list) -> list[tuple[float, PatchPlan]]:
+    """(total, plan) of the ``GRIDS_PER_SPLIT`` lowest-total plans of a split that keep the
+    caps: grids are planned by patch count, then estimate (more patches, more file growth and
+    MACs), until every grid of one patch count breaks a cap or ``TRIES_PER_SPLIT`` were
+    planned; the planner picks in-place per grid."""
+    kept, tried = [], 0
+    by_count: dict[int, list] = {}
+    for estimate, grid, _ in top:
+        by_count.setdefault(grid[0] * grid[1], []).append((estimate, grid))
+    for count in sorted(by_count):
+        before = len(kept)
+        for _, grid in sorted(by_count[count]):
+            if tried == TRIES_PER_SPLIT:
+                break
+            tried += 1
+            plan = plan_patches(graph=graph, options=dataclasses.replace(
+                options, sram_budget=None, split=split, grid=grid, in_place=None,
                 form="builtin"))
-            for _, split, grid, in_place in sorted(ranked)[:limit]]
+            if _within_caps(plan=plan, options=options):
+                kept.append((plan.total_bytes, plan))
+        if len(kept) == before or tried == TRIES_PER_SPLIT:
+            break
+    return sorted(kept, key=lambda k: k[0])[:GRIDS_PER_SPLIT]
+
+
+def _may_fit_caps(*, candidate, options: PatchOptions) -> bool:
+    """False when the planner already knows the candidate breaks a cap."""
+    growth, macs = options.max_file_growth, options.max_mac_overhead
+    return not ((growth is not None and candidate.file_growth is not None
+                 and candidate.file_growth > growth)
+                or (macs is not None and candidate.mac_overhead > macs))
+
+
+def _within_caps(*, plan: PatchPlan, options: PatchOptions) -> bool:
+    """A forced split and grid skip the planner's caps: the user's file-growth and MAC caps
+    (--max-file-growth, --max-mac-overhead) still hold for every candidate."""
+    growth, macs = options.max_file_growth, options.max_mac_overhead
+    return (growth is None or plan.file_growth <= growth) and \
+        (macs is None or plan.mac_overhead <= macs)
 
 
 def quick_total(*, graph: Graph, plan: PatchPlan, outliers: tuple[str, ...],
@@ -184,10 +227,13 @@ def screen(*, graph: Graph, plan: PatchPlan, outliers: tuple[str, ...],
 
 def choose_patch_plan(*, graph: Graph, first: PatchPlan, options: PatchOptions,
                       calibration: Sequence[np.ndarray], quantmcu: QuantMCUOptions,
-                      fit: FitOptions) -> JointChoice:
-    """The candidate to run the full QuantMCU search on (module doc)."""
+                      fit: FitOptions) -> JointChoice | None:
+    """The candidate to run the full QuantMCU search on (module doc); None when no patched
+    candidate exists."""
     plans = candidate_plans(graph=graph, first=first, options=options)
-    plans = [p for p in plans if p.is_patched] or [first]
+    plans = [p for p in plans if p.is_patched] or ([first] if first.is_patched else [])
+    if not plans:
+        return None
     outliers = first_map_outliers(graph=graph, plans=plans, calibration=calibration,
                                   quantmcu=quantmcu)
     quick = sorted(((quick_total(graph=graph, plan=p, outliers=o, target=fit.target), i)

@@ -30,9 +30,10 @@ is the measured form of VDQS's accuracy term: at the default k = 16 bins VDQS's 
 about 0 for every 4-bit map, so it cannot rank maps against each other.
 
 **Bound** (:func:`fit_to_budget`): two paths run, one from the (guarded) VDQS plan and one from
-the all-int8 plan (memory maps only); the first fitting plan of each is judged exactly (its top-1
-drop on the held-out samples, :mod:`accuracy_guard`). Of those within the bound the smaller
-drop wins, then fewer BitOPs. If neither holds the bound, a :class:`MemoryFitError` states, for
+the all-int8 plan (memory maps only); the first fitting plan of each is judged exactly on the
+held-out samples (:mod:`accuracy_guard`; the convert pipeline uses its stricter judge there:
+with labels, the share of samples the int8 model gets right and the plan wrong, gains not
+netted out). Of those within the bound the smaller drop wins, then fewer BitOPs. If neither holds the bound, a :class:`MemoryFitError` states, for
 patch-int8 and for quantmcu (the int8 path), the smallest total within the bound and at all,
 and which maps the budget would need cut.
 """
