@@ -72,6 +72,7 @@ LAYERS = {
 MODELS = {
     "bundled": ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite",
     "mnv2": ROOT / "testdata" / "mobilenetv2_w035_r144.tflite",
+    "digits": ROOT / "testdata" / "digits_mnv1_w025_r64_int8.tflite",
 }
 CMSIS_NN = ROOT / "bench" / "data" / "cmsis_nn_cortex_m4.json"
 VARIANTS = {
@@ -376,25 +377,29 @@ def _totals(*, rows: dict, variants: list[str], layers: dict) -> list[str]:
 
 
 def record(*, helper, target, plugin: pathlib.Path, jobs: int, out: pathlib.Path) -> None:
-    """Every optimized variant on the distinct layer and ADD shapes of both models, as JSON
-    rows {key, variant, bits, macs, outputs, insns} (ADD: macs = outputs = elements)."""
+    """Every optimized variant on the distinct layer and ADD shapes of the MODELS, as JSON
+    rows {key, variant, bits, macs, outputs, insns} (ADD: macs = outputs = elements); rows
+    already in `out` are kept and not measured again."""
     import json
 
     layers: dict[str, Layer] = {}
     for path in MODELS.values():
         for layer in model_layers(path=path).values():
             layers.setdefault(layer.key, layer)
-    conv_jobs = [(key, v) for key in layers for v in VARIANTS if VARIANTS[v][3] != 0]
+    old = json.loads(out.read_text())["rows"] if out.exists() else []
+    done = {(row["key"], row["variant"]) for row in old}
+    conv_jobs = [(key, v) for key in layers for v in VARIANTS
+                 if VARIANTS[v][3] != 0 and (key, v) not in done]
     add_jobs = [(shape, v) for shape in ADD_SHAPES for v in ADD_VARIANTS
-                if ADD_VARIANTS[v][3] != 0]
+                if ADD_VARIANTS[v][3] != 0 and (add_key(shape), v) not in done]
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(run_one, helper=helper, target=target, plugin=plugin, name=key,
                                layer=layers[key], variant=v) for key, v in conv_jobs]
         futures += [pool.submit(run_add, helper=helper, target=target, plugin=plugin,
                                 shape=shape, variant=v) for shape, v in add_jobs]
         results = [r for r in (f.result() for f in futures) if r is not None]
-    rows = [{"key": r.key, "variant": r.variant, "bits": list(r.bits), "macs": r.macs,
-             "outputs": r.outputs, "insns": r.insns} for r in results]
+    rows = old + [{"key": r.key, "variant": r.variant, "bits": list(r.bits), "macs": r.macs,
+                   "outputs": r.outputs, "insns": r.insns} for r in results]
     out.write_text(json.dumps({
         "what": "Executed instructions of one optimized QMCU kernel call (cmixnn_bridge, "
                 "QMCU_USE_OPT) per layer shape and bit widths (conv/depthwise: in, w, out; "

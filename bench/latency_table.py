@@ -9,8 +9,8 @@ class and bit widths, from measured counts, and writes
   model and MobileNetV2 w0.35 r144, isolated kernel calls);
 - CMSIS-NN's int8 kernels: ``bench/data/cmsis_nn_cortex_m4.json`` (isolated calls, recorded
   from a session check; docs/cmsis_nn_comparison.md);
-- TFLite Micro itself (the other builtin ops, the per-op cost of the interpreter and of the
-  kernel wrappers): the per-op counts of the *fit* models in ``bench/data/tflm_cortex_m4_models.json``
+- TFLite Micro itself (the other builtin ops and the interpreter's cost per op): the per-op
+  counts of the *fit* models in ``bench/data/tflm_cortex_m4_models.json``
   (whole-model runs in a real TFLM + CMSIS-NN Cortex-M4 build, recorded from a session check).
 
 Then every recorded model is rebuilt (converted with its recorded options; the sha256 must
@@ -38,43 +38,52 @@ DATA = ROOT / "bench" / "data"
 TABLE = ROOT / "tflite_quantmcu" / "data" / "latency_cortex_m4.json"
 KEY = re.compile(r"(conv|dw) (\d+)x(\d+) s(\d+)x(\d+) (\d+)x(\d+)x(\d+)->(\d+) pads (\d+),(\d+),(\d+),(\d+)")
 ADD_KEY = re.compile(r"add (\d+)x(\d+)x(\d+)")
-MIN_POINTS_FULL = 4   # fewer points: fit per_mac (or per_output) alone
+MIN_POINTS_FULL = 6   # fewer points: the first two non-zero features only
 
 
-def conv_key_parts(key: str) -> tuple[str, str, int]:
-    """(kind, shape class, outputs) of a layer key of kernels_cortexm.py."""
+def key_work(key: str, *, macs: int):
+    """(kind, shape class, Work) of a layer key of kernels_cortexm.py ("add HxWxC": ADD)."""
+    from tflite_quantmcu.analysis.latency import Work, _conv_class, conv_work
+
+    m = ADD_KEY.match(key)
+    if m is not None:
+        h, w, c = (int(g) for g in m.groups())
+        return "ADD", "", conv_work(macs=0, in_shape=(1, h, w, c), out_shape=(1, h, w, c))
     m = KEY.match(key)
     if m is None:
         raise ValueError(f"not a layer key: {key!r}")
     kind = "CONV_2D" if m.group(1) == "conv" else "DEPTHWISE_CONV_2D"
-    kh, kw, sh, sw, h, w, _, c_out, top, bottom, left, right = (int(g) for g in m.groups()[1:])
+    kh, kw, sh, sw, h, w, c_in, c_out, top, bottom, left, right = (int(g) for g in m.groups()[1:])
     oh = (h + top + bottom - kh) // sh + 1
     ow = (w + left + right - kw) // sw + 1
-    from tflite_quantmcu.analysis.latency import _conv_class
-    return kind, _conv_class(kind=kind, kernel=(kh, kw), stride=(sh, sw)), oh * ow * c_out
+    work = conv_work(macs=macs, in_shape=(1, h, w, c_in), out_shape=(1, oh, ow, c_out))
+    return kind, _conv_class(kind=kind, kernel=(kh, kw), stride=(sh, sw)), work
 
 
-def fit_line(points: list[tuple[int, int, int]]) -> dict:
-    """Least squares of insns on (MACs, outputs, 1) with non-negative coefficients (a
-    negative one is dropped and the rest refitted); few points: one rate only."""
-    macs = np.array([p[0] for p in points], dtype=float)
-    outs = np.array([p[1] for p in points], dtype=float)
-    insns = np.array([p[2] for p in points], dtype=float)
-    names = ["per_mac", "per_output", "per_call"]
-    columns = [macs, outs, np.ones_like(macs)]
-    keep = [i for i in range(3) if columns[i].any()]
+FEATURES = ("per_mac", "per_output", "per_input", "per_row", "per_channel", "per_call")
+WORK = ("macs", "outputs", "inputs", "rows", "channels")
+
+
+def fit_line(points: list) -> dict:
+    """Least squares of instructions on the work (MACs, outputs, inputs, rows, channels, 1) with
+    non-negative coefficients (a negative one is dropped and the rest refitted); with fewer
+    than MIN_POINTS_FULL points only the first two non-zero features."""
+    columns = [np.array([getattr(w, f) for w, _ in points], dtype=float) for f in WORK]
+    columns.append(np.ones(len(points)))
+    insns = np.array([n for _, n in points], dtype=float)
+    keep = [i for i in range(len(FEATURES)) if columns[i].any()]
     if len(points) < MIN_POINTS_FULL:
-        keep = keep[:1]
+        keep = keep[:min(2, len(points))]
     while True:
         a = np.stack([columns[i] for i in keep], axis=1)
         coef, *_ = np.linalg.lstsq(a, insns, rcond=None)
         if (coef >= 0).all() or len(keep) == 1:
             break
         keep = [k for k, c in zip(keep, coef) if c >= 0] or keep[:1]
-    line = {n: 0.0 for n in names}
+    line = {n: 0.0 for n in FEATURES}
     for k, c in zip(keep, coef):
-        line[names[k]] = round(float(max(c, 0.0)), 4)
-    predicted = sum(line[n] * col for n, col in zip(names, columns))
+        line[FEATURES[k]] = round(float(max(c, 0.0)), 5)
+    predicted = sum(line[n] * col for n, col in zip(FEATURES, columns))
     error = float(np.max(np.abs(predicted - insns) / insns))
     return {"line": line, "points": len(points), "max_error": round(error, 4)}
 
@@ -83,26 +92,26 @@ def qmcu_lines(record: dict) -> dict[str, dict]:
     groups: dict[str, list] = {}
     for row in record["rows"]:
         bits = "/".join(str(b) for b in row["bits"])
-        if row["key"].startswith("add "):
-            key = f"qmcu ADD {bits}"
-        else:
-            kind, shape_class, _ = conv_key_parts(row["key"])
-            key = f"qmcu {kind} {shape_class} {bits}"
-        groups.setdefault(key, []).append((row["macs"], row["outputs"], row["insns"]))
+        kind, shape_class, work = key_work(row["key"], macs=row["macs"])
+        key = f"qmcu ADD {bits}" if kind == "ADD" else f"qmcu {kind} {shape_class} {bits}"
+        groups.setdefault(key, []).append((work, row["insns"]))
     return {k: fit_line(v) for k, v in sorted(groups.items())}
 
 
 def cmsis_lines(record: dict) -> dict[str, dict]:
+    from tflite_quantmcu.analysis.latency import Work
+
     groups: dict[str, list] = {}
     for key, row in record["layers"].items():
-        if key.startswith("add "):
-            groups.setdefault("builtin ADD", []).append((0, row["macs"], row["insns"]))
-            continue
         if key.endswith(" relu"):
             continue
-        kind, shape_class, outputs = conv_key_parts(key)
-        groups.setdefault(f"builtin {kind} {shape_class}", []).append(
-            (row["macs"], outputs, row["insns"]))
+        kind, shape_class, work = key_work(key, macs=row["macs"])
+        if kind == "ADD":   # a builtin ADD reads two tensors
+            work = Work(outputs=work.outputs, inputs=2 * work.inputs, rows=work.rows,
+                        channels=work.channels)
+            groups.setdefault("builtin ADD", []).append((work, row["insns"]))
+            continue
+        groups.setdefault(f"builtin {kind} {shape_class}", []).append((work, row["insns"]))
     return {k: fit_line(v) for k, v in sorted(groups.items())}
 
 
@@ -125,27 +134,26 @@ def model_graph(*, entry: dict, work: pathlib.Path):
     return read_model_bytes(data=data, source=entry["name"]), same
 
 
-def wrapper_costs(*, models: list[dict], graphs: dict, lines: dict[str, dict]) -> dict[str, float]:
-    """Per-call instructions TFLM adds around a kernel (its Eval, the glue), by line prefix:
-    median over the fit models' ops of (measured op - isolated-kernel line)."""
-    from tflite_quantmcu.analysis.latency import LatencyTable, op_lines
+def layer_key(*, subgraph, op) -> str | None:
+    """The kernels_cortexm.py key of a builtin conv / depthwise / ADD op (None for others)."""
+    from tflite_quantmcu.qmcu_options import same_padding
 
-    table = LatencyTable.from_dict({"target": "cortex-m4", "per_op": 0, "fallback_per_output": 0,
-                                    "lines": lines})
-    gaps: dict[str, list[float]] = {}
-    for entry in models:
-        if entry["role"] != "fit":
-            continue
-        sub = graphs[entry["name"]].main
-        for op, measured in zip(sub.operators, entry["ops"]):
-            keys, macs, outputs = op_lines(subgraph=sub, op=op)
-            key = next((k for k in keys if k in table.lines), None)
-            if key is None:
-                continue
-            family = "qmcu" if key.startswith("qmcu") else "builtin"
-            gaps.setdefault(family, []).append(
-                measured["insns"] - table.lines[key].cost(macs=macs, outputs=outputs))
-    return {k: float(np.median(v)) for k, v in gaps.items()}
+    if op.type == "ADD":
+        return "add " + "x".join(str(v) for v in subgraph.tensors[op.outputs[0]].shape[1:])
+    if op.type not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return None
+    _, h, w, c = subgraph.tensors[op.inputs[0]].shape
+    kh, kw = subgraph.tensors[op.inputs[1]].shape[1:3]
+    c_out = subgraph.tensors[op.outputs[0]].shape[3]
+    o = op.options
+    pads = (0, 0, 0, 0)
+    if o.padding == 0:  # SAME
+        _, top, bottom = same_padding(size=h, kernel=kh, stride=o.strideH, dilation=1)
+        _, left, right = same_padding(size=w, kernel=kw, stride=o.strideW, dilation=1)
+        pads = (top, bottom, left, right)
+    kind = "dw" if op.type == "DEPTHWISE_CONV_2D" else "conv"
+    return (f"{kind} {kh}x{kw} s{o.strideH}x{o.strideW} {h}x{w}x{c}->{c_out} pads "
+            f"{','.join(map(str, pads))}")
 
 
 def other_lines(*, models: list[dict], graphs: dict, known: set[str]) -> dict[str, dict]:
@@ -159,10 +167,10 @@ def other_lines(*, models: list[dict], graphs: dict, known: set[str]) -> dict[st
             continue
         sub = graphs[entry["name"]].main
         for op, measured in zip(sub.operators, entry["ops"]):
-            keys, macs, outputs = op_lines(subgraph=sub, op=op)
+            keys, work = op_lines(subgraph=sub, op=op)
             if op.type in FREE or keys[0] in known or keys[0].startswith("qmcu"):
                 continue
-            groups.setdefault(keys[0], []).append((macs, outputs, measured["insns"]))
+            groups.setdefault(keys[0], []).append((work, measured["insns"]))
     return {k: fit_line(v) for k, v in sorted(groups.items())}
 
 
@@ -177,11 +185,8 @@ def build_table(*, graphs: dict, models: list[dict]) -> dict:
     qmcu = json.loads((DATA / "qmcu_kernels_cortex_m4.json").read_text())
     cmsis = json.loads((DATA / "cmsis_nn_cortex_m4.json").read_text())
     lines = {**cmsis_lines(cmsis), **qmcu_lines(qmcu)}
-    wrappers = wrapper_costs(models=models, graphs=graphs, lines=lines)
-    for key, entry in lines.items():
-        family = "qmcu" if key.startswith("qmcu") else "builtin"
-        entry["line"]["per_call"] = round(entry["line"]["per_call"] + wrappers.get(family, 0.0), 1)
-        entry["source"] = "isolated kernel calls + TFLM wrapper"
+    for entry in lines.values():
+        entry["source"] = "isolated kernel calls"
     for key, entry in other_lines(models=models, graphs=graphs, known=set(lines)).items():
         entry["source"] = "TFLM per-op counts of the fit models"
         lines[key] = entry
@@ -191,10 +196,10 @@ def build_table(*, graphs: dict, models: list[dict]) -> dict:
         "what": "Cortex-M4 instructions per op call: per_mac * MACs + per_output * outputs + "
                 "per_call, plus per_op for the interpreter; written by bench/latency_table.py",
         "target": "cortex-m4",
-        "sources": {"qmcu": qmcu["what"][:80] + "...", "cmsis_nn_commit": cmsis["commit"],
-                    "tflm": models[0]["build"]},
-        "per_op": interpreter_cost(models),
-        "wrapper_per_call": {k: round(v, 1) for k, v in wrappers.items()},
+        "sources": {"qmcu": "bench/data/qmcu_kernels_cortex_m4.json",
+                    "cmsis_nn": f"bench/data/cmsis_nn_cortex_m4.json ({cmsis['commit'][:8]})",
+                    "tflm": "bench/data/tflm_cortex_m4_models.json"},
+        "per_op": interpreter_cost(models) if models else 0.0,
         "fallback_per_output": round(float(np.mean(elementwise)) if elementwise else 10.0, 3),
         "lines": lines,
     }
@@ -216,11 +221,13 @@ def check_rows(*, graphs: dict, models: list[dict], same: dict, table) -> list[s
 
 
 def line_rows(table: dict) -> list[str]:
-    rows = ["| line | per MAC | per output | per call | points | max fit error | source |",
-            "|---|---:|---:|---:|---:|---:|---|"]
+    rows = ["| line | per MAC | per output | per input | per row | per channel | per call | "
+            "points | max fit error | source |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for key, e in table["lines"].items():
         line = e["line"]
         rows.append(f"| {key} | {line['per_mac']:.4f} | {line['per_output']:.3f} | "
+                    f"{line['per_input']:.3f} | {line['per_row']:.2f} | {line['per_channel']:.1f} | "
                     f"{line['per_call']:,.0f} | {e['points']} | {100 * e['max_error']:.1f} % | "
                     f"{e['source']} |")
     return rows
@@ -234,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
 
     recorded = json.loads((DATA / "tflm_cortex_m4_models.json").read_text())
     models = recorded["models"]
+    if not TABLE.exists():   # convert reads a table (its report); the model does not depend on it
+        TABLE.parent.mkdir(parents=True, exist_ok=True)
+        TABLE.write_text(json.dumps(build_table(graphs={}, models=[]), indent=1) + "\n")
     graphs, same = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for entry in models:
@@ -243,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         TABLE.parent.mkdir(parents=True, exist_ok=True)
         TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    print(f"Latency table (cortex-m4): interpreter {table['per_op']} instructions per op, "
-          f"wrapper per call {table['wrapper_per_call']}\n")
+    print(f"Latency table (cortex-m4): interpreter {table['per_op']} instructions per op\n")
     print("\n".join(line_rows(table)))
     print(f"\nWhole models: {recorded['build']}\n")
     print("\n".join(check_rows(graphs=graphs, models=models, same=same,

@@ -6,8 +6,11 @@
 
 Builtin ops run on TFLite Micro's CMSIS-NN kernels (where TFLM has one) or its reference
 kernels; `QMCU_*` ops on cmixnn_bridge's optimized kernels. Each op costs
-``per_mac * MACs + per_output * outputs + per_call`` of the table's line for its kind,
-shape class and bit widths, plus the interpreter's per-op cost. The table
+``per_mac * MACs + per_output * outputs + per_input * inputs + per_row * rows +
+per_channel * channels + per_call`` (elements; rows = output elements / innermost dimension,
+i.e. output pixels for convs; channels = the output's innermost dimension) of
+the table's line for its kind, shape class and bit widths, plus the interpreter's per-op
+cost. The table
 (``tflite_quantmcu/data/latency_cortex_m4.json``) is written by ``bench/latency_table.py``
 from measured counts (QEMU, docs/latency_model.md says which and how exact it is); this
 module only reads it. Instructions are not cycles.
@@ -27,22 +30,35 @@ from tflite_quantmcu.qmcu_stage_options import decode_stage_options
 TABLE_FILE = "latency_cortex_m4.json"
 CONV_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 QMCU_CONV = {"QMCU_CONV_2D": "CONV_2D", "QMCU_DEPTHWISE_CONV_2D": "DEPTHWISE_CONV_2D"}
-# ops whose cost follows their input's element count rather than their output's
-PER_INPUT = frozenset({"MEAN", "SUM", "REDUCE_MAX", "AVERAGE_POOL_2D", "MAX_POOL_2D",
-                       "QMCU_AVERAGE_POOL_2D"})
 FREE = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})   # views: only the interpreter's cost
 
 
 @dataclass(frozen=True)
+class Work:
+    """What an op call processes: MACs and elements (rows: output elements / innermost dim)."""
+
+    macs: int = 0
+    outputs: int = 0
+    inputs: int = 0
+    rows: int = 0
+    channels: int = 0
+
+
+@dataclass(frozen=True)
 class CostLine:
-    """Instructions of one op call: per_mac * MACs + per_output * outputs + per_call."""
+    """Instructions of one op call, linear in its `Work`."""
 
     per_mac: float = 0.0
     per_output: float = 0.0
+    per_input: float = 0.0
+    per_row: float = 0.0
+    per_channel: float = 0.0
     per_call: float = 0.0
 
-    def cost(self, *, macs: int, outputs: int) -> float:
-        return self.per_mac * macs + self.per_output * outputs + self.per_call
+    def cost(self, work: Work) -> float:
+        return (self.per_mac * work.macs + self.per_output * work.outputs
+                + self.per_input * work.inputs + self.per_row * work.rows
+                + self.per_channel * work.channels + self.per_call)
 
 
 @dataclass(frozen=True)
@@ -122,15 +138,15 @@ def op_cost(*, subgraph: Subgraph, index: int, table: LatencyTable) -> OpCost:
 
 
 def _line_cost(*, subgraph: Subgraph, op: Operator, table: LatencyTable) -> tuple[str, float]:
-    keys, macs, outputs = op_lines(subgraph=subgraph, op=op)
+    keys, work = op_lines(subgraph=subgraph, op=op)
     for key in keys:
         if key in table.lines:
-            return key, table.lines[key].cost(macs=macs, outputs=outputs)
-    return "fallback", table.fallback_per_output * outputs
+            return key, table.lines[key].cost(work)
+    return "fallback", table.fallback_per_output * max(work.outputs, work.inputs)
 
 
-def op_lines(*, subgraph: Subgraph, op: Operator) -> tuple[tuple[str, ...], int, int]:
-    """(table keys to try in order, MACs, work elements) of one op."""
+def op_lines(*, subgraph: Subgraph, op: Operator) -> tuple[tuple[str, ...], Work]:
+    """(table keys to try in order, work) of one op."""
     kind = op.type
     if kind in QMCU_CONV:
         opts = decode_options(op=kind, data=op.custom_options or b"")
@@ -139,23 +155,33 @@ def op_lines(*, subgraph: Subgraph, op: Operator) -> tuple[tuple[str, ...], int,
                                   stride=(opts.geometry.stride_h, opts.geometry.stride_w))
         keys = qmcu_conv_keys(kind=base, shape_class=shape_class,
                               bits=(opts.in_bits, opts.w_bits, opts.out_bits))
-        return keys, op_macs(subgraph=subgraph, op=op), _elements(opts.out_shape)
+        return keys, conv_work(macs=op_macs(subgraph=subgraph, op=op), in_shape=opts.in_shape,
+                               out_shape=opts.out_shape)
     if kind == "QMCU_ADD":
         opts = decode_options(op=kind, data=op.custom_options or b"")
-        return qmcu_add_keys(bits=(opts.in1_bits, opts.in2_bits, opts.out_bits)), 0, \
-            _elements(opts.shape)
+        return qmcu_add_keys(bits=(opts.in1_bits, opts.in2_bits, opts.out_bits)), \
+            conv_work(macs=0, in_shape=opts.shape, out_shape=opts.shape)
+    tensors = subgraph.tensors
     if kind in CONV_KINDS:
-        filt = subgraph.tensors[op.inputs[1]].shape
+        filt = tensors[op.inputs[1]].shape
         o = op.options
         shape_class = _conv_class(kind=kind, kernel=filt[1:3], stride=(o.strideH, o.strideW))
-        out = subgraph.tensors[op.outputs[0]].num_elements
-        return (f"builtin {kind} {shape_class}", f"builtin {kind} kxk"), \
-            op_macs(subgraph=subgraph, op=op), out
-    if kind in PER_INPUT:
-        return (f"builtin {kind}",), op_macs(subgraph=subgraph, op=op), \
-            subgraph.tensors[op.inputs[0]].num_elements
-    out = sum(subgraph.tensors[k].num_elements for k in op.outputs)
-    return (f"builtin {kind}",), op_macs(subgraph=subgraph, op=op), out
+        return (f"builtin {kind} {shape_class}", f"builtin {kind} kxk"), conv_work(
+            macs=op_macs(subgraph=subgraph, op=op), in_shape=tensors[op.inputs[0]].shape,
+            out_shape=tensors[op.outputs[0]].shape)
+    outs = [tensors[k].shape for k in op.outputs]
+    data_in = [tensors[k].shape for k in op.inputs if k is not None
+               and not tensors[k].is_constant]
+    return (f"builtin {kind}",), Work(
+        macs=op_macs(subgraph=subgraph, op=op), outputs=sum(_elements(s) for s in outs),
+        inputs=sum(_elements(s) for s in data_in),
+        rows=sum(_elements(s[:-1]) for s in outs if s), channels=sum(s[-1] for s in outs if s))
+
+
+def conv_work(*, macs: int, in_shape, out_shape) -> Work:
+    """Work of a conv-like op (ADD too): rows are output pixels."""
+    return Work(macs=macs, outputs=_elements(out_shape), inputs=_elements(in_shape),
+                rows=_elements(out_shape[:-1]), channels=int(out_shape[-1]))
 
 
 def qmcu_conv_keys(*, kind: str, shape_class: str, bits: tuple[int, int, int]) -> tuple[str, ...]:
@@ -193,13 +219,16 @@ def _stage_cost(*, op: Operator, table: LatencyTable) -> float:
         for i, (r0, r1) in enumerate(out.rows):
             for j, (c0, c1) in enumerate(out.cols):
                 p = i * cols + j
-                outputs = (r1 - r0) * (c1 - c0) * out.shape[3]
-                total += _stage_layer_cost(layer=layer, src=src, outputs=outputs,
+                pixels = (r1 - r0) * (c1 - c0)
+                in_pixels = (src.rows[i][1] - src.rows[i][0]) * (src.cols[j][1] - src.cols[j][0])
+                work = Work(outputs=pixels * out.shape[3], inputs=in_pixels * src.shape[3],
+                            rows=pixels, channels=out.shape[3])
+                total += _stage_layer_cost(layer=layer, src=src, work=work,
                                            bits=(src.bits_at(p), out.bits_at(p)), table=table)
     return total
 
 
-def _stage_layer_cost(*, layer, src, outputs: int, bits: tuple[int, int],
+def _stage_layer_cost(*, layer, src, work: Work, bits: tuple[int, int],
                       table: LatencyTable) -> float:
     if layer.kind in CONV_KINDS:
         per_output = layer.kernel[0] * layer.kernel[1] * \
@@ -207,15 +236,16 @@ def _stage_layer_cost(*, layer, src, outputs: int, bits: tuple[int, int],
         keys = qmcu_conv_keys(kind=layer.kind, shape_class=_conv_class(
             kind=layer.kind, kernel=layer.kernel, stride=layer.stride),
             bits=(bits[0], 8, bits[1]))
-        macs = outputs * per_output
+        work = Work(macs=work.outputs * per_output, outputs=work.outputs, inputs=work.inputs,
+                    rows=work.rows, channels=work.channels)
     elif layer.kind == "ADD":
-        keys, macs = qmcu_add_keys(bits=(bits[0], bits[0], bits[1])), 0
+        keys = qmcu_add_keys(bits=(bits[0], bits[0], bits[1]))
     else:
-        keys, macs = (f"builtin {layer.kind}",), 0
+        keys = (f"builtin {layer.kind}",)
     for key in keys:
         if key in table.lines:
-            return table.lines[key].cost(macs=macs, outputs=outputs)
-    return table.fallback_per_output * outputs
+            return table.lines[key].cost(work)
+    return table.fallback_per_output * work.outputs
 
 
 def _elements(shape) -> int:
@@ -223,3 +253,24 @@ def _elements(shape) -> int:
     for dim in shape:
         total *= int(dim)
     return total
+
+
+def qmcu_int8_cost(*, subgraph: Subgraph, index: int, table: LatencyTable) -> float | None:
+    """Predicted instructions of builtin op `index` run as its 8-bit QMCU op (its measured
+    8-bit line only; None if there is none), interpreter cost included."""
+    op = subgraph.operators[index]
+    if op.type in CONV_KINDS:
+        filt = subgraph.tensors[op.inputs[1]].shape
+        shape_class = _conv_class(kind=op.type, kernel=filt[1:3],
+                                  stride=(op.options.strideH, op.options.strideW))
+        key = f"qmcu {op.type} {shape_class} 8/{subgraph.tensors[op.inputs[1]].bits}/8"
+        macs = op_macs(subgraph=subgraph, op=op)
+    elif op.type == "ADD":
+        key, macs = "qmcu ADD 8/8/8", 0
+    else:
+        return None
+    if key not in table.lines:
+        return None
+    work = conv_work(macs=macs, in_shape=subgraph.tensors[op.inputs[0]].shape,
+                     out_shape=subgraph.tensors[op.outputs[0]].shape)
+    return table.lines[key].cost(work) + table.per_op
