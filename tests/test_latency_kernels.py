@@ -163,3 +163,19 @@ def test_report_gives_predicted_instructions_for_every_model_and_choice(converte
     assert choices["qmcu"]["instructions"] == latency["final"]["instructions"]
     assert choices["builtin"]["instructions"] == latency["patch_based"]["instructions"]
     assert choices["qmcu"]["arena_total_bytes"] == report["arena_bytes"]["final"]["total"]
+
+
+@pytest.mark.parametrize("form", ["builtin", "auto"])
+def test_min_latency_objective_picks_the_fewest_predicted_instructions(form):
+    """Among fitting plans, min-latency's has no more predicted instructions than min-macs's
+    or min-memory's, and it fits the budget."""
+    graph = read_model_file(path=BUNDLED)
+    table = load_latency_table()
+    predicted = {}
+    for objective in ("min-latency", "min-macs", "min-memory"):
+        plan = plan_patches(graph=graph, options=PatchOptions(
+            sram_budget=256 * 1024, objective=objective, form=form))
+        assert plan.is_patched and plan.total_bytes <= 256 * 1024
+        predicted[objective] = predict_instructions(
+            graph=apply_patch_plan(graph=graph, plan=plan), table=table).total
+    assert predicted["min-latency"] <= min(predicted["min-macs"], predicted["min-memory"])
