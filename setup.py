@@ -46,7 +46,7 @@ setup(
         "images": ["pillow"],
     },
     # The C kernels and TFLM glue (`tflite-quantmcu bridge --out DIR` exports them).
-    package_data={"tflite_quantmcu": ["cmixnn_bridge/**/*", "bridge_docs/*.md"]},
+    package_data={"tflite_quantmcu": ["cmixnn_bridge/**/*", "bridge_docs/*.md", "data/*.json"]},
     exclude_package_data={"tflite_quantmcu": ["cmixnn_bridge/build/**/*"]},
     entry_points={"console_scripts": ["tflite-quantmcu=tflite_quantmcu.cli:main"]},
 )

@@ -72,6 +72,7 @@ LAYERS = {
 MODELS = {
     "bundled": ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite",
     "mnv2": ROOT / "testdata" / "mobilenetv2_w035_r144.tflite",
+    "digits": ROOT / "testdata" / "digits_mnv1_w025_r64_int8.tflite",
 }
 CMSIS_NN = ROOT / "bench" / "data" / "cmsis_nn_cortex_m4.json"
 VARIANTS = {
@@ -81,7 +82,11 @@ VARIANTS = {
     "a4 (w8, out 4)": (4, 8, 4, 2),
     "a2 (w8, out 2)": (2, 8, 2, 2),
     "w4 (a8, out 8)": (8, 4, 8, 2),
+    # the mixed widths QuantMCU plans produce where a map enters or leaves sub-byte
+    "a8->4 (w8)": (8, 8, 4, 2),
+    "a4->8 (w8)": (4, 8, 8, 2),
 }
+WIDE_VARIANTS = ("int8 ref", "int8 opt", "a4 (w8, out 4)", "a2 (w8, out 2)", "w4 (a8, out 8)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +97,8 @@ class Result:
     path: str
     macs: int
     insns: int
+    outputs: int = 0
+    bits: tuple[int, ...] = ()
 
 
 def _helper():
@@ -191,7 +198,8 @@ def run_one(*, helper, target, plugin: pathlib.Path, name: str, layer: Layer,
         raise RuntimeError(f"expected 2 counted regions, got {regions}:\n{log[-2000:]}")
     used = re.search(r"path=(\w+)", log).group(1)
     return Result(layer=name, key=layer.key, variant=variant, path=used,
-                  macs=_macs(case, spec), insns=regions[1] - regions[0])
+                  macs=_macs(case, spec), insns=regions[1] - regions[0],
+                  outputs=int(np.prod(case.options.out_shape)), bits=VARIANTS[variant][:3])
 
 
 ADD_SHAPES = [(1, 48, 48, 16), (1, 24, 24, 24), (1, 12, 12, 32),  # the bundled model's ADDs
@@ -226,7 +234,7 @@ def run_add(*, helper, target, plugin: pathlib.Path, shape, variant: str) -> Res
     elements = int(np.prod(shape))
     return Result(layer=add_key(shape), key=add_key(shape), variant=variant,
                   path="ref" if path == 0 else "opt", macs=elements,
-                  insns=regions[1] - regions[0])
+                  insns=regions[1] - regions[0], outputs=elements, bits=(b1, b2, bo))
 
 
 STAGE_CASES = [
@@ -368,6 +376,39 @@ def _totals(*, rows: dict, variants: list[str], layers: dict) -> list[str]:
     return out
 
 
+def record(*, helper, target, plugin: pathlib.Path, jobs: int, out: pathlib.Path) -> None:
+    """Every optimized variant on the distinct layer and ADD shapes of the MODELS, as JSON
+    rows {key, variant, bits, macs, outputs, insns} (ADD: macs = outputs = elements); rows
+    already in `out` are kept and not measured again."""
+    import json
+
+    layers: dict[str, Layer] = {}
+    for path in MODELS.values():
+        for layer in model_layers(path=path).values():
+            layers.setdefault(layer.key, layer)
+    old = json.loads(out.read_text())["rows"] if out.exists() else []
+    done = {(row["key"], row["variant"]) for row in old}
+    conv_jobs = [(key, v) for key in layers for v in VARIANTS
+                 if VARIANTS[v][3] != 0 and (key, v) not in done]
+    add_jobs = [(shape, v) for shape in ADD_SHAPES for v in ADD_VARIANTS
+                if ADD_VARIANTS[v][3] != 0 and (add_key(shape), v) not in done]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, helper=helper, target=target, plugin=plugin, name=key,
+                               layer=layers[key], variant=v) for key, v in conv_jobs]
+        futures += [pool.submit(run_add, helper=helper, target=target, plugin=plugin,
+                                shape=shape, variant=v) for shape, v in add_jobs]
+        results = [r for r in (f.result() for f in futures) if r is not None]
+    rows = old + [{"key": r.key, "variant": r.variant, "bits": list(r.bits), "macs": r.macs,
+                   "outputs": r.outputs, "insns": r.insns} for r in results]
+    out.write_text(json.dumps({
+        "what": "Executed instructions of one optimized QMCU kernel call (cmixnn_bridge, "
+                "QMCU_USE_OPT) per layer shape and bit widths (conv/depthwise: in, w, out; "
+                "ADD: in1, in2, out), QEMU TCG plugin, written by "
+                "bench/kernels_cortexm.py --record",
+        "target": target.name, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {len(rows)} rows to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="cortex-m4", choices=["cortex-m4", "cortex-m7"])
@@ -384,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="QMCU_ADD on the bundled models' residual shapes (per element)")
     parser.add_argument("--stage", action="store_true",
                         help="QMCU_PATCH_STAGE against the sum of its layer kernel calls")
+    parser.add_argument("--record", metavar="JSON",
+                        help="measure every optimized variant on both models' conv, depthwise "
+                             "and ADD shapes and write the counts as JSON (the latency table's "
+                             "input: bench/latency_table.py)")
     args = parser.parse_args(argv)
     helper = _helper()
     missing = helper.missing_tools()
@@ -405,8 +450,13 @@ def main(argv: list[str] | None = None) -> int:
         fmt = format_wide if args.wide else format_table
         print(fmt(results=results, target=args.target, cmsis=load_cmsis_nn(), unit="element"))
         return 0
+    if args.record:
+        record(helper=helper, target=target, plugin=plugin, jobs=args.jobs,
+               out=pathlib.Path(args.record))
+        return 0
     layers = model_layers(path=MODELS[args.model]) if args.model else LAYERS
-    jobs = [(name, variant) for name in layers for variant in VARIANTS
+    names = list(VARIANTS) if args.variant else list(WIDE_VARIANTS)
+    jobs = [(name, variant) for name in layers for variant in names
             if (not args.layer or any(f in name for f in args.layer))
             and (not args.variant or any(f in variant for f in args.variant))]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:

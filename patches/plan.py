@@ -33,7 +33,9 @@ class PatchOptions:
     target: TFLite Micro build whose whole arena (head + tail) the budget and the
         objective count (`tflm_tail.TARGETS`).
     objective: 'min-macs' (default): the plan that fits the budget with the fewest
-        extra MACs (without a budget: as min-memory); 'min-memory': the lowest total.
+        extra MACs (without a budget: as min-memory); 'min-memory': the lowest total;
+        'min-latency': the plan that fits with the fewest predicted Cortex-M4 instructions
+        (`analysis.latency`, builtin ops on CMSIS-NN; without a budget: as min-memory).
     form: 'builtin' (per-patch builtin ops, runs on any TFLite Micro), 'stage-op' (the
         whole stage as one QMCU_PATCH_STAGE custom op: op data once per layer, one
         scratch buffer, in-place depthwise), or 'auto' (both searched, the lower total

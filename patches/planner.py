@@ -17,8 +17,9 @@ Search (automatic plan):
    ones (fewer MACs) estimated within 15 % of the best total or within the budget;
    the written file of the winner is checked against the growth cap;
 4. objective min-macs with a budget: the fitting plan with the fewest MACs (ties:
-   lower total); otherwise (min-memory, or no budget) the lowest total (ties: fewer
-   MACs). A plan whose total is not below the layer-based total is never returned:
+   lower total); min-latency with a budget: the fitting plan with the fewest predicted
+   Cortex-M4 instructions (`analysis.latency`; ties: lower total); otherwise (min-memory,
+   or no budget) the lowest total (ties: fewer MACs). A plan whose total is not below the layer-based total is never returned:
    the model stays layer-based and the plan says why.
 Forms (`PatchOptions.form`): 'builtin' runs steps 2-4 on the flat builtin rewrite;
 'stage-op' on the QMCU_PATCH_STAGE rewrite (`stage_op.py`; ranked by input + output +
@@ -38,6 +39,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from tflite_quantmcu.analysis.costs import op_macs
+from tflite_quantmcu.analysis.latency import load_latency_table, predict_instructions
 from tflite_quantmcu.analysis.memory import MemoryPlan, align, plan_memory, tensor_bytes
 from tflite_quantmcu.analysis.model_analysis import arena_bytes
 from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
@@ -99,7 +101,7 @@ class _Scored:
     stage_estimate: int = 0
 
 
-OBJECTIVES = ("min-macs", "min-memory")
+OBJECTIVES = ("min-macs", "min-memory", "min-latency")
 
 
 @dataclass(frozen=True)
@@ -477,6 +479,14 @@ def _evaluate(*, graph: Graph, item: _Scored, in_place: bool, target: str) -> _E
 def _preference(*, exact: list[_Exact], options: PatchOptions) -> list[_Exact]:
     """Candidates in the order the objective prefers them."""
     budget = options.sram_budget
+    if options.objective == "min-latency" and budget is not None:
+        table = load_latency_table()
+        instructions = {id(e): predict_instructions(graph=e.graph, table=table).total
+                        for e in exact if e.total <= budget}
+        fitting = sorted((e for e in exact if e.total <= budget),
+                         key=lambda e: (instructions[id(e)], e.total))
+        rest = sorted((e for e in exact if e.total > budget), key=lambda e: (e.total, e.macs))
+        return fitting + rest
     if options.objective == "min-macs" and budget is not None:
         fitting = sorted((e for e in exact if e.total <= budget), key=lambda e: (e.macs, e.total))
         rest = sorted((e for e in exact if e.total > budget), key=lambda e: (e.total, e.macs))

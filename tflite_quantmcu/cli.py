@@ -26,6 +26,7 @@ from tflite_quantmcu.patches.planner import OBJECTIVES
 from tflite_quantmcu.pipeline import POLICIES, Conversion, ConvertOptions, run_pipeline
 from tflite_quantmcu.errors import ConfigError, QuantMCUError, UnsupportedModelError
 from tflite_quantmcu.quant.calibration_data import parse_normalization
+from tflite_quantmcu.quant.kernel_choice import KERNEL_CHOICES
 from tflite_quantmcu.quant.quantmcu_policy import DEFAULT_RANGE_RULES, QuantMCUOptions
 from tflite_quantmcu.quant.ranges import RANGE_RULES
 from tflite_quantmcu.quant.rl_policy import RlOptions
@@ -170,7 +171,13 @@ def _add_convert_parser(commands) -> None:
                          help="cap on redundant MACs, e.g. 0.2 for +20 %%")
     convert.add_argument("--objective", default="min-macs", choices=OBJECTIVES,
                          help="min-macs (default): the patch plan that fits with the fewest "
-                              "extra MACs; min-memory: the smallest arena")
+                              "extra MACs; min-memory: the smallest arena; min-latency: the "
+                              "fewest predicted Cortex-M4 instructions (latency model)")
+    convert.add_argument("--kernels", default="builtin", choices=KERNEL_CHOICES,
+                         help="int8 layers: builtin (default) keeps builtin ops (CMSIS-NN on "
+                              "Cortex-M); qmcu runs every conv/depthwise/ADD/pool on its QMCU "
+                              "kernel; fastest only where the latency model predicts fewer "
+                              "instructions (the report gives each choice's cost)")
     convert.add_argument("--patch-form", default="builtin", choices=PATCH_FORMS,
                          help="builtin (default): per-patch builtin ops, any TFLite Micro; "
                               "stage-op: the stage as one QMCU_PATCH_STAGE op (link "
@@ -290,7 +297,7 @@ def _convert(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(), step_lines=not sys.stderr.isatty(),
         target=args.target, objective=args.objective,
         max_file_growth=args.max_file_growth, input_type=args.input_type,
-        output_type=args.output_type, patch_form=args.patch_form,
+        output_type=args.output_type, patch_form=args.patch_form, kernels=args.kernels,
         rl=RlOptions(episodes=args.rl_episodes, seed=args.rl_seed))
     with warnings.catch_warnings():   # restores warnings.showwarning on exit
         warnings.showwarning = _print_warning
@@ -347,6 +354,12 @@ def format_conversion(*, conv: Conversion) -> str:
         lines.append(f"tflite-micro wheel (host64) arena: {wheel['layer_based']['tflm']['total']:,}"
                      f" B -> {wheel['patch_based']['tflm']['total']:,} B (patch int8)")
     lines.append(f"MACs: {conv.layer_based.macs:,} -> {conv.final.macs:,}")
+    if conv.latency is not None:
+        lines.append(f"predicted {conv.latency['target']} instructions (TFLite Micro + CMSIS-NN): "
+                     f"layer-based {conv.latency['layer_based']['instructions']:,}, patch-based "
+                     f"{conv.latency['patch_based']['instructions']:,}, final "
+                     f"{conv.latency['final']['instructions']:,} (--kernels "
+                     f"{conv.options.kernels})")
     lines.append(f"BitOPs: layer-based {conv.layer_based.bitops:,}, patch int8 "
                  f"{conv.patched_analysis.bitops:,}, final {conv.final.bitops:,}")
     if conv.bitwidth_plan is not None:

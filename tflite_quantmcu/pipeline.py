@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tflite_quantmcu.analysis.latency import load_latency_table, predict_instructions
 from tflite_quantmcu.analysis.model_analysis import ModelAnalysis, analyze_model, arena_bytes
 from tflite_quantmcu.codegen.model_data import model_data_header, model_data_source
 from tflite_quantmcu.codegen.op_resolver import op_resolver_header
@@ -48,6 +49,8 @@ from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Bat
 from tflite_quantmcu.quant.calibration_split import split_holdout
 from tflite_quantmcu.quant.evaluate import top1_counts
 from tflite_quantmcu.quant.joint_search import choose_patch_plan
+from tflite_quantmcu.quant.kernel_choice import (KERNEL_CHOICES, KernelPlan, check_kernel_choice,
+                                                 plan_kernels)
 from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, converted_total, fit_to_budget,
                                               fit_record, memory_path, simulated_cost)
 from tflite_quantmcu.quant.plan import BitwidthPlan
@@ -103,9 +106,11 @@ class ConvertOptions:
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
     plan: BitwidthPlan | None = None  # a plan given as data (the API; e.g. fine-tuned ranges)
     bitops_ratio: float | None = None  # --bitops-ratio: lower widths to this BitOPs ratio
+    kernels: str = "builtin"   # --kernels: builtin, qmcu or fastest (kernel_choice)
 
     def __post_init__(self) -> None:
         """Paths may be given as strings (Python callers); they are stored as Path."""
+        check_kernel_choice(self.kernels)
         for name in ("model_path", "out_dir", "plan_path", "calibration", "eval_data"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -131,6 +136,8 @@ class Conversion:
     search: QuantMCUResult | None = None
     seed_search: object | None = None
     converted: Graph | None = None
+    kernel_plan: KernelPlan | None = None
+    latency: dict | None = None   # predicted Cortex-M4 instructions (analysis.latency)
     final: ModelAnalysis | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
     heldout: list[Batch] = field(default_factory=list)
@@ -432,10 +439,18 @@ def _fit_problem(*, conv: Conversion) -> FitProblem:
 def apply_bitwidths(conv: Conversion) -> None:
     """The plan's widths: per-patch stage maps inside QMCU_PATCH_STAGE (stage-op form; the
     op is rebuilt with them), every other map by the QMCU_* ops of `apply_bitwidth_plan`."""
-    plan = conv.bitwidth_plan
-    if plan is None:
+    if conv.bitwidth_plan is None:
         conv.converted = conv.patched
         return
+    graph, plan = _bitwidth_input(conv)
+    conv.converted = apply_bitwidth_plan(graph=graph, plan=plan)
+
+
+def _bitwidth_input(conv: Conversion) -> tuple[Graph, BitwidthPlan]:
+    """The graph `apply_bitwidth_plan` converts and the plan it applies (no plan: all 8-bit)."""
+    plan = conv.bitwidth_plan
+    if plan is None:
+        return conv.patched, BitwidthPlan(policy=conv.options.policy, options={}, bits={})
     graph = conv.patched
     if conv.patch_plan.form == "stage-op" and conv.patch_plan.is_patched:
         stage_keys = {k for k in plan.bits if PATCH_NAMESPACE.match(k)}
@@ -444,7 +459,49 @@ def apply_bitwidths(conv: Conversion) -> None:
             plan = dataclasses.replace(
                 plan, bits={k: v for k, v in plan.bits.items() if k not in stage_keys},
                 ranges={k: v for k, v in plan.ranges.items() if k not in stage_keys})
-    conv.converted = apply_bitwidth_plan(graph=graph, plan=plan)
+    return graph, plan
+
+
+def choose_kernels(conv: Conversion) -> None:
+    """--kernels: the int8 layers that run as QMCU ops (kernel_choice); every choice's
+    predicted Cortex-M4 instructions and arena go to the report (latency model)."""
+    opts = conv.options
+    table = load_latency_table()
+    graph, plan = _bitwidth_input(conv)
+    choices = {}
+    for mode in KERNEL_CHOICES:
+        kernel_plan = plan_kernels(graph=graph, mode=mode, table=table)
+        converted = conv.converted if not kernel_plan.outputs else \
+            apply_bitwidth_plan(graph=graph, plan=plan, custom_outputs=kernel_plan.outputs)
+        if mode == opts.kernels:
+            conv.kernel_plan, chosen = kernel_plan, converted
+        choices[mode] = {
+            "instructions": predict_instructions(graph=converted, table=table).total,
+            "arena_total_bytes": arena_bytes(graph=converted, target=opts.target).total,
+            "qmcu_int8_layers": len(kernel_plan.outputs)}
+    if chosen is not conv.converted:
+        _check_same_outputs(before=conv.converted, after=chosen)
+        conv.converted = chosen
+    conv.latency = {
+        "target": table.target,
+        "what": "predicted executed instructions of one TFLite Micro Invoke (builtin ops on "
+                "CMSIS-NN kernels, QMCU ops on cmixnn_bridge's) from the measured latency "
+                "table (docs/latency_model.md)",
+        **{name: predict_instructions(graph=g, table=table).to_json() for name, g in (
+            ("layer_based", conv.graph), ("patch_based", conv.patched),
+            ("final", conv.converted))},
+        "kernels": {"chosen": opts.kernels, "choices": choices}}
+
+
+def _check_same_outputs(*, before: Graph, after: Graph) -> None:
+    """A kernel choice must not change numerics: reference executor, random inputs."""
+    inputs = random_inputs(graph=before, samples=VERIFY_SAMPLES, seed=0)
+    for j, (a, b) in enumerate(zip(run_graph(graph=before, inputs=inputs),
+                                   run_graph(graph=after, inputs=inputs))):
+        if not np.array_equal(a, b):
+            raise UnsupportedModelError(
+                f"internal check failed: output {j} changes when int8 layers run as QMCU ops "
+                f"(--kernels); nothing was written")
 
 
 def evaluate_accuracy(conv: Conversion) -> None:
@@ -597,6 +654,7 @@ PIPELINE: tuple[Step, ...] = (
     fit_arena,             # quantmcu: peak maps to 4/2 bits until the total arena fits --sram
     target_bitops,         # --bitops-ratio: lower widths until BitOPs reach the requested ratio
     apply_bitwidths,       # packed 4/2-bit maps and filters and the QMCU_* ops that use them
+    choose_kernels,        # --kernels: int8 layers on QMCU kernels; predicted instructions
     evaluate_accuracy,     # top-1 before/after on --eval-data (reference executor = TFLM)
     check_budgets,         # final whole-arena and flash figures against the user's budgets
     serialize_outputs,     # model bytes and op resolver header, in memory

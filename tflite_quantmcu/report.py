@@ -47,6 +47,7 @@ def conversion_report(*, conv: Conversion) -> dict:
         "bitops": {"layer_based": conv.layer_based.bitops, "patch_based": patched.bitops,
                    "final": final.bitops},
         "flash_bytes": {"original": len(conv.original_bytes), "final": len(conv.model_bytes)},
+        "predicted_instructions": conv.latency,
         "tflm_wheel_arena_bytes": dict(conv.tflm_arenas),
         "patch_plan": {k: v for k, v in plan.to_json().items() if k != "candidates"},
         "patch_candidates": f"{len(plan.candidates)} candidates in patch_candidates.json",

@@ -45,7 +45,7 @@ def conversion_markdown(*, conv: Conversion, figures: tuple[str, ...]) -> str:
         f"| MACs | {conv.layer_based.macs:,} | {conv.final.macs:,} |",
         f"| BitOPs | {conv.layer_based.bitops:,} | {conv.final.bitops:,} |",
         "",
-    ]
+    ] + _latency_line(conv)
     if after.lower_bound:
         lines += [f"The arena is a lower bound: what {', '.join(after.unmodelled)} allocate "
                   "is not modelled; measure `arena_used_bytes()` once.", ""]
@@ -56,6 +56,22 @@ def conversion_markdown(*, conv: Conversion, figures: tuple[str, ...]) -> str:
         lines.append("")
     lines += [f"- {note}" for note in conv.notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _latency_line(conv: Conversion) -> list[str]:
+    """One line: predicted Cortex-M4 instructions per inference (latency model)."""
+    latency = conv.latency
+    if latency is None:
+        return []
+    mega = {k: latency[k]["instructions"] / 1e6 for k in ("layer_based", "patch_based", "final")}
+    choices = latency["kernels"]["choices"]
+    return [f"Predicted instructions per inference on {latency['target']} (TFLite Micro + "
+            f"CMSIS-NN, latency model): layer-based {mega['layer_based']:.1f} M, patch-based "
+            f"{mega['patch_based']:.1f} M, converted {mega['final']:.1f} M (`--kernels "
+            f"{latency['kernels']['chosen']}`; "
+            + ", ".join(f"{mode}: {c['instructions'] / 1e6:.1f} M, arena "
+                        f"{c['arena_total_bytes']:,} B" for mode, c in choices.items())
+            + ").", ""]
 
 
 def _bytes(value: int) -> str:

@@ -157,6 +157,12 @@ def _per_tensor(tensor: Tensor) -> tuple[float, int] | None:
 
 # ---- QMCU form of an op ----------------------------------------------------------------------
 
+def qmcu_form_ops(*, graph: Graph) -> tuple[int, ...]:
+    """Indices of the main subgraph's ops that have a QMCU form (with their current tensors)."""
+    view = _View(subgraph=graph.main)
+    return tuple(i for i in range(len(graph.main.operators)) if view.has_form(i))
+
+
 def qmcu_form_problem(*, subgraph: Subgraph, index: int) -> str | None:
     """Why op `index` has no QMCU form (None if it has one)."""
     op = subgraph.operators[index]
@@ -330,17 +336,20 @@ def _check_width(*, key: str, bits: int, tensor: Tensor, reasons: Mapping) -> No
 # ---- the rewrite -----------------------------------------------------------------------------
 
 def apply_bitwidth_plan(*, graph: Graph, plan: BitwidthPlan,
-                        force_custom: bool = False) -> Graph:
+                        force_custom: bool = False,
+                        custom_outputs: frozenset[str] = frozenset()) -> Graph:
     """A new graph with the plan's sub-byte feature maps packed and read/written by QMCU ops.
 
     `force_custom`: convert every op with a QMCU form, even when all its tensors are
-    8-bit. The input graph is never mutated; weights stay shared (same `Buffer`s).
+    8-bit; `custom_outputs`: convert the ops with a QMCU form that write one of these keys
+    (``--kernels``: the QMCU kernel for an int8 layer). The input graph is never mutated;
+    weights stay shared (same `Buffer`s).
     """
     bits = checked_bits(graph=graph, plan=plan)
     ranges = checked_ranges(graph=graph, plan=plan)
     result = copy_graph(graph=graph)
     converter = _Converter(subgraph=result.main, bits=bits, ranges=ranges,
-                           force_custom=force_custom)
+                           force_custom=force_custom, custom_outputs=custom_outputs)
     converter.convert()
     if any(m.name == OFFLINE_PLAN_METADATA for m in graph.metadata):
         result.metadata = _remapped_offline_plan(original=graph, result=result)
@@ -351,7 +360,8 @@ class _Converter:
     """Converts one subgraph in place (it is already a copy)."""
 
     def __init__(self, *, subgraph: Subgraph, bits: Mapping[str, int],
-                 ranges: Mapping[str, tuple[float, int]], force_custom: bool) -> None:
+                 ranges: Mapping[str, tuple[float, int]], force_custom: bool,
+                 custom_outputs: frozenset[str] = frozenset()) -> None:
         self.subgraph = subgraph
         self.bits = bits
         self.ranges = ranges
@@ -361,7 +371,9 @@ class _Converter:
                       if not t.is_constant and t.dtype == INT8}
         self.cuts = weight_cuts(subgraph=subgraph, bits=bits)
         self.qmcu = {i for i in range(len(subgraph.operators))
-                     if self.view.has_form(i) and (force_custom or self._touches_subbyte(i))}
+                     if self.view.has_form(i) and (force_custom or self._touches_subbyte(i)
+                                                   or subgraph.operators[i].outputs[0]
+                                                   in custom_outputs)}
         self.folded = {i for i in self.view.pad_problems if self.view.foldable_pad(i)
                        and all(r in self.qmcu for r in self.view.consumers[
                            subgraph.operators[i].outputs[0]])}
