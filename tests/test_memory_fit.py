@@ -187,6 +187,36 @@ def test_budget_error_names_both_policies_the_bound_and_the_maps(model):
     assert isinstance(err.value, BudgetError)
 
 
+def test_budget_error_takes_the_smaller_totals_of_both_paths(model):
+    """A VDQS plan that already lowers maps off the int8 path, and a drop that charges only
+    peak maps the int8 path would move: the VDQS path reaches a smaller total within the bound
+    than the int8 path, the int8 path a smaller floor; the error reports the smaller of each
+    (a message from one path alone would hide the other's figure)."""
+    _, _, patched = model
+    fit = FitOptions(budget=0)
+    int8_path = memory_path(problem=problem(model), options=fit, start=int8_plan())
+    moved = {s.key for s in int8_path.steps}
+    others = sorted(k for k, widths in subbyte_candidates(graph=patched).items()
+                    if k not in moved and 2 in widths)
+    start = BitwidthPlan(policy="quantmcu", options={}, bits={k: 2 for k in others})
+    vdqs_path = memory_path(problem=problem(model), options=fit, start=start)
+    assert vdqs_path.totals[0] < int8_path.totals[0]   # the case this test is about
+
+    def drop(plan):
+        return float(sum(1 for k, b in plan.bits.items() if b < 8 and k in moved))
+
+    budget = min(min(int8_path.totals), min(vdqs_path.totals)) + 1
+    with pytest.raises(MemoryFitError) as err:
+        fit_to_budget(problem=problem(model, drop=drop),
+                      options=FitOptions(budget=budget, max_drop_pts=0.5),
+                      plan=start, int8_total=int8_path.totals[0])
+    message = str(err.value)
+    within = min(vdqs_path.totals[0], int8_path.totals[0])
+    assert f"quantmcu reaches {within} B within" in message
+    at_all = min(min(int8_path.totals), min(vdqs_path.totals))
+    assert f"and {at_all} B at any accuracy" in message
+
+
 def test_unreachable_budget_says_what_stays_int8(model):
     floor = memory_path(problem=problem(model), options=FitOptions(budget=0), start=int8_plan())
     with pytest.raises(MemoryFitError, match=f"at any accuracy; even with every map live at "

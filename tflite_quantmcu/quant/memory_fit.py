@@ -33,9 +33,10 @@ about 0 for every 4-bit map, so it cannot rank maps against each other.
 the all-int8 plan (memory maps only); the first fitting plan of each is judged exactly on the
 held-out samples (:mod:`accuracy_guard`; the convert pipeline uses its stricter judge there:
 with labels, the share of samples the int8 model gets right and the plan wrong, gains not
-netted out). Of those within the bound the smaller drop wins, then fewer BitOPs. If neither holds the bound, a :class:`MemoryFitError` states, for
-patch-int8 and for quantmcu (the int8 path), the smallest total within the bound and at all,
-and which maps the budget would need cut.
+netted out). Of those within the bound the smaller drop wins, then fewer BitOPs. If neither
+holds the bound, a :class:`MemoryFitError` states, for patch-int8 and for quantmcu (the smaller
+over both paths), the smallest total within the bound and at all, and which maps the budget would
+need cut.
 """
 from __future__ import annotations
 
@@ -277,7 +278,7 @@ def fit_to_budget(*, problem: FitProblem, options: FitOptions, plan: BitwidthPla
                          for p in paths) if f is not None]
     if not found:
         raise MemoryFitError(_failure_message(problem=problem, options=options,
-                                              path=paths[-1], int8_total=patch_int8_total))
+                                              paths=paths, int8_total=patch_int8_total))
     path, moves, drop = min(found, key=lambda f: (f[2] or 0.0, _bitops(problem=problem, path=f[0],
                                                                        moves=f[1])))
     final = path.plan_after(moves=moves, ranges=problem.ranges)
@@ -329,18 +330,24 @@ def smallest_within_bound(*, problem: FitProblem, options: FitOptions,
     return moves, path.totals[moves]
 
 
-def _failure_message(*, problem: FitProblem, options: FitOptions, path: MemoryPath,
+def _failure_message(*, problem: FitProblem, options: FitOptions, paths: list[MemoryPath],
                      int8_total: int) -> str:
+    """The budget error: quantmcu's smallest totals over every path (from the VDQS plan and
+    from int8); the reason and the maps to cut come from the path with the smallest total
+    within the bound."""
     names = problem.patched_graph.main.tensors
-    within_moves, within = smallest_within_bound(problem=problem, options=options, path=path)
-    at_all = min(path.totals)
+    bests = [(smallest_within_bound(problem=problem, options=options, path=p), i)
+             for i, p in enumerate(paths)]
+    (within_moves, within), best = min(bests, key=lambda b: (b[0][1], b[1]))
+    path = paths[best]
+    at_all = min(min(p.totals) for p in paths)
     first = path.first_fitting(budget=options.budget)
     bound = "" if options.max_drop_pts is None else \
         f" within --max-accuracy-drop {options.max_drop_pts:g} pt"
     if first is None:
         why = ("even with every map live at the peak at its lowest width the total is "
-               f"{at_all} B; the maps left at the peak cannot go below 8 bits (graph inputs, "
-               "patch outputs, ops without a QMCU form, or VDPC outlier branches)")
+               f"{min(path.totals)} B; the maps left at the peak cannot go below 8 bits "
+               "(graph inputs, patch outputs, ops without a QMCU form, or VDPC outlier branches)")
         cut = path.steps
     else:
         why = (f"the first plan that fits lowers {first} map(s) and loses more than "
