@@ -172,7 +172,9 @@ def _add_convert_parser(commands) -> None:
     convert.add_argument("--objective", default="min-macs", choices=OBJECTIVES,
                          help="min-macs (default): the patch plan that fits with the fewest "
                               "extra MACs; min-memory: the smallest arena; min-latency: the "
-                              "fewest predicted Cortex-M4 instructions (latency model)")
+                              "fewest predicted Cortex-M4 instructions (latency model), and "
+                              "--policy quantmcu weighs predicted instructions instead of "
+                              "BitOPs when it picks bit widths")
     convert.add_argument("--kernels", default="builtin", choices=KERNEL_CHOICES,
                          help="int8 layers: builtin (default) keeps builtin ops (CMSIS-NN on "
                               "Cortex-M); qmcu runs every conv/depthwise/ADD/pool on its QMCU "

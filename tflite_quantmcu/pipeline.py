@@ -49,6 +49,7 @@ from tflite_quantmcu.quant.calibration_data import (MIN_CALIBRATION_SAMPLES, Bat
 from tflite_quantmcu.quant.calibration_split import split_holdout
 from tflite_quantmcu.quant.evaluate import top1_counts
 from tflite_quantmcu.quant.joint_search import choose_patch_plan
+from tflite_quantmcu.quant.instruction_savings import InstructionSavings, instruction_savings
 from tflite_quantmcu.quant.kernel_choice import (KERNEL_CHOICES, KernelPlan, check_kernel_choice,
                                                  plan_kernels)
 from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, converted_total, fit_to_budget,
@@ -134,6 +135,7 @@ class Conversion:
     patched_analysis: ModelAnalysis | None = None
     bitwidth_plan: BitwidthPlan | None = None
     search: QuantMCUResult | None = None
+    savings: InstructionSavings | None = None   # min-latency: instructions each map saves
     seed_search: object | None = None
     converted: Graph | None = None
     kernel_plan: KernelPlan | None = None
@@ -329,13 +331,25 @@ def choose_bitwidths(conv: Conversion) -> None:
                       f"than {MIN_CALIBRATION_SAMPLES} are noisy (use a few hundred)",
                       CalibrationDataWarning, stacklevel=2)
     heldout_x = np.concatenate([b.x for b in conv.heldout]) if conv.heldout else None
+    options = search_options(opts)
+    if options.measure == "instructions":
+        conv.savings = instruction_savings(graph=conv.search_graph, table=load_latency_table(),
+                                           kernels=opts.kernels)
     search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                              patched_graph=conv.search_graph, calibration=None,
                              sram_budget=None if conv.memory_binds else opts.sram_budget,
-                             options=opts.quantmcu,
-                             statistics=statistics, check_statistics=check, heldout_x=heldout_x)
+                             options=options, statistics=statistics, check_statistics=check,
+                             heldout_x=heldout_x, savings=conv.savings)
     conv.search = dataclasses.replace(search, statistics_time_s=collected)
     conv.bitwidth_plan = conv.search.plan
+
+
+def search_options(opts: ConvertOptions) -> QuantMCUOptions:
+    """The QuantMCU options of a convert: ``--objective min-latency`` makes VDQS (and the
+    guard) weigh predicted Cortex-M4 instructions instead of BitOPs."""
+    if opts.objective == "min-latency":
+        return dataclasses.replace(opts.quantmcu, measure="instructions")
+    return opts.quantmcu
 
 
 def guard_accuracy(conv: Conversion) -> None:
@@ -356,7 +370,8 @@ def guard_accuracy(conv: Conversion) -> None:
                          known_costs=selection_costs(plan=conv.bitwidth_plan,
                                                      selection=conv.search.selection),
                          lowerable=lowerable_ranges(selection=conv.search.selection),
-                         lowerable_costs=lowerable_costs(selection=conv.search.selection))
+                         lowerable_costs=lowerable_costs(selection=conv.search.selection),
+                         savings=conv.savings)
     conv.bitwidth_plan = guarded.plan
     conv.search = dataclasses.replace(conv.search, plan=guarded.plan,
                                       search_time_s=conv.search.search_time_s

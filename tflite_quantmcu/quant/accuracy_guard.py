@@ -38,6 +38,11 @@ bits holds the bound, measured exactly on the hold-out, is found by bisection ov
 evaluation when all of them hold). Same assumption as the raise step: the drop grows with k.
 Lowering widths only shrinks maps, so VDQS's memory limits keep holding; the convert's final
 budget check still runs. The record lists the lowered maps.
+
+**Measure** (``savings``, ``--objective min-latency``): with an :mod:`instruction_savings`
+model, "saved" above is the predicted Cortex-M4 instructions a map saves at its width instead
+of BitOPs: the raise step takes maps that cost instructions (saved <= 0) first, and the descent
+lowers only maps that save instructions.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.patches.branches import patch_branches
 from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan
+from tflite_quantmcu.quant.instruction_savings import InstructionSavings
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import stage_map_regions
 from tflite_quantmcu.quant.range_selection import SELECT_SAMPLES, OutputSimulator
@@ -180,12 +186,14 @@ def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, pla
                heldout: HeldOut, options: GuardOptions = GuardOptions(),
                known_costs: Mapping[str, float] | None = None,
                lowerable: Mapping[str, SubbyteRange] | None = None,
-               lowerable_costs: Mapping[str, float] | None = None) -> GuardResult:
+               lowerable_costs: Mapping[str, float] | None = None,
+               savings: InstructionSavings | None = None) -> GuardResult:
     """The plan, with maps raised until the held-out drop holds the bound, then (``descend``)
     the cheapest ``lowerable`` maps lowered while it still holds (module doc).
     ``known_costs``: map costs already simulated (the range selection's), by key;
     ``lowerable``: key -> its 4-bit range, for the maps the search may put at 4 bits, and
-    ``lowerable_costs`` their simulated costs at that range where known."""
+    ``lowerable_costs`` their simulated costs at that range where known; ``savings``: weigh
+    predicted instructions instead of BitOPs (module doc)."""
     if heldout.size < 1:
         raise ConfigError("accuracy guard: no held-out calibration samples")
     judge = _Judge(graph=graph, patched_graph=patched_graph, heldout=heldout,
@@ -200,7 +208,7 @@ def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, pla
         costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
                           plan=plan, heldout=heldout, samples=options.cost_samples,
                           known=known_costs)
-        saved = saved_bitops(patched_graph=patched_graph, plan=plan)
+        saved = saved_measure(patched_graph=patched_graph, plan=plan, savings=savings)
         order = sorted(subbyte, key=lambda k: (-costs[k] / max(saved[k], 1), k))
         count = _fewest_raised(judge=judge, plan=plan, order=order, bound=options.max_drop_pts)
         final = raised(plan=plan, keys=order[:count])
@@ -209,7 +217,7 @@ def guard_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, pla
         final, lowered = _descend(graph=graph, patch_plan=patch_plan,
                                   patched_graph=patched_graph, plan=final, judge=judge,
                                   lowerable=lowerable, heldout=heldout, options=options,
-                                  known=lowerable_costs)
+                                  known=lowerable_costs, savings=savings)
         record["lowered"] = lowered
     drop = judge.drop(final)
     record.update(drop_pts=drop, evaluations=len(judge.cache), held=drop <= options.max_drop_pts)
@@ -227,11 +235,13 @@ def lowered(*, plan: BitwidthPlan, ranges: Mapping[str, SubbyteRange]) -> Bitwid
 
 def _descend(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan: BitwidthPlan,
              judge: _Judge, lowerable: Mapping[str, SubbyteRange], heldout: HeldOut,
-             options: GuardOptions, known: Mapping[str, float] | None
-             ) -> tuple[BitwidthPlan, list[str]]:
+             options: GuardOptions, known: Mapping[str, float] | None,
+             savings: InstructionSavings | None = None) -> tuple[BitwidthPlan, list[str]]:
     """The plan with the largest prefix of the 8-bit lowerable maps, in ascending cost per
-    BitOP saved, lowered while the exact held-out drop holds the bound (module doc)."""
-    candidates = {k: r for k, r in sorted(lowerable.items()) if plan.bits.get(k, 8) == 8}
+    BitOP (or instruction) saved, lowered while the exact held-out drop holds the bound (module
+    doc); with ``savings`` only maps that save instructions are candidates."""
+    candidates = {k: r for k, r in sorted(lowerable.items()) if plan.bits.get(k, 8) == 8
+                  and (savings is None or savings.saved(key=k, bits=r.bits) > 0)}
     if not candidates:
         return plan, []
     alone = BitwidthPlan(policy=plan.policy, options={}, ranges=candidates,
@@ -239,7 +249,7 @@ def _descend(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan:
     costs = map_costs(graph=graph, patch_plan=patch_plan, patched_graph=patched_graph,
                       plan=alone, heldout=heldout, samples=options.cost_samples,
                       known={k: c for k, c in (known or {}).items() if k in candidates})
-    saved = saved_bitops(patched_graph=patched_graph, plan=alone)
+    saved = saved_measure(patched_graph=patched_graph, plan=alone, savings=savings)
     order = sorted(candidates, key=lambda k: (costs[k] / max(saved[k], 1), k))
 
     def prefix(count: int) -> BitwidthPlan:
@@ -256,6 +266,14 @@ def _descend(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph, plan:
         else:
             high = middle
     return prefix(low), order[:low]
+
+
+def saved_measure(*, patched_graph: Graph, plan: BitwidthPlan,
+                  savings: InstructionSavings | None) -> dict[str, float]:
+    """What each sub-byte map saves: BitOPs (``savings`` None) or predicted instructions."""
+    if savings is None:
+        return saved_bitops(patched_graph=patched_graph, plan=plan)
+    return {k: savings.saved(key=k, bits=b) for k, b in plan.bits.items() if b < 8}
 
 
 def saved_bitops(*, patched_graph: Graph, plan: BitwidthPlan) -> dict[str, int]:

@@ -114,6 +114,7 @@ from tflite_quantmcu.ir.schema import TensorType
 from tflite_quantmcu.patches.branches import PatchBranch, PatchFeatureMap, patch_branches
 from tflite_quantmcu.patches.plan import PatchPlan
 from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
+from tflite_quantmcu.quant.instruction_savings import InstructionSavings
 from tflite_quantmcu.quant.plan import BitwidthPlan, merge_plans
 from tflite_quantmcu.quant.range_selection import (SELECT_SAMPLES, MapSite, OutputSimulator,
                                                    Selection, select_ranges)
@@ -150,6 +151,7 @@ class QuantMCUOptions:
     range_rules: tuple[str, ...] = DEFAULT_RANGE_RULES
     percentile_mass: float = DEFAULT_PERCENTILE_MASS
     select_samples: int = SELECT_SAMPLES
+    measure: str = "bitops"   # VDQS's Phi: "bitops" or "instructions" (--objective min-latency)
 
     def __post_init__(self) -> None:
         if self.classify_on not in CLASSIFY_ON:
@@ -168,7 +170,8 @@ class QuantMCUOptions:
                            min_sample_fraction=self.min_sample_fraction)
 
     def vdqs_options(self) -> VdqsOptions:
-        return VdqsOptions(lam=self.lam, bins=self.bins, candidates=tuple(self.candidates))
+        return VdqsOptions(lam=self.lam, bins=self.bins, candidates=tuple(self.candidates),
+                           measure=self.measure)
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -436,9 +439,11 @@ def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
                 allowed: Mapping[str, Iterable[int]], outlier_class: bool,
                 options: QuantMCUOptions,
                 check_statistics: Mapping[str, TensorStatistics] | None = None,
-                chosen: Mapping[tuple[str, int], SubbyteRange] | None = None) -> BranchSpec:
+                chosen: Mapping[tuple[str, int], SubbyteRange] | None = None,
+                savings: InstructionSavings | None = None) -> BranchSpec:
     """The VDQS input of one branch; ``chosen``: ranges picked beforehand per (key, bits)
-    (:mod:`range_selection`), else :func:`map_ranges`."""
+    (:mod:`range_selection`), else :func:`map_ranges`; ``savings``: the instructions measure's
+    model (needed when ``options.measure`` is ``"instructions"``)."""
     sub = patched_graph.main
     check = check_statistics or {}
     maps = []
@@ -453,20 +458,24 @@ def branch_spec(*, patched_graph: Graph, branch: PatchBranch,
             key=m.patched_key, shape=sub.tensors[m.patched_key].shape,
             statistics=statistics[m.original_key], region=branch.name,
             consumers=consumer_costs(subgraph=sub, feature_map=m), candidates=candidates,
-            ranges=ranges))
+            ranges=ranges, instructions_saved=_saved_instructions(
+                savings=savings, key=m.patched_key, candidates=candidates, options=options)))
     maps = tuple(maps)
     memory_limit = limit.memory_limit
     if memory_limit is None:
         memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
     return BranchSpec(name=branch.name, feature_maps=maps, memory_limit=memory_limit,
-                      outlier_class=outlier_class)
+                      outlier_class=outlier_class,
+                      instructions=_branch_instructions(savings=savings, maps=maps,
+                                                        options=options))
 
 
 def tail_spec(*, patched_graph: Graph, tail: TailBranch,
               statistics: Mapping[str, TensorStatistics], limit: BranchLimit,
               allowed: Mapping[str, Iterable[int]], options: QuantMCUOptions,
               check_statistics: Mapping[str, TensorStatistics] | None = None,
-              chosen: Mapping[tuple[str, int], SubbyteRange] | None = None) -> BranchSpec:
+              chosen: Mapping[tuple[str, int], SubbyteRange] | None = None,
+              savings: InstructionSavings | None = None) -> BranchSpec:
     """The VDQS input of the tail: whole-tensor statistics, never outlier-class."""
     sub = patched_graph.main
     _check_tail_statistics(tail=tail, statistics=statistics)
@@ -481,12 +490,33 @@ def tail_spec(*, patched_graph: Graph, tail: TailBranch,
         maps.append(feature_map_from_statistics(
             key=m.key, shape=sub.tensors[m.key].shape, statistics=statistics[m.key],
             consumers=consumer_costs(subgraph=sub, feature_map=m), candidates=candidates,
-            ranges=ranges))
+            ranges=ranges, instructions_saved=_saved_instructions(
+                savings=savings, key=m.key, candidates=candidates, options=options)))
     maps = tuple(maps)
     memory_limit = limit.memory_limit
     if memory_limit is None:
         memory_limit = 2 * sum(m.bytes_at(8) for m in maps) + 1
-    return BranchSpec(name=tail.name, feature_maps=maps, memory_limit=memory_limit)
+    return BranchSpec(name=tail.name, feature_maps=maps, memory_limit=memory_limit,
+                      instructions=_branch_instructions(savings=savings, maps=maps,
+                                                        options=options))
+
+
+def _saved_instructions(*, savings: InstructionSavings | None, key: str, candidates,
+                        options: QuantMCUOptions) -> tuple[tuple[int, float], ...]:
+    """(bits, predicted instructions saved) per sub-byte candidate; () for the BitOPs measure."""
+    if options.measure != "instructions":
+        return ()
+    if savings is None:
+        raise ConfigError("QuantMCU measure 'instructions' needs the latency model "
+                          "(search_quantmcu(savings=instruction_savings(...)))")
+    return tuple((b, savings.saved(key=key, bits=b)) for b in candidates if b < 8)
+
+
+def _branch_instructions(*, savings: InstructionSavings | None, maps, options: QuantMCUOptions
+                         ) -> float:
+    if options.measure != "instructions" or savings is None:
+        return 0.0
+    return savings.total(keys=[m.key for m in maps])
 
 
 def _check_tail_statistics(*, tail: TailBranch, statistics: Mapping[str, TensorStatistics]) -> None:
@@ -540,7 +570,8 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
                     statistics: Mapping[str, TensorStatistics] | None = None,
                     allowed: Mapping[str, Iterable[int]] | None = None,
                     check_statistics: Mapping[str, TensorStatistics] | None = None,
-                    heldout_x: np.ndarray | None = None) -> QuantMCUResult:
+                    heldout_x: np.ndarray | None = None,
+                    savings: InstructionSavings | None = None) -> QuantMCUResult:
     """QuantMCU's bit widths for the per-patch feature maps (module doc).
 
     ``statistics`` (from :func:`collect_patch_statistics`) skips step 1, e.g. for
@@ -549,7 +580,8 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
     samples' int8 input codes. With ``heldout_x`` each map's range rule is chosen by the model
     output error of its first ``options.select_samples`` samples (:mod:`range_selection`),
     else by the map's own quantization error on ``check_statistics`` (None: on the fit
-    samples, :func:`ranges.choose_range`).
+    samples, :func:`ranges.choose_range`). ``savings``: the latency model of ``patched_graph``
+    (:mod:`instruction_savings`), needed with ``options.measure == "instructions"``.
     """
     if not patch_plan.is_patched:
         raise ConfigError("QuantMCU needs a patched plan (grid larger than 1x1); the patch "
@@ -582,8 +614,8 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
     plans = [search_branch(spec=branch_spec(
         patched_graph=patched_graph, branch=b, statistics=statistics, limit=lim,
         allowed=allowed, outlier_class=b.name in outliers, options=options,
-        check_statistics=check_statistics, chosen=selection.ranges), options=options)
-        for b, lim in zip(branches, limits)]
+        check_statistics=check_statistics, chosen=selection.ranges, savings=savings),
+        options=options) for b, lim in zip(branches, limits)]
     if tail is not None:
         tail_limit = tail_memory_limit(patched_graph=patched_graph, tail=tail,
                                        sram_budget=sram_budget)
@@ -591,7 +623,7 @@ def search_quantmcu(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph
         plans.append(search_branch(spec=tail_spec(
             patched_graph=patched_graph, tail=tail, statistics=statistics, limit=tail_limit,
             allowed=allowed, options=options, check_statistics=check_statistics,
-            chosen=selection.ranges), options=options))
+            chosen=selection.ranges, savings=savings), options=options))
     merged = merge_plans(plans=plans)
     selection = _with_lowerable(selection=selection, sites=map_sites(
         graph=graph, patch_plan=patch_plan, branches=branches, tail=None, outliers=(),

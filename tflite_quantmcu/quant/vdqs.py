@@ -37,6 +37,13 @@ For each feature map i of a branch (execution order, i = 0 .. N) and candidate b
   read it, MACs x weight bits x activation bits (``consumers``, computed by the caller
   with ``analysis/costs.py``); ``dB(i, b) = sum(MACs x w_bits) x (8 - b)``,
   ``B = sum_i sum(MACs x w_bits) x 8`` over the branch. B = 0 gives Phi = 0.
+* **Measure** (``VdqsOptions.measure``): ``"bitops"`` (the paper, above) or
+  ``"instructions"`` (``--objective min-latency``): ``Phi(i, b) = dI(i, b) / I`` with dI the
+  predicted Cortex-M4 instructions the map saves at b bits (``FeatureMapSpec.instructions_saved``,
+  from :mod:`instruction_savings`; negative where the b-bit kernels are slower than what runs at
+  int8) and I the branch's int8 instructions (``BranchSpec.instructions``). A width that saves
+  no instructions is ranked after 8 whatever its S (an entropy that grows by a hair at 16 bins
+  would otherwise pick it): only Eq. 7's memory limit can still move such a map down.
 * ``S(i, b) = -lam * Omega + (1 - lam) * Phi`` (Eq. 6); candidates are ordered by
   descending S, ties to the wider candidate; the first is the initial pick.
 
@@ -65,6 +72,7 @@ from tflite_quantmcu.quant.statistics import NUM_CODES, TensorStatistics
 from tflite_quantmcu.quant.traversal import PairProblem, initial_bits, resolve_pairs
 
 BIT_CHOICES = (8, 4, 2)
+MEASURES = ("bitops", "instructions")
 MAX_BINS = NUM_CODES   # k >= 256 already gives every int8 code its own bin (module doc)
 
 
@@ -93,6 +101,7 @@ class FeatureMapSpec:
     consumers: tuple[ConsumerCost, ...] = ()
     candidates: tuple[int, ...] | None = None
     ranges: tuple[SubbyteRange, ...] = ()
+    instructions_saved: tuple[tuple[int, float], ...] = ()   # (bits, saved) per sub-byte width
 
     def __post_init__(self) -> None:
         if len({r.bits for r in self.ranges}) != len(self.ranges):
@@ -123,6 +132,17 @@ class FeatureMapSpec:
     def bitops_per_activation_bit(self) -> int:
         return sum(c.macs * c.weight_bits for c in self.consumers)
 
+    def saved_instructions(self, bits: int) -> float:
+        """Predicted instructions saved at ``bits`` (0 at 8; the ``instructions`` measure)."""
+        if bits == 8:
+            return 0.0
+        for width, saved in self.instructions_saved:
+            if width == bits:
+                return float(saved)
+        raise ConfigError(f"feature map '{self.key}': the instructions measure needs its "
+                          f"saved instructions at {bits} bits, got widths "
+                          f"{[w for w, _ in self.instructions_saved]}")
+
 
 @dataclass(frozen=True)
 class BranchSpec:
@@ -132,6 +152,7 @@ class BranchSpec:
     feature_maps: tuple[FeatureMapSpec, ...]
     memory_limit: int
     outlier_class: bool = False
+    instructions: float = 0.0   # int8 instructions of the branch's ops (the instructions measure)
 
     def __post_init__(self) -> None:
         keys = [m.key for m in self.feature_maps]
@@ -146,13 +167,17 @@ class BranchSpec:
 
 @dataclass(frozen=True)
 class VdqsOptions:
-    """lam: weight of accuracy vs BitOPs (paper 0.6); bins: k of Eq. 3; candidates: m widths."""
+    """lam: weight of accuracy vs cost (paper 0.6); bins: k of Eq. 3; candidates: m widths;
+    measure: what Phi counts, BitOPs (the paper) or predicted instructions (module doc)."""
 
     lam: float = 0.6
     bins: int = 24
     candidates: tuple[int, ...] = BIT_CHOICES
+    measure: str = "bitops"
 
     def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ConfigError(f"VDQS measure must be one of {MEASURES}, got {self.measure!r}")
         if not 0.0 <= self.lam <= 1.0:
             raise ConfigError(f"VDQS lam must be in [0, 1], got {self.lam}")
         if not 2 <= int(self.bins) <= MAX_BINS:
@@ -162,7 +187,8 @@ class VdqsOptions:
         _check_candidates(where="VDQS options", candidates=self.candidates)
 
     def to_dict(self) -> dict:
-        return {"lam": self.lam, "bins": self.bins, "candidates": list(self.candidates)}
+        return {"lam": self.lam, "bins": self.bins, "candidates": list(self.candidates),
+                "measure": self.measure}
 
 
 def _check_candidates(*, where: str, candidates) -> None:
@@ -239,26 +265,38 @@ def score_branch(*, branch: BranchSpec, options: VdqsOptions = VdqsOptions()) ->
     maps = branch.feature_maps
     allowed = [allowed_candidates(feature_map=m, options=options,
                                   outlier_class=branch.outlier_class) for m in maps]
-    total_bitops = 8 * sum(m.bitops_per_activation_bit for m in maps)
+    if options.measure == "instructions":
+        total_cost = float(branch.instructions)
+    else:
+        total_cost = 8 * sum(m.bitops_per_activation_bit for m in maps)
     last_entropy = feature_map_entropy(feature_map=maps[-1], bits=max(allowed[-1]),
                                        bins=options.bins)
     rows = tuple(
         tuple(_candidate_score(feature_map=m, bits=b, options=options, last_entropy=last_entropy,
-                               total_bitops=total_bitops) for b in cands)
+                               total_cost=total_cost) for b in cands)
         for m, cands in zip(maps, allowed))
-    orders = tuple(tuple(s.bits for s in sorted(row, key=lambda s: (-s.score, -s.bits)))
-                   for row in rows)
+    orders = tuple(tuple(s.bits for s in sorted(
+        row, key=lambda s: (_saves_nothing(score=s, options=options), -s.score, -s.bits)))
+        for row in rows)
     return BranchScores(last_entropy=last_entropy, scores=rows, orders=orders)
 
 
+def _saves_nothing(*, score: CandidateScore, options: VdqsOptions) -> bool:
+    """Instructions measure: a sub-byte width predicted no faster than 8 bits (module doc)."""
+    return options.measure == "instructions" and score.bits < 8 and score.phi <= 0
+
+
 def _candidate_score(*, feature_map: FeatureMapSpec, bits: int, options: VdqsOptions,
-                     last_entropy: float, total_bitops: int) -> CandidateScore:
+                     last_entropy: float, total_cost: float) -> CandidateScore:
     entropy8 = feature_map_entropy(feature_map=feature_map, bits=8, bins=options.bins)
     entropy = feature_map_entropy(feature_map=feature_map, bits=bits, bins=options.bins)
     delta = entropy8 - entropy
     omega = delta / last_entropy if last_entropy > 0 else 0.0
-    saved = feature_map.bitops_per_activation_bit * (8 - bits)
-    phi = saved / total_bitops if total_bitops > 0 else 0.0
+    if options.measure == "instructions":
+        saved = feature_map.saved_instructions(bits)
+    else:
+        saved = feature_map.bitops_per_activation_bit * (8 - bits)
+    phi = saved / total_cost if total_cost > 0 else 0.0
     score = -options.lam * omega + (1.0 - options.lam) * phi
     _check_finite(key=feature_map.key, values=(entropy, omega, phi, score))
     return CandidateScore(bits=bits, bytes=feature_map.bytes_at(bits), entropy=entropy,
@@ -291,22 +329,25 @@ def feature_map_from_statistics(*, key: str, shape: tuple[int, ...],
                                 statistics: TensorStatistics, region: str | None = None,
                                 consumers: tuple[ConsumerCost, ...] = (),
                                 candidates: tuple[int, ...] | None = None,
-                                ranges: tuple[SubbyteRange, ...] = ()) -> FeatureMapSpec:
+                                ranges: tuple[SubbyteRange, ...] = (),
+                                instructions_saved: tuple[tuple[int, float], ...] = ()
+                                ) -> FeatureMapSpec:
     """A FeatureMapSpec from collected statistics: the whole tensor, or one patch region."""
     histogram = statistics.histogram if region is None else statistics.region(region).histogram
     return FeatureMapSpec(key=key, shape=tuple(shape), histogram=tuple(histogram),
                           scale=statistics.scale, zero_point=statistics.zero_point,
                           consumers=tuple(consumers), candidates=candidates,
-                          ranges=tuple(ranges))
+                          ranges=tuple(ranges), instructions_saved=tuple(instructions_saved))
 
 
 def options_from_dict(data: dict) -> VdqsOptions:
     """Inverse of :meth:`VdqsOptions.to_dict` (for replaying a plan's options)."""
     return VdqsOptions(lam=float(data["lam"]), bins=int(data["bins"]),
-                       candidates=tuple(int(b) for b in data["candidates"]))
+                       candidates=tuple(int(b) for b in data["candidates"]),
+                       measure=str(data.get("measure", "bitops")))
 
 
-__all__ = ["BIT_CHOICES", "BranchScores", "BranchSpec", "ConsumerCost", "FeatureMapSpec",
+__all__ = ["BIT_CHOICES", "MEASURES", "BranchScores", "BranchSpec", "ConsumerCost", "FeatureMapSpec",
            "VdqsOptions", "allowed_candidates", "binned_entropy",
            "branch_memory_limit", "feature_map_entropy", "feature_map_from_statistics",
            "options_from_dict", "requantized_levels", "score_branch", "search_bitwidths"]
