@@ -4,7 +4,8 @@ For the bundled model and the digits model, the default guarded `convert --polic
 (256 KB; digits with its patch stage forced as in bench/quantmcu_accuracy.py, the models' calibration files, the public API = the command line's pipeline) with
 ``--objective`` min-macs (VDQS and the guard weigh BitOPs, the paper) and min-latency (they
 weigh predicted Cortex-M4 instructions, tflite_quantmcu/quant/instruction_savings.py), each
-with ``--kernels builtin`` (int8 layers on CMSIS-NN) and ``--kernels fastest``. Printed per
+with ``--kernels builtin`` (int8 layers on CMSIS-NN; min-macs's default) and ``--kernels
+fastest`` (min-latency's default). Printed per
 convert: maps at 8/4/2 bits, BitOPs below patch-int8, predicted instructions of one Invoke
 (latency table, docs/latency_model.md) of patch-int8 and of the final model, and top-1 on the
 test images (reference executor, bit-exact with TFLite Micro) against the int8 model.

@@ -176,3 +176,15 @@ def test_convert_min_latency_weighs_instructions(digits_calibration, kernels):
         assert conv.savings.saved(key=key, bits=bits) > 0, key
     plain = _convert(calibration=digits_calibration, objective="min-macs", kernels=kernels)
     assert plain.bitwidth_plan.options["measure"] == "bitops" and plain.savings is None
+
+
+def test_min_latency_defaults_to_the_fastest_kernels():
+    """--kernels left out: fastest under min-latency, builtin otherwise; a given choice wins."""
+    def mode(**changes):
+        return ConvertOptions(model_path=DIGITS, out_dir=None, sram_budget=1, **changes).kernel_mode
+    assert mode(objective="min-latency") == "fastest"
+    assert mode(objective="min-latency", kernels="builtin") == "builtin"
+    assert mode() == "builtin" and mode(objective="min-memory") == "builtin"
+    assert mode(kernels="qmcu") == "qmcu"
+    with pytest.raises(ConfigError, match="--kernels"):
+        mode(kernels="cmsis")

@@ -175,11 +175,12 @@ def _add_convert_parser(commands) -> None:
                               "fewest predicted Cortex-M4 instructions (latency model), and "
                               "--policy quantmcu weighs predicted instructions instead of "
                               "BitOPs when it picks bit widths")
-    convert.add_argument("--kernels", default="builtin", choices=KERNEL_CHOICES,
-                         help="int8 layers: builtin (default) keeps builtin ops (CMSIS-NN on "
-                              "Cortex-M); qmcu runs every conv/depthwise/ADD/pool on its QMCU "
+    convert.add_argument("--kernels", default=None, choices=KERNEL_CHOICES,
+                         help="int8 layers: builtin (the default) keeps builtin ops (CMSIS-NN "
+                              "on Cortex-M); qmcu runs every conv/depthwise/ADD/pool on its QMCU "
                               "kernel; fastest only where the latency model predicts fewer "
-                              "instructions (the report gives each choice's cost)")
+                              "instructions (the default with --objective min-latency; the "
+                              "report gives each choice's cost)")
     convert.add_argument("--patch-form", default="builtin", choices=PATCH_FORMS,
                          help="builtin (default): per-patch builtin ops, any TFLite Micro; "
                               "stage-op: the stage as one QMCU_PATCH_STAGE op (link "
@@ -361,7 +362,7 @@ def format_conversion(*, conv: Conversion) -> str:
                      f"layer-based {conv.latency['layer_based']['instructions']:,}, patch-based "
                      f"{conv.latency['patch_based']['instructions']:,}, final "
                      f"{conv.latency['final']['instructions']:,} (--kernels "
-                     f"{conv.options.kernels})")
+                     f"{conv.options.kernel_mode})")
     lines.append(f"BitOPs: layer-based {conv.layer_based.bitops:,}, patch int8 "
                  f"{conv.patched_analysis.bitops:,}, final {conv.final.bitops:,}")
     if conv.bitwidth_plan is not None:

@@ -107,11 +107,20 @@ class ConvertOptions:
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
     plan: BitwidthPlan | None = None  # a plan given as data (the API; e.g. fine-tuned ranges)
     bitops_ratio: float | None = None  # --bitops-ratio: lower widths to this BitOPs ratio
-    kernels: str = "builtin"   # --kernels: builtin, qmcu or fastest (kernel_choice)
+    kernels: str | None = None   # --kernels: builtin, qmcu or fastest; None: kernel_mode
+
+    @property
+    def kernel_mode(self) -> str:
+        """The kernel choice: --kernels, else fastest under --objective min-latency (the fewest
+        predicted instructions asked for) and builtin otherwise."""
+        if self.kernels is not None:
+            return self.kernels
+        return "fastest" if self.objective == "min-latency" else "builtin"
 
     def __post_init__(self) -> None:
         """Paths may be given as strings (Python callers); they are stored as Path."""
-        check_kernel_choice(self.kernels)
+        if self.kernels is not None:
+            check_kernel_choice(self.kernels)
         for name in ("model_path", "out_dir", "plan_path", "calibration", "eval_data"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -334,7 +343,7 @@ def choose_bitwidths(conv: Conversion) -> None:
     options = search_options(opts)
     if options.measure == "instructions":
         conv.savings = instruction_savings(graph=conv.search_graph, table=load_latency_table(),
-                                           kernels=opts.kernels)
+                                           kernels=opts.kernel_mode)
     search = search_quantmcu(graph=conv.graph, patch_plan=conv.patch_plan,
                              patched_graph=conv.search_graph, calibration=None,
                              sram_budget=None if conv.memory_binds else opts.sram_budget,
@@ -488,7 +497,7 @@ def choose_kernels(conv: Conversion) -> None:
         kernel_plan = plan_kernels(graph=graph, mode=mode, table=table)
         converted = conv.converted if not kernel_plan.outputs else \
             apply_bitwidth_plan(graph=graph, plan=plan, custom_outputs=kernel_plan.outputs)
-        if mode == opts.kernels:
+        if mode == opts.kernel_mode:
             conv.kernel_plan, chosen = kernel_plan, converted
         choices[mode] = {
             "instructions": predict_instructions(graph=converted, table=table).total,
@@ -505,7 +514,7 @@ def choose_kernels(conv: Conversion) -> None:
         **{name: predict_instructions(graph=g, table=table).to_json() for name, g in (
             ("layer_based", conv.graph), ("patch_based", conv.patched),
             ("final", conv.converted))},
-        "kernels": {"chosen": opts.kernels, "choices": choices}}
+        "kernels": {"chosen": opts.kernel_mode, "choices": choices}}
 
 
 def _check_same_outputs(*, before: Graph, after: Graph) -> None:
