@@ -67,8 +67,8 @@ QMCU_POOL_INLINE int32_t finish(const qmcu_pool_window *w, int32_t sum, int32_t 
 }
 
 /* Halfword lane sums of one channel group. int8: a0 = channels 0, 2 (low, high halfword),
- * a1 = 1, 3, a2 = 4, 6, a3 = 5, 7; 4-bit: a0 = 0, 4, a1 = 2, 6, a2 = 1, 5, a3 = 3, 7;
- * 2-bit: a(2j) = j, 8 + j, a(2j+1) = 4 + j, 12 + j. */
+ * a1 = 1, 3, a2 = 4, 6, a3 = 5, 7; 4-bit: a0 = 0, 4, a1 = 2, 6, a2 = 1, 5, a3 = 3, 7 and
+ * a4..a7 the same for channels 8..15; 2-bit: a(2j) = j, 8 + j, a(2j+1) = 4 + j, 12 + j. */
 typedef struct {
   uint32_t a0, a1, a2, a3, a4, a5, a6, a7;
 } qmcu_pool_lanes;
@@ -87,7 +87,8 @@ QMCU_POOL_INLINE uint32_t lane_word(const qmcu_pool_lanes *l, int32_t k) {
 }
 
 /* Window sum of channel i of the group (i a constant after inlining). */
-QMCU_POOL_INLINE int32_t lane_sum(const qmcu_pool_lanes *l, int32_t i, int32_t in_bits) {
+QMCU_POOL_INLINE int32_t lane_sum(const qmcu_pool_lanes *l, int32_t i, int32_t n,
+                                 int32_t in_bits) {
   uint32_t acc;
   int32_t top;
   if (in_bits == 8) {
@@ -96,8 +97,11 @@ QMCU_POOL_INLINE int32_t lane_sum(const qmcu_pool_lanes *l, int32_t i, int32_t i
     return top ? (int32_t)acc >> 16 : (int32_t)(int16_t)(uint16_t)(acc & 0xffffu);
   }
   if (in_bits == 4) {
-    acc = lane_word(l, ((i & 1) << 1) | ((i >> 1) & 1));
+    acc = lane_word(l, (((i & 1) << 1) | ((i >> 1) & 1)) + ((i >> 3) << 2));
     top = (i >> 2) & 1;
+  } else if (n == 8) { /* 2-bit half group: a0 = 0, 1, a1 = 4, 5, a2 = 2, 3, a3 = 6, 7 */
+    acc = lane_word(l, (((i >> 1) & 1) << 1) | ((i >> 2) & 1));
+    top = i & 1;
   } else {
     acc = lane_word(l, ((i & 3) << 1) | ((i >> 2) & 1));
     top = (i >> 3) & 1;
@@ -124,20 +128,32 @@ QMCU_POOL_INLINE uint32_t in_register(uint32_t v) {
   return v;
 }
 
-/* Sub-byte codes gathered per byte, added in byte lanes: m<j> holds in byte k channel
- * 2k + j (4-bit) or 4k + j (2-bit). */
-#define QMCU_POOL_CODES(W)          \
-  do {                              \
-    const uint32_t w_ = (W);        \
-    if (in_bits == 4) {             \
-      m0 += w_ & mask;              \
-      m1 += (w_ >> 4) & mask;       \
-    } else {                        \
-      m0 += w_ & mask;              \
-      m1 += (w_ >> 2) & mask;       \
-      m2 += (w_ >> 4) & mask;       \
-      m3 += (w_ >> 6) & mask;       \
-    }                               \
+/* Sub-byte codes of the pixel at Q gathered per byte, added in byte lanes: m<j> holds in
+ * byte k channel 2k + j (4-bit; m2, m3 the same for the second word: channels 8 + 2k + j),
+ * or 4k + j (2-bit). A 2-bit half group (8 channels, 2 bytes h) first becomes
+ * h | h << 14, whose bytes hold channels (0, 4, 1, 5) at bit 0 and (2, 6, 3, 7) at bit 4:
+ * two byte-lane words instead of four. */
+#define QMCU_POOL_CODES(Q)                           \
+  do {                                               \
+    const uint32_t w_ = load_lo((Q), bytes);         \
+    if (in_bits == 4) {                              \
+      m0 += w_ & mask;                               \
+      m1 += (w_ >> 4) & mask;                        \
+      if (bytes == 8) {                              \
+        const uint32_t v_ = qmcu_read_u32((Q) + 4);  \
+        m2 += v_ & mask;                             \
+        m3 += (v_ >> 4) & mask;                      \
+      }                                              \
+    } else if (bytes == 2) {                         \
+      const uint32_t t_ = w_ | (w_ << 14);           \
+      m0 += t_ & mask;                               \
+      m1 += (t_ >> 4) & mask;                        \
+    } else {                                         \
+      m0 += w_ & mask;                               \
+      m1 += (w_ >> 2) & mask;                        \
+      m2 += (w_ >> 4) & mask;                        \
+      m3 += (w_ >> 6) & mask;                        \
+    }                                                \
   } while (0)
 
 /* Byte lanes into the halfword lanes (UXTAB16: bytes 0, 2 and, rotated, 1, 3). */
@@ -147,7 +163,7 @@ QMCU_POOL_INLINE uint32_t in_register(uint32_t v) {
     l.a1 = qmcu_uxtab16_ror8(l.a1, m0);         \
     l.a2 = qmcu_uxtab16(l.a2, m1);              \
     l.a3 = qmcu_uxtab16_ror8(l.a3, m1);         \
-    if (in_bits == 2) {                         \
+    if (bytes == (in_bits == 2 ? 4 : 8)) {      \
       l.a4 = qmcu_uxtab16(l.a4, m2);            \
       l.a5 = qmcu_uxtab16_ror8(l.a5, m2);       \
       l.a6 = qmcu_uxtab16(l.a6, m3);            \
@@ -189,11 +205,11 @@ QMCU_POOL_INLINE uint32_t in_register(uint32_t v) {
   do {                                                                              \
     const uint8_t *const last_ = (END) - pixel;                                     \
     for (; (Q) < last_; (Q) += 2 * pixel) {                                         \
-      QMCU_POOL_CODES(load_lo(Q, bytes));                                           \
-      QMCU_POOL_CODES(load_lo((Q) + pixel, bytes));                                 \
+      QMCU_POOL_CODES(Q);                                                           \
+      QMCU_POOL_CODES((Q) + pixel);                                                 \
     }                                                                               \
     if ((Q) != (END)) {                                                             \
-      QMCU_POOL_CODES(load_lo(Q, bytes));                                           \
+      QMCU_POOL_CODES(Q);                                                           \
       (Q) += pixel;                                                                 \
     }                                                                               \
   } while (0)
@@ -257,7 +273,7 @@ QMCU_POOL_INLINE void finish_group(const qmcu_pool_window *w, const qmcu_pool_la
   int32_t v[16];
 #define QMCU_POOL_STEP(I)                                                              \
   if ((I) < n) {                                                                       \
-    const int32_t y_ = finish(w, lane_sum(l, (I), in_bits), in_bits, rescale, clamp);  \
+    const int32_t y_ = finish(w, lane_sum(l, (I), n, in_bits), in_bits, rescale, clamp);  \
     if (out_bits == 0) {                                                               \
       v[I] = y_;                                                                       \
     } else if (out_bits == 8) {                                                        \
@@ -306,7 +322,7 @@ QMCU_POOL_INLINE void pool_group(const qmcu_pool_window *w, const uint8_t *first
 QMCU_POOL_INLINE void pool_loop(const qmcu_avg_pool_params *p, const uint8_t *in, uint8_t *out,
                                 int32_t in_bits, int32_t out_bits, int32_t rescale,
                                 int32_t clamp) {
-  const int32_t group = in_bits == 2 ? 16 : 8, half_group = group / 2;
+  const int32_t group = in_bits == 8 ? 8 : 16, half_group = group / 2;
   const int32_t C = p->input.c, H = p->input.h, W = p->input.w;
   const int32_t pixel = C * in_bits / 8, row = W * pixel;
   const int32_t ob = p->out_bits, groups = C / group;
