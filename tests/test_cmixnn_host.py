@@ -293,7 +293,9 @@ def test_add_equals_reference(kernels, bits):
         assert kernels.read(ptr=bufs.output, size=case.expected.nbytes) == case.expected.tobytes()
 
 
-@pytest.mark.parametrize("bits", [(8, 8, 8), (8, 4, 4), (2, 8, 2), (4, 4, 8), (8, 8, 4)],
+@pytest.mark.parametrize("bits", [(8, 8, 8), (8, 4, 4), (2, 8, 2), (4, 4, 8), (8, 8, 4),
+                                  # one 8-bit and one sub-byte input: every (sub width, out)
+                                  (8, 4, 8), (4, 8, 2), (8, 2, 8), (2, 8, 4), (8, 2, 2)],
                          ids=lambda b: "a%dw%do%d" % b)
 @pytest.mark.parametrize("seed", range(3))
 def test_add_opt_every_code_pair_coarse_scales(kernels, bits, seed):
