@@ -2,16 +2,19 @@
  * qmcu_average_pool_2d_ref, bit for bit.
  *
  * Per output pixel the window (its in-bounds pixels, `count` of them) is summed one channel
- * group at a time in 16-bit lanes held in registers: a group is one input word of 2-bit codes
- * (16 channels) or of 4-bit codes (8 channels), or two words of int8 (8 channels). Lanes add
- * with SXTAB16 (int8, sign-extended) or UXTAB16 (sub-byte codes, masked out of the word with
- * one AND each), so one load feeds 4, 8 or 16 channel sums. The lane sums are exact while
- * they fit 16 bits: |sum| <= 128 * window for int8 (window <= 255), sum <= (2^b - 1) * window
- * for b-bit codes (window <= 65535 / (2^b - 1)); larger windows take the reference path.
- * Then per channel: rescale = 0: round_div(sum, count) (no sign test for unsigned codes);
- * rescale = 1: round_div(MBQM(sum - count * in_zp), count) + out_zp; the clamp only where the
- * activation range can cut the result; the output group written as whole bytes. Channels
- * past the last whole group (C not a multiple of 8 or 16) are computed one by one.
+ * group at a time in 16-bit lanes held in registers: a group is two input words of int8 (8
+ * channels, SXTAB16 adds two sign-extended bytes per instruction), two words of 4-bit codes
+ * (16 channels) or one word of 2-bit codes (16 channels). Sub-byte codes are masked out of the
+ * word with one AND per code position and added in byte lanes (up to 255 / (2^b - 1) pixels),
+ * then moved to the 16-bit lanes with UXTAB16. Windows covering whole rows are one run of
+ * pixels. The lane sums are exact while they fit 16 bits: |sum| <= 128 * window for int8
+ * (window <= 255), sum <= (2^b - 1) * window for b-bit codes (window <= 65535 / (2^b - 1));
+ * larger windows take the reference path. Then per channel: rescale = 0: round_div(sum, count)
+ * (no sign test for unsigned codes); rescale = 1: round_div(MBQM(sum - count * in_zp), count)
+ * + out_zp, MBQM in a fused SMMULR form (multiplier >= 0, shift >= -30, no overflow; else the
+ * reference path); the clamp only where the activation range can cut the result; the group's
+ * outputs written as whole bytes. Half groups (int8 4 channels, 4-bit 8, 2-bit 8) take the rest
+ * where they fit; channels past them are computed one by one.
  */
 #include "qmcu/qmcu_ops.h"
 #include "qmcu_opt_common.h"
@@ -30,10 +33,19 @@ static int32_t max_window(int32_t in_bits) {
   return in_bits == 8 ? 255 : 65535 / ((1 << in_bits) - 1);
 }
 
+/* rescale: MBQM(x, m, s) in the fused form below needs m >= 0, s >= -30 and
+ * |x| * 2^(max(s, 0) + 1) < 2^31, where |x| = |sum of (q - in_zp)| <= 255 * window. */
+static int fused_rescale(const qmcu_avg_pool_params *p) {
+  const int32_t left = p->shift > 0 ? p->shift : 0;
+  return p->multiplier >= 0 && p->shift >= -30 && left <= 20 &&
+         (int64_t)255 * p->filter_h * p->filter_w * ((int64_t)2 << left) < ((int64_t)1 << 31);
+}
+
 int qmcu_average_pool_2d_opt_supported(const qmcu_avg_pool_params *p) {
   return qmcu_average_pool_2d_check(p) == QMCU_STATUS_OK && p->filter_h <= 65535 &&
          p->filter_w <= 65535 &&
-         (int64_t)p->filter_h * p->filter_w <= (int64_t)max_window(p->in_bits);
+         (int64_t)p->filter_h * p->filter_w <= (int64_t)max_window(p->in_bits) &&
+         (!p->rescale || fused_rescale(p));
 }
 
 /* Everything the finishing step of one output pixel needs, as values (not read through a
@@ -41,11 +53,14 @@ int qmcu_average_pool_2d_opt_supported(const qmcu_avg_pool_params *p) {
 typedef struct {
   int32_t count;
   int32_t half;   /* count / 2 */
-  int32_t offset; /* rescale: count * in_zero_point */
+  int32_t offset2; /* rescale: count * in_zero_point * scale2 */
   int32_t act_min;
   int32_t act_max;
   int32_t multiplier;
-  int32_t shift;
+  int32_t scale2; /* rescale: 2^(left + 1), left = max(shift, 0) */
+  int32_t round;  /* 2^(r - 1) for r = max(-shift, 0) > 0, else 0 */
+  int32_t neg;    /* -1 for r > 0, else 0 */
+  int32_t right;  /* r */
   int32_t out_zero_point;
   int32_t out_bits;
 } qmcu_pool_window;
@@ -55,7 +70,12 @@ QMCU_POOL_INLINE int32_t finish(const qmcu_pool_window *w, int32_t sum, int32_t 
                                 int32_t rescale, int32_t clamp) {
   int32_t y;
   if (rescale) {
-    const int32_t v = qmcu_mbqm(sum - w->offset, w->multiplier, w->shift);
+    /* MBQM(sum - count * in_zp, m, s): x2 = 2 * (x << left); SMMULR(x2, m) is SRDHM(x << left,
+     * m), and (h + 2^(r-1) - (x2 < 0)) >> r is RDBPOT(h, r) (the sign of x2 stands for that of
+     * h: they differ only where h is 0, and there both give 0), as in qmcu_add_opt.c */
+    const int32_t x2 = sum * w->scale2 - w->offset2;
+    const int32_t v = (qmcu_smmulr(x2, w->multiplier) + w->round + ((x2 >> 31) & w->neg)) >>
+                      w->right;
     y = (v > 0 ? v + w->half : v - w->half) / w->count + w->out_zero_point;
   } else if (in_bits == 8) {
     y = (sum > 0 ? sum + w->half : sum - w->half) / w->count; /* half away from zero */
@@ -335,7 +355,10 @@ QMCU_POOL_INLINE void pool_loop(const qmcu_avg_pool_params *p, const uint8_t *in
   w.act_min = p->act_min;
   w.act_max = p->act_max;
   w.multiplier = p->multiplier;
-  w.shift = p->shift;
+  w.scale2 = 2 << (p->shift > 0 ? p->shift : 0);
+  w.right = p->shift < 0 ? -p->shift : 0;
+  w.round = w.right > 0 ? 1 << (w.right - 1) : 0;
+  w.neg = w.right > 0 ? -1 : 0;
   w.out_zero_point = p->out_zero_point;
   w.out_bits = ob;
   for (n = 0; n < p->output.n; ++n) {
@@ -354,7 +377,7 @@ QMCU_POOL_INLINE void pool_loop(const qmcu_avg_pool_params *p, const uint8_t *in
         int32_t rows = ye - ys, cols = xe - xs, chunk;
         w.count = rows * cols;
         w.half = w.count / 2;
-        w.offset = w.count * p->in_zero_point;
+        w.offset2 = w.count * p->in_zero_point * w.scale2;
         if (cols * pixel == row) { /* whole rows: one run of pixels */
           cols *= rows;
           rows = 1;
