@@ -8,6 +8,9 @@ instructions, not cycles. Each run also checks the kernel output against the num
 
     python bench/kernels_cortexm.py [--target cortex-m4|cortex-m7] [--jobs 2]
 
+With --add / --pool: QMCU_ADD per element / QMCU_AVERAGE_POOL_2D per output element, beside
+CMSIS-NN's int8 kernel (arm_elementwise_add_s8 / arm_avgpool_s8, recorded figures).
+
 With --stage: QMCU_PATCH_STAGE (optimized build) on MobileNetV2-style stages: the whole
 op's instructions against the sum of its layer kernel calls alone (the same calls, per patch,
 counted with markers around each call: QMCU_STAGE_BENCH_HOOKS), i.e. what the stage adds for
@@ -237,6 +240,75 @@ def run_add(*, helper, target, plugin: pathlib.Path, shape, variant: str) -> Res
                   insns=regions[1] - regions[0], outputs=elements, bits=(b1, b2, bo))
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolLayer:
+    """One AVERAGE_POOL_2D shape (explicit pads: top, bottom, left, right)."""
+    in_shape: tuple[int, int, int, int]
+    filt: tuple[int, int]
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]
+
+    @property
+    def key(self) -> str:
+        """Shape key of the recorded CMSIS-NN figures (bench/data/cmsis_nn_cortex_m4.json)."""
+        _, h, w, c = self.in_shape
+        return (f"avgpool {self.filt[0]}x{self.filt[1]} s{self.stride[0]}x{self.stride[1]} "
+                f"{h}x{w}x{c} pads {','.join(map(str, self.pads))}")
+
+
+POOL_LAYERS = {
+    # Neither the bundled model nor MobileNetV2 w0.35 r144 has an AVERAGE_POOL_2D: both end in
+    # a global MEAN (not a QMCU op); these are those MEANs written as a global average pool
+    "global 6x6x128 (bundled model's MEAN)": PoolLayer((1, 6, 6, 128), (6, 6), (1, 1),
+                                                       (0, 0, 0, 0)),
+    "global 5x5x1280 (MobileNetV2's MEAN)": PoolLayer((1, 5, 5, 1280), (5, 5), (1, 1),
+                                                      (0, 0, 0, 0)),
+    # testdata/conv_chain.tflite's AVERAGE_POOL_2D (SAME)
+    "3x3 s2 22x26x8 (conv_chain)": PoolLayer((1, 22, 26, 8), (3, 3), (2, 2), (0, 1, 0, 1)),
+    # typical mid-network pools
+    "2x2 s2 24x24x32": PoolLayer((1, 24, 24, 32), (2, 2), (2, 2), (0, 0, 0, 0)),
+    "3x3 s1 24x24x32 SAME": PoolLayer((1, 24, 24, 32), (3, 3), (1, 1), (1, 1, 1, 1)),
+}
+POOL_VARIANTS = {
+    # name: (in_bits, out_bits, rescale, path); same bits and quantization: no rescale, the
+    # TFLite int8 arithmetic (what arm_avgpool_s8 computes)
+    "int8 ref": (8, 8, False, 0),
+    "int8 opt": (8, 8, False, 2),
+    "a4 (4 -> 4)": (4, 4, False, 2),
+    "a2 (2 -> 2)": (2, 2, False, 2),
+    # where a map changes width at the pool the converter requantizes (rescale)
+    "a8->4 (rescale)": (8, 4, True, 2),
+}
+
+
+def pool_case(*, layer: PoolLayer, variant: str):
+    """The golden case of one (pool layer, variant): random input, numpy reference output."""
+    in_bits, out_bits, rescale, _ = POOL_VARIANTS[variant]
+    return gold.random_pool_case(rng=np.random.default_rng(7), in_bits=in_bits,
+                                 out_bits=out_bits, in_shape=layer.in_shape, filt=layer.filt,
+                                 stride=layer.stride, pads=layer.pads, rescale=rescale)
+
+
+def run_pool(*, helper, target, plugin: pathlib.Path, name: str, layer: PoolLayer,
+             variant: str) -> Result:
+    """Build, run and count one QMCU_AVERAGE_POOL_2D call; MACs here means output elements."""
+    path = POOL_VARIANTS[variant][3]
+    case = pool_case(layer=layer, variant=variant)
+    work = BUILD / re.sub(r"[^a-z0-9]+", "_", f"{target.name} {layer.key} {variant}".lower())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "qmcu_bench_case.h").write_text(f"#define QMCU_BENCH_PATH {path}\n"
+                                            "#define QMCU_BENCH_POOL 1\n"
+                                            + gold.golden_header(pools=[case]))
+    elf = helper.build_elf(target=target, main_source=CORTEXM / "qmcu_bench_main.c",
+                           include_dirs=[work], out=work / "bench.elf")
+    regions = _regions(helper=helper, target=target, plugin=plugin, elf=elf)
+    outputs = int(np.prod(case.options.out_shape))
+    in_bits, out_bits = POOL_VARIANTS[variant][:2]
+    return Result(layer=name, key=layer.key, variant=variant,
+                  path="ref" if path == 0 else "opt", macs=outputs,
+                  insns=regions[1] - regions[0], outputs=outputs, bits=(in_bits, out_bits))
+
+
 STAGE_CASES = [
     # (label, fixture, split, grid, in_place[, sub-byte seed])
     ("MobileNetV2 w0.35 r144, blocks 0-2 (#9), 3x3", "mobilenetv2_w035_r144.tflite", 9,
@@ -423,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one row per layer, variants as columns, ratios to CMSIS-NN")
     parser.add_argument("--add", action="store_true",
                         help="QMCU_ADD on the bundled models' residual shapes (per element)")
+    parser.add_argument("--pool", action="store_true",
+                        help="QMCU_AVERAGE_POOL_2D on global and mid-network pool shapes "
+                             "(per output element)")
     parser.add_argument("--stage", action="store_true",
                         help="QMCU_PATCH_STAGE against the sum of its layer kernel calls")
     parser.add_argument("--record", metavar="JSON",
@@ -449,6 +524,18 @@ def main(argv: list[str] | None = None) -> int:
             results = [f.result() for f in futures]
         fmt = format_wide if args.wide else format_table
         print(fmt(results=results, target=args.target, cmsis=load_cmsis_nn(), unit="element"))
+        return 0
+    if args.pool:
+        jobs = [(name, v) for name in POOL_LAYERS for v in POOL_VARIANTS
+                if (not args.layer or any(f in name for f in args.layer))
+                and (not args.variant or any(f in v for f in args.variant))]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_pool, helper=helper, target=target, plugin=plugin,
+                                   name=name, layer=POOL_LAYERS[name], variant=v)
+                       for name, v in jobs]
+            results = [f.result() for f in futures]
+        fmt = format_wide if args.wide else format_table
+        print(fmt(results=results, target=args.target, cmsis=load_cmsis_nn(), unit="output"))
         return 0
     if args.record:
         record(helper=helper, target=target, plugin=plugin, jobs=args.jobs,

@@ -52,6 +52,18 @@ def _golden_header() -> str:
     pools = [gold.random_pool_case(rng=rng, in_bits=i, out_bits=o, in_shape=(1, 7, 6, 8),
                                    filt=(3, 3), stride=(2, 2), pads=(1, 1, 1, 0))
              for i, o in [(8, 8), (4, 4), (2, 2), (4, 8), (8, 2)]]
+    # the DSP fast path's branches (qmcu_pool_opt.c): whole-row windows with channel groups
+    # and half groups, sub-byte byte lanes flushed within a row (22 > 17 4-bit pixels, 90 > 85
+    # 2-bit pixels), tail channels, rescaled outputs
+    pool_shapes = [((1, 5, 5, 48), (5, 5), (1, 1), (0, 0, 0, 0)),
+                   ((1, 4, 25, 8), (1, 22), (1, 1), (0, 0, 0, 0)),
+                   ((1, 2, 96, 16), (2, 90), (1, 3), (0, 0, 0, 0)),
+                   ((1, 5, 7, 12), (2, 3), (1, 2), (1, 0, 2, 1))]
+    for (shape, filt, stride, pads), (i, o, r) in itertools.product(
+            pool_shapes, [(8, 8, False), (4, 4, False), (2, 2, False), (8, 4, True),
+                          (2, 8, True)]):
+        pools.append(gold.random_pool_case(rng=rng, in_bits=i, out_bits=o, in_shape=shape,
+                                           filt=filt, stride=stride, pads=pads, rescale=r))
     requants = [gold.random_requant_case(rng=rng, in_bits=i, out_bits=o, shape=(1, 3, 5, 16))
                 for i, o in [(8, 4), (8, 2), (4, 8), (2, 8)]]
     return gold.golden_header(convs=convs, adds=adds, pools=pools, requants=requants)

@@ -293,7 +293,9 @@ def test_add_equals_reference(kernels, bits):
         assert kernels.read(ptr=bufs.output, size=case.expected.nbytes) == case.expected.tobytes()
 
 
-@pytest.mark.parametrize("bits", [(8, 8, 8), (8, 4, 4), (2, 8, 2), (4, 4, 8), (8, 8, 4)],
+@pytest.mark.parametrize("bits", [(8, 8, 8), (8, 4, 4), (2, 8, 2), (4, 4, 8), (8, 8, 4),
+                                  # one 8-bit and one sub-byte input: every (sub width, out)
+                                  (8, 4, 8), (4, 8, 2), (8, 2, 8), (2, 8, 4), (8, 2, 2)],
                          ids=lambda b: "a%dw%do%d" % b)
 @pytest.mark.parametrize("seed", range(3))
 def test_add_opt_every_code_pair_coarse_scales(kernels, bits, seed):
@@ -360,6 +362,83 @@ def test_average_pool_equals_reference(kernels, in_bits, out_bits, rescale, geom
                             kernels.buffer(size=case.expected.nbytes))
         assert getattr(kernels.lib, fn)(ctypes.byref(params), ctypes.byref(bufs)) == 0
         assert kernels.read(ptr=bufs.output, size=case.expected.nbytes) == case.expected.tobytes()
+
+
+# Shapes that reach every branch of qmcu_average_pool_2d_opt: channel groups (8 for 8 and 4
+# bits, 16 for 2 bits), half groups and single tail channels; windows covering whole rows (one
+# run of pixels), windows clipped by padding; sub-byte byte lanes flushed every few rows, or
+# within a row longer than they hold (more than 17 4-bit or 85 2-bit pixels); batches.
+POOL_OPT_GRID = [
+    ((1, 6, 6, 32), (6, 6), (1, 1), (0, 0, 0, 0)),       # global, whole rows
+    ((2, 5, 5, 24), (5, 5), (1, 1), (0, 0, 0, 0)),       # global, 16 + 8 channels, batch 2
+    ((1, 9, 9, 12), (5, 5), (1, 2), (2, 2, 1, 1)),       # 8 + 4 channels, clipped windows
+    ((1, 7, 6, 4), (3, 3), (2, 2), (1, 1, 1, 0)),        # half group only
+    ((1, 4, 25, 8), (1, 22), (1, 1), (0, 0, 0, 0)),      # 4-bit row of 22 > 17 pixels
+    ((1, 2, 96, 16), (2, 90), (1, 3), (0, 0, 0, 0)),     # 2-bit row of 90 > 85 pixels
+    ((1, 17, 15, 16), (17, 15), (1, 1), (0, 0, 0, 0)),   # int8 window 255: the 16-bit lanes' limit
+    ((1, 5, 7, 6), (2, 3), (1, 2), (1, 0, 2, 1)),        # int8 4 + 2 tail; 4-bit 4 + 2; 2-bit 4
+]
+
+
+def _pool_params(o) -> PoolParams:
+    return PoolParams(_dims(o.in_shape), _dims(o.out_shape), o.filter_h, o.filter_w, o.in_bits,
+                      o.out_bits, o.in_zero_point, o.out_zero_point, o.act_min, o.act_max,
+                      int(o.rescale), o.multiplier, o.shift, _geometry(o.geometry))
+
+
+@pytest.mark.parametrize("in_bits,out_bits,rescale", [(8, 8, False), (4, 4, False),
+                                                      (2, 2, False), (8, 8, True), (8, 4, True),
+                                                      (8, 2, True), (4, 8, True), (4, 4, True),
+                                                      (4, 2, True), (2, 8, True), (2, 4, True),
+                                                      (2, 2, True)])
+@pytest.mark.parametrize("inputs", ["random", "extremes", "clamped"])
+@pytest.mark.parametrize("geometry", range(len(POOL_OPT_GRID)))
+def test_average_pool_opt_equals_reference(kernels, in_bits, out_bits, rescale, inputs,
+                                           geometry):
+    """qmcu_average_pool_2d_opt (16-bit lane sums, byte lanes for sub-byte codes) against the
+    numpy reference: random codes, every code at the range's ends (the largest lane sums, the
+    sign of the int8 rounding), and an activation range that cuts the averages (the clamp)."""
+    from tflite_quantmcu import qmcu_options as qo
+    from tflite_quantmcu.reference import qmcu_kernels as qk
+
+    in_shape, filt, stride, pads = POOL_OPT_GRID[geometry]
+    if in_shape[3] % (8 // min(in_bits, out_bits)):
+        pytest.skip("channels do not pack at this width")
+    rng = np.random.default_rng(1000 + geometry * 7 + in_bits + out_bits)
+    case = gold.random_pool_case(rng=rng, in_bits=in_bits, out_bits=out_bits, in_shape=in_shape,
+                                 filt=filt, stride=stride, pads=pads, rescale=rescale)
+    o, x = case.options, case.input
+    lo, hi = qo.act_range(bits=in_bits)
+    if inputs == "extremes":
+        values = np.where(rng.random(in_shape) < 0.5, lo, hi)
+        values[..., 0] = lo  # whole windows at either end
+        values[..., 1] = hi
+        x = qo.pack_bits(values=values, bits=in_bits)
+    elif inputs == "clamped":
+        out_lo, out_hi = qo.act_range(bits=out_bits)
+        span = out_hi - out_lo
+        o = dataclasses.replace(o, act_min=out_lo + span // 3, act_max=out_hi - span // 4)
+    want = qk.average_pool_2d(input=x, options=o)
+    params = _pool_params(o)
+    assert kernels.lib.qmcu_average_pool_2d_opt_supported(ctypes.byref(params)) == 1
+    for fn in ("qmcu_average_pool_2d_opt", "qmcu_average_pool_2d"):
+        bufs = UnaryBuffers(kernels.buffer(data=x), kernels.buffer(size=want.nbytes))
+        assert getattr(kernels.lib, fn)(ctypes.byref(params), ctypes.byref(bufs)) == 0
+        assert kernels.read(ptr=bufs.output, size=want.nbytes) == want.tobytes(), fn
+
+
+def test_average_pool_opt_leaves_windows_past_its_lanes_to_the_reference(kernels):
+    """An int8 window of 256 pixels could overflow a 16-bit lane sum: the fast path declines it
+    and the switch runs the reference path (same output as numpy)."""
+    case = gold.random_pool_case(rng=np.random.default_rng(5), in_bits=8, out_bits=8,
+                                 in_shape=(1, 16, 16, 8), filt=(16, 16), stride=(1, 1),
+                                 pads=(0, 0, 0, 0))
+    params = _pool_params(case.options)
+    assert kernels.lib.qmcu_average_pool_2d_opt_supported(ctypes.byref(params)) == 0
+    bufs = UnaryBuffers(kernels.buffer(data=case.input), kernels.buffer(size=case.expected.nbytes))
+    assert kernels.lib.qmcu_average_pool_2d_opt(ctypes.byref(params), ctypes.byref(bufs)) == 2
+    assert kernels.lib.qmcu_average_pool_2d(ctypes.byref(params), ctypes.byref(bufs)) == 0
+    assert kernels.read(ptr=bufs.output, size=case.expected.nbytes) == case.expected.tobytes()
 
 
 @pytest.mark.parametrize("in_bits,out_bits", [(8, 4), (8, 2), (4, 8), (2, 8)])

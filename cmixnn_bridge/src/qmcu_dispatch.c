@@ -45,6 +45,9 @@ size_t qmcu_average_pool_2d_scratch_size(const qmcu_avg_pool_params *p) {
 }
 
 qmcu_status qmcu_average_pool_2d(const qmcu_avg_pool_params *p, const qmcu_unary_buffers *b) {
+  if (QMCU_OPT_ENABLED && qmcu_average_pool_2d_opt_supported(p)) {
+    return qmcu_average_pool_2d_opt(p, b);
+  }
   return qmcu_average_pool_2d_ref(p, b);
 }
 

@@ -123,6 +123,9 @@ qmcu_status qmcu_average_pool_2d(const qmcu_avg_pool_params *params,
                                  const qmcu_unary_buffers *buffers);
 qmcu_status qmcu_average_pool_2d_ref(const qmcu_avg_pool_params *params,
                                      const qmcu_unary_buffers *buffers);
+int qmcu_average_pool_2d_opt_supported(const qmcu_avg_pool_params *params);
+qmcu_status qmcu_average_pool_2d_opt(const qmcu_avg_pool_params *params,
+                                     const qmcu_unary_buffers *buffers);
 
 /* ---- QMCU_PACK / QMCU_UNPACK (docs §6) ---- */
 typedef struct {

@@ -12,7 +12,9 @@
  *   there both give 0). The output requantization of the sum takes the same fused form when
  *   the sum is bounded by 2^30 (checked from the terms' extremes), m_out >= 0 and
  *   r_out = -s_out in [1, 30] with |2^(r-1) + zp_out * 2^r| < 2^30 - 2 (zp folded into c);
- *   else qmcu_mbqm.
+ *   else qmcu_mbqm. Loops specialized on the widths: both inputs 8-bit (fused88_loop), or one
+ *   8-bit input in the fused form and one sub-byte input by its table (mixed_loop: whole bytes
+ *   of the packed input and output per step); other cases one element at a time.
  */
 #include "qmcu/qmcu_ops.h"
 #include "qmcu_opt_common.h"
@@ -226,6 +228,70 @@ static void fused88_2(const qmcu_add_term *t1, const qmcu_add_term *t2, const in
   fused88_loop(t1, t2, a, b, o, n, mo, c, r, lo, hi, 2);
 }
 
+/* One 8-bit input (fused term) and one sub-byte input (its 16- or 4-entry term table), the
+ * output requantization fused; bs (the sub-byte width) and bo constants after inlining. Steps
+ * of `chunk` elements: whole bytes of the packed input and of the packed output. */
+QMCU_ADD_INLINE void mixed_loop(const qmcu_add_term *t8, const int32_t *table, const int8_t *a,
+                                const uint8_t *sub, uint8_t *out, int32_t count, int32_t mo,
+                                int32_t c, int32_t r, int32_t lo, int32_t hi, int32_t bs,
+                                int32_t bo) {
+  const int32_t s1 = t8->scale2, z1 = t8->bias2, m1 = t8->mult, c1 = t8->c, n1 = t8->neg;
+  const int32_t r1 = t8->r;
+  const int32_t chunk = bo == 8 || bs <= bo ? 8 / bs : 8 / bo;
+  const uint32_t code_mask = (1u << bs) - 1u;
+  int32_t i;
+  for (i = 0; i < count; i += chunk, a += chunk) {
+    const uint32_t codes = chunk * bs > 8 ? (uint32_t)sub[0] | ((uint32_t)sub[1] << 8)
+                                          : (uint32_t)sub[0];
+    uint32_t packed = 0;
+#define QMCU_ADD_MIXED_STEP(K)                                                               \
+  if ((K) < chunk) {                                                                         \
+    const int32_t x1 = a[K] * s1 + z1;                                                       \
+    const int32_t sum = ((qmcu_smmulr(x1, m1) + c1 + ((x1 >> 31) & n1)) >> r1) +             \
+                        table[(codes >> ((K) * bs)) & code_mask];                            \
+    const int32_t d = 2 * sum;                                                               \
+    int32_t y = (int32_t)((uint32_t)c + (uint32_t)qmcu_smmulr(d, mo) + (uint32_t)(d >> 31)) >> r; \
+    y = y < lo ? lo : (y > hi ? hi : y);                                                     \
+    if (bo == 8) {                                                                           \
+      out[K] = (uint8_t)y;                                                                   \
+    } else {                                                                                 \
+      packed |= (uint32_t)y << ((K) * bo); /* y is in [lo, hi], inside the output range */   \
+    }                                                                                        \
+  }
+    QMCU_ADD_MIXED_STEP(0)
+    QMCU_ADD_MIXED_STEP(1)
+    QMCU_ADD_MIXED_STEP(2)
+    QMCU_ADD_MIXED_STEP(3)
+#undef QMCU_ADD_MIXED_STEP
+    sub += chunk * bs / 8;
+    if (bo == 8) {
+      out += chunk;
+    } else {
+      out[0] = (uint8_t)packed;
+      if (chunk * bo > 8) out[1] = (uint8_t)(packed >> 8);
+      out += chunk * bo / 8;
+    }
+  }
+}
+
+#define QMCU_ADD_MIXED(BS, BO)                                                               \
+  static void mixed_##BS##_##BO(const qmcu_add_term *t8, const int32_t *table, const int8_t *a, \
+                                const uint8_t *sub, uint8_t *out, int32_t count, int32_t mo,  \
+                                int32_t c, int32_t r, int32_t lo, int32_t hi) {               \
+    mixed_loop(t8, table, a, sub, out, count, mo, c, r, lo, hi, BS, BO);                      \
+  }
+QMCU_ADD_MIXED(4, 8)
+QMCU_ADD_MIXED(4, 4)
+QMCU_ADD_MIXED(4, 2)
+QMCU_ADD_MIXED(2, 8)
+QMCU_ADD_MIXED(2, 4)
+QMCU_ADD_MIXED(2, 2)
+#undef QMCU_ADD_MIXED
+
+typedef void (*qmcu_add_mixed_fn)(const qmcu_add_term *, const int32_t *, const int8_t *,
+                                  const uint8_t *, uint8_t *, int32_t, int32_t, int32_t, int32_t,
+                                  int32_t, int32_t);
+
 static void add_by_terms(const qmcu_add_params *p, const qmcu_add_buffers *b) {
   const qmcu_add_term t1 = term_setup(p, p->in1_bits, p->in1_zero_point, p->in1_multiplier,
                                       p->in1_shift);
@@ -253,6 +319,17 @@ static void add_by_terms(const qmcu_add_params *p, const qmcu_add_buffers *b) {
     } else {
       fused88_2(&t1, &t2, a, bb, o, count, mo, c, r, lo, hi);
     }
+    return;
+  }
+  if (fused && (t1.bits == 8) != (t2.bits == 8) && (t1.bits == 8 ? t1.fused : t2.fused)) {
+    static const qmcu_add_mixed_fn fns[2][3] = {{mixed_4_8, mixed_4_4, mixed_4_2},
+                                                {mixed_2_8, mixed_2_4, mixed_2_2}};
+    const qmcu_add_term *t8 = t1.bits == 8 ? &t1 : &t2, *ts = t1.bits == 8 ? &t2 : &t1;
+    const void *in8 = t1.bits == 8 ? b->input1 : b->input2;
+    const void *insub = t1.bits == 8 ? b->input2 : b->input1;
+    fns[ts->bits == 4 ? 0 : 1][p->out_bits == 8 ? 0 : (p->out_bits == 4 ? 1 : 2)](
+        t8, ts->table, (const int8_t *)in8, (const uint8_t *)insub, (uint8_t *)b->output, count,
+        p->out_multiplier, c, r, lo, hi);
     return;
   }
   w.out = (uint8_t *)b->output;

@@ -1,8 +1,9 @@
 /* One kernel call between qmcu_bench_begin() and qmcu_bench_end() for the icount plugin,
  * preceded by an empty region (the marker overhead), then a check against the golden output.
  * qmcu_bench_case.h defines one conv/depthwise case (qmcu_golden_convs[0]), or with
- * QMCU_BENCH_ADD one QMCU_ADD case (qmcu_golden_adds[0]), and QMCU_BENCH_PATH: 0 reference,
- * 1 optimized, 2 the switch (qmcu_conv_2d / _depthwise / qmcu_add). */
+ * QMCU_BENCH_ADD one QMCU_ADD case (qmcu_golden_adds[0]), or with QMCU_BENCH_POOL one
+ * QMCU_AVERAGE_POOL_2D case (qmcu_golden_pools[0]), and QMCU_BENCH_PATH: 0 reference,
+ * 1 optimized, 2 the switch (qmcu_conv_2d / _depthwise / qmcu_add / qmcu_average_pool_2d). */
 #include <stdio.h>
 #include <string.h>
 
@@ -29,7 +30,13 @@ typedef struct {
   const uint8_t *expected;
   uint32_t out_bytes;
 } qmcu_golden_add;
-typedef struct { int unused; } qmcu_golden_pool;
+typedef struct {
+  const char *name;
+  qmcu_avg_pool_params params;
+  const uint8_t *input;
+  const uint8_t *expected;
+  uint32_t out_bytes;
+} qmcu_golden_pool;
 typedef struct { int unused; } qmcu_golden_requant;
 
 #include "qmcu_bench_case.h"
@@ -57,7 +64,33 @@ static conv_fn pick(const qmcu_golden_conv *c) {
   return qmcu_conv_2d;
 }
 
-#if defined(QMCU_BENCH_ADD)
+#if defined(QMCU_BENCH_POOL)
+int main(void) {
+  const qmcu_golden_pool *c = &qmcu_golden_pools[0];
+  qmcu_unary_buffers b;
+  qmcu_status status;
+  b.input = c->input;
+  b.output = out_buf;
+  qmcu_bench_begin();
+  qmcu_bench_end();
+  qmcu_bench_begin();
+  status = QMCU_BENCH_PATH == 0   ? qmcu_average_pool_2d_ref(&c->params, &b)
+           : QMCU_BENCH_PATH == 1 ? qmcu_average_pool_2d_opt(&c->params, &b)
+                                  : qmcu_average_pool_2d(&c->params, &b);
+  qmcu_bench_end();
+  (void)scratch_buf;
+  (void)pick;
+  if (status != QMCU_STATUS_OK || memcmp(out_buf, c->expected, c->out_bytes) != 0) {
+    printf("qmcu bench %s: MISMATCH (status %d)\n", c->name, (int)status);
+    return 1;
+  }
+  printf("qmcu bench %s: output matches the reference; path=%s\n", c->name,
+         QMCU_BENCH_PATH == 0 ? "ref"
+         : (QMCU_BENCH_PATH == 1 || qmcu_average_pool_2d_opt_supported(&c->params)) ? "opt"
+                                                                                  : "ref");
+  return 0;
+}
+#elif defined(QMCU_BENCH_ADD)
 int main(void) {
   const qmcu_golden_add *c = &qmcu_golden_adds[0];
   qmcu_add_buffers b;
