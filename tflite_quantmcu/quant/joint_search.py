@@ -299,6 +299,9 @@ def choose_patch_plan(*, graph: Graph, first: PatchPlan, options: PatchOptions,
     the planner (e.g. its plan of the other form) that count for patch-int8's lowest total."""
     plans = [p for form in forms
              for p in candidate_plans(graph=graph, first=first, options=options, form=form)]
+    known = {(p.form, p.split_op, tuple(p.grid)) for p in plans}
+    plans += [p for p in firsts if p.form in forms and p.is_patched
+              and (p.form, p.split_op, tuple(p.grid)) not in known]
     plans = [p for p in plans if p.is_patched] or ([first] if first.is_patched else [])
     if not plans:
         return None
