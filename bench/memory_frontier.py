@@ -2,12 +2,13 @@
 
 For each model (``--model fashion|digits``, the cases of bench/quantmcu_accuracy.py):
 
-* **patch-int8**: the lowest total arena of the planner's plan (``objective="min-memory"``, no
-  budget, the default 5 % file-growth cap), the layer-based model and every candidate of the
-  joint search as an int8 plan (same cap; the planner's search can miss one of them). Its
-  top-1 is the int8 model's (the rewrite is bit-exact).
-* **quantmcu**: the joint search of ``convert`` (``quant/joint_search.py``: candidates, VDPC per
-  candidate, quick 4-bit totals) keeps the ``--candidates`` best candidates; for each, the full
+* **patch-int8**: the lowest total arena of the planner's plan per patch form
+  (``objective="min-memory"``, no budget, the default 5 % file-growth cap), the layer-based
+  model and every candidate of the joint search as an int8 plan, over the forms of
+  ``--forms`` (default both, builtin and stage-op; same caps; the planner's search can miss
+  one of them). Its top-1 is the int8 model's (the rewrite is bit-exact).
+* **quantmcu**: the joint search of ``convert`` (``quant/joint_search.py``: candidates of the
+  same forms, VDPC per candidate, quick 4-bit totals) keeps the ``--candidates`` best; for each, the full
   QuantMCU statistics and range selection run on the calibration fit half, then the memory path
   (``quant/memory_fit.memory_path``, simulated costs on the held-out half) goes from all-int8 to
   the floor (budget 0). Every path point that lowers the running minimum total is a frontier
@@ -46,10 +47,8 @@ from tflite_quantmcu.analysis.model_analysis import arena_bytes  # noqa: E402
 from tflite_quantmcu.ir.reader import read_model_file  # noqa: E402
 from tflite_quantmcu.patches.plan import PatchOptions  # noqa: E402
 from tflite_quantmcu.patches.planner import plan_patches  # noqa: E402
-from tflite_quantmcu.patches.rewrite import apply_patch_plan  # noqa: E402
 from tflite_quantmcu.quant.accuracy_guard import COST_SAMPLES, map_locations  # noqa: E402
-from tflite_quantmcu.quant.apply_bitwidths import (apply_bitwidth_plan,  # noqa: E402
-                                                   candidate_reasons)
+from tflite_quantmcu.quant.apply_bitwidths import candidate_reasons  # noqa: E402
 from tflite_quantmcu.quant.calibration_data import data_batches  # noqa: E402
 from tflite_quantmcu.quant.calibration_split import split_holdout  # noqa: E402
 from tflite_quantmcu.quant.evaluate import top1_counts  # noqa: E402

@@ -22,6 +22,12 @@ carry less op data than builtin ones, and VDPC leaves other branches at 8 bits):
    the units of its moves; a path that does not fit ends at the smallest total the candidate can
    reach (``lowest``).
 
+**Forms** (``forms``): the builtin form's candidates as above; the stage-op form's
+(:func:`_stage_op_plans`: one ``QMCU_PATCH_STAGE`` op, op data once per layer, one scratch
+slot per stage map) per split every grid up to 4x4 within the caps, since there more patches
+shrink the scratch at about the same int8 total. Both forms' candidates meet in one quick-total
+ranking; where memory binds the converter screens both unless ``--patch-form`` names one.
+
 The candidate that fits with the smallest cost wins (then fewer maps lowered, fewer BitOPs of
 its int8 form is the same model: fewer extra MACs, then lower total). If none fits, the one
 with the lowest ``lowest`` is taken (the memory fit then fails with the figures). The full search

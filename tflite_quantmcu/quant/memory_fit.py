@@ -18,6 +18,13 @@ turned sub-byte also turns its producer and readers into QMCU ops, whose requant
 constant in flash instead of TFLM's per-channel arrays in the arena tail, so a map away from
 the peak can lower the total. The path ends when the total fits or no move is left.
 
+**Stage-op form** (``patch_plan.form == "stage-op"``): the plan is applied in that form
+(:func:`convert_plan`: the stage maps' widths inside ``QMCU_PATCH_STAGE``, format version 2;
+the maps after it as QMCU ops); the maps keep their builtin-form names ``p{i}_{j}/{k}``. The
+op keeps one scratch slot per stage map, as large as the map's widest patch part, so when the
+op's scratch is live at the peak a move lowers all eligible parts of one stage map together
+(``PathStep.also``); outlier-branch parts stay 8-bit and keep their slot at 8-bit size.
+
 **Eligible maps**: those ``subbyte_candidates`` allows (producer and readers have a QMCU form:
 inside the patch stage and after it), never a map of a VDPC outlier-class branch (those stay
 8-bit, as the paper says) and never one whose width the options exclude.
