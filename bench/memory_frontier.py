@@ -8,8 +8,8 @@ For each model (``--model fashion|digits``, the cases of bench/quantmcu_accuracy
   ``--forms`` (default both, builtin and stage-op; same caps; the planner's search can miss
   one of them). Its top-1 is the int8 model's (the rewrite is bit-exact).
 * **quantmcu**: the joint search of ``convert`` (``quant/joint_search.py``: candidates of the
-  same forms, VDPC per candidate, quick 4-bit totals) keeps the ``--candidates`` best; for each, the full
-  QuantMCU statistics and range selection run on the calibration fit half, then the memory path
+  same forms, VDPC per candidate, quick 4-bit totals) keeps the ``--candidates`` best; for
+  each, the full QuantMCU statistics and range selection run on the calibration fit half, then the memory path
   (``quant/memory_fit.memory_path``, simulated costs on the held-out half) goes from all-int8 to
   the floor (budget 0). Every path point that lowers the running minimum total is a frontier
   point; at most ``--points`` of them, evenly spaced, plus the last, are converted and their
