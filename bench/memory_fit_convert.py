@@ -72,10 +72,12 @@ def parse_args(argv):
 
 
 def patch_int8_smallest(*, graph, max_file_growth: float) -> tuple[str, int]:
-    """patch-int8's smallest total, as bench/memory_frontier.py finds it."""
-    _, _, (label, total, _) = patch_int8_best(
+    """patch-int8's smallest total over both patch forms, as bench/memory_frontier.py finds
+    it."""
+    _, (label, total, _) = patch_int8_best(
         graph=graph, options=PatchOptions(objective="min-memory", target=TARGET,
-                                          max_file_growth=max_file_growth))
+                                          max_file_growth=max_file_growth),
+        forms=("builtin", "stage-op"))
     return label, total
 
 
@@ -92,7 +94,10 @@ def predictions(*, graphs, test) -> tuple[list[np.ndarray], np.ndarray]:
 
 
 def c_check(*, graph, test, samples: int) -> str:
-    """Every QMCU op of ``graph`` in C vs the reference executor on ``samples`` test images."""
+    """Every QMCU op of ``graph`` in C vs the reference executor on ``samples`` test images:
+    the per-layer ops by tests/qmcu_c_oracle.py, a QMCU_PATCH_STAGE op by the stage op's host
+    build (tests/test_stage_op_host.py; its optimized and reference paths) on the input the
+    executor fed it."""
     from qmcu_c_oracle import compare_qmcu_ops
     from test_cmixnn_host import Kernels, _build
     x_all = []
@@ -109,9 +114,42 @@ def c_check(*, graph, test, samples: int) -> str:
         found = compare_qmcu_ops(graph=graph, x=x, kernels=kernels)
     finally:
         kernels.free_all()
-    verdict = "bit-exact" if found.all_equal else f"DIFFERS at {found.mismatches[:3]}"
+    stage = stage_check(graph=graph, x=x)
+    ok = found.all_equal and (stage is None or stage[0])
+    verdict = "bit-exact" if ok else f"DIFFERS at {found.mismatches[:3]}"
+    summary = found.summary() + ("" if stage is None else f", {stage[1]}")
     return (f"C kernels (cmixnn_bridge host build) vs the reference executor, {len(x)} test "
-            f"images, every QMCU op: {verdict} ({found.summary()})")
+            f"images, every QMCU op: {verdict} ({summary})")
+
+
+def stage_check(*, graph, x) -> tuple[bool, str] | None:
+    """(all equal, 'QMCU_PATCH_STAGE k/n') of the stage op in C, both paths, per image; None
+    when the graph has no stage op."""
+    import test_stage_op_host as host
+    sub = graph.main
+    ops = [(i, op) for i, op in enumerate(sub.operators) if op.type == "QMCU_PATCH_STAGE"]
+    if not ops:
+        return None
+    lib = host.Stage(ctypes.CDLL(str(host._build(variant="plain"))))
+    checked = equal = 0
+    try:
+        for i in range(x.shape[0]):
+            seen: dict = {}
+            run_graph(graph=graph, inputs=[x[i:i + 1]],
+                      observer=lambda _j, _op, out: seen.update(out))
+            values = {**dict(zip(sub.inputs, [x[i:i + 1]])), **seen}
+            for _, op in ops:
+                operands = [None] + [sub.tensors[k].array() for k in op.inputs[1:]]
+                for use_opt in (True, False):
+                    status, got = lib.run(data=op.custom_options, x=values[op.inputs[0]],
+                                          operands=operands, use_opt=use_opt)
+                    checked += 1
+                    equal += status == 0 and np.array_equal(
+                        got.reshape(-1), np.asarray(values[op.outputs[0]]).reshape(-1))
+                lib.free_all()
+    finally:
+        lib.free_all()
+    return equal == checked, f"QMCU_PATCH_STAGE {equal}/{checked} (opt and ref paths)"
 
 
 def convert(*, args, case, sram: int):

@@ -2,13 +2,14 @@
 
 For each model (``--model fashion|digits``, the cases of bench/quantmcu_accuracy.py):
 
-* **patch-int8**: the lowest total arena of the planner's plan (``objective="min-memory"``, no
-  budget, the default 5 % file-growth cap), the layer-based model and every candidate of the
-  joint search as an int8 plan (same cap; the planner's search can miss one of them). Its
-  top-1 is the int8 model's (the rewrite is bit-exact).
-* **quantmcu**: the joint search of ``convert`` (``quant/joint_search.py``: candidates, VDPC per
-  candidate, quick 4-bit totals) keeps the ``--candidates`` best candidates; for each, the full
-  QuantMCU statistics and range selection run on the calibration fit half, then the memory path
+* **patch-int8**: the lowest total arena of the planner's plan per patch form
+  (``objective="min-memory"``, no budget, the default 5 % file-growth cap), the layer-based
+  model and every candidate of the joint search as an int8 plan, over the forms of
+  ``--forms`` (default both, builtin and stage-op; same caps; the planner's search can miss
+  one of them). Its top-1 is the int8 model's (the rewrite is bit-exact).
+* **quantmcu**: the joint search of ``convert`` (``quant/joint_search.py``: candidates of the
+  same forms, VDPC per candidate, quick 4-bit totals) keeps the ``--candidates`` best; for
+  each, the full QuantMCU statistics and range selection run on the calibration fit half, then the memory path
   (``quant/memory_fit.memory_path``, simulated costs on the held-out half) goes from all-int8 to
   the floor (budget 0). Every path point that lowers the running minimum total is a frontier
   point; at most ``--points`` of them, evenly spaced, plus the last, are converted and their
@@ -29,6 +30,7 @@ total arena vs top-1 per model goes to ``--out`` (default testdata/generated/).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -45,17 +47,16 @@ from tflite_quantmcu.analysis.model_analysis import arena_bytes  # noqa: E402
 from tflite_quantmcu.ir.reader import read_model_file  # noqa: E402
 from tflite_quantmcu.patches.plan import PatchOptions  # noqa: E402
 from tflite_quantmcu.patches.planner import plan_patches  # noqa: E402
-from tflite_quantmcu.patches.rewrite import apply_patch_plan  # noqa: E402
 from tflite_quantmcu.quant.accuracy_guard import COST_SAMPLES, map_locations  # noqa: E402
-from tflite_quantmcu.quant.apply_bitwidths import (apply_bitwidth_plan,  # noqa: E402
-                                                   candidate_reasons)
+from tflite_quantmcu.quant.apply_bitwidths import candidate_reasons  # noqa: E402
 from tflite_quantmcu.quant.calibration_data import data_batches  # noqa: E402
 from tflite_quantmcu.quant.calibration_split import split_holdout  # noqa: E402
 from tflite_quantmcu.quant.evaluate import top1_counts  # noqa: E402
 from tflite_quantmcu.quant.joint_search import (candidate_plans,  # noqa: E402
-                                                first_map_outliers, quick_total)
-from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, memory_path,  # noqa: E402
-                                              peak_maps, simulated_cost)
+                                                first_map_outliers, quick_total, search_graph)
+from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem,  # noqa: E402
+                                              convert_plan, memory_path, peak_maps,
+                                              simulated_cost)
 from tflite_quantmcu.quant.plan import BitwidthPlan  # noqa: E402
 from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions,  # noqa: E402
                                                    collect_patch_statistics, search_quantmcu)
@@ -74,6 +75,8 @@ class Point:
     patched: object = None
     outliers: tuple[str, ...] = ()
     head: int = 0
+    graph: object = None
+    patch_plan: object = None
 
 
 def parse_args(argv):
@@ -86,6 +89,11 @@ def parse_args(argv):
     parser.add_argument("--calibration-limit", type=int, default=None)
     parser.add_argument("--max-file-growth", type=float, default=0.05,
                         help="the file-growth cap of both policies (convert's default 0.05)")
+    parser.add_argument("--forms", default="builtin,stage-op",
+                        help="patch forms searched, for both policies alike (comma-separated: "
+                             "builtin, stage-op; default both)")
+    parser.add_argument("--max-mac-overhead", type=float, default=None,
+                        help="the MAC-overhead cap of both policies (convert's default: none)")
     parser.add_argument("--bisect", action="store_true",
                         help="measure only the points the table needs: per candidate its last "
                              "frontier point and, per bound, the last one holding it, by "
@@ -115,7 +123,7 @@ def frontier_indices(totals, points: int) -> list[int]:
 
 def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args,
                      int8_top1: float) -> list[Point]:
-    patched = apply_patch_plan(graph=graph, plan=plan)
+    patched = search_graph(graph=graph, plan=plan)
     statistics = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=fit_x)
     check = collect_patch_statistics(graph=graph, patch_plan=plan, calibration=[heldout_x])
     search = search_quantmcu(graph=graph, patch_plan=plan, patched_graph=patched,
@@ -131,7 +139,7 @@ def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args,
     start = BitwidthPlan(policy="quantmcu", options={}, bits={})
     path = memory_path(problem=problem, options=FitOptions(budget=0, target=TARGET),
                        start=start)
-    name = f"split {plan.split_op} {plan.grid[0]}x{plan.grid[1]}"
+    name = f"{plan.form} split {plan.split_op} {plan.grid[0]}x{plan.grid[1]}"
     print(f"  {name}: outlier branches {list(search.outlier_branches)}; path of "
           f"{len(path.steps)} moves, totals {path.totals[0]} -> {min(path.totals)} B",
           flush=True)
@@ -140,11 +148,13 @@ def candidate_points(*, graph, plan, outliers, fit_x, heldout_x, test, args,
     def measure(i: int) -> Point:
         if i not in measured:
             bits_plan = path.plan_after(moves=i, ranges=problem.ranges)
-            graph_i = apply_bitwidth_plan(graph=patched, plan=bits_plan)
+            graph_i = convert_plan(graph=graph, patch_plan=plan, patched_graph=patched,
+                                   plan=bits_plan)
             head = arena_bytes(graph=graph_i, target=TARGET).head
             measured[i] = Point(label=f"{name} +{i}", total=path.totals[i],
                                 top1=top1(graph_i, test), plan=bits_plan, patched=patched,
-                                outliers=search.outlier_branches, head=head)
+                                outliers=search.outlier_branches, head=head, graph=graph,
+                                patch_plan=plan)
             print(f"    moves {i:3d}: total {path.totals[i]:7d} B (head {head}), top-1 "
                   f"{100 * measured[i].top1:.2f} %", flush=True)
         return measured[i]
@@ -186,13 +196,15 @@ def smallest(points, int8_top1: float, bound: float | None) -> Point | None:
 
 def held_back(point: Point) -> list[str]:
     """Why the buffers at the peak of ``point``'s plan stay int8 (or what they are)."""
-    converted = apply_bitwidth_plan(graph=point.patched, plan=point.plan)
+    converted = convert_plan(graph=point.graph, patch_plan=point.patch_plan,
+                             patched_graph=point.patched, plan=point.plan)
     reasons = candidate_reasons(graph=point.patched)
     prefixes = tuple(f"{n}/" for n in point.outliers)
     lines = []
     for m in peak_maps(converted=converted, plan=point.plan):
         if m["bits"] is None:
-            why = "kernel scratch"
+            why = "kernel scratch (stage op: one slot per stage map, its widest patch part)" \
+                if point.patch_plan.form == "stage-op" else "kernel scratch"
         elif m["bits"] < 8:
             why = f"{m['bits']}-bit ({m['reason'] or 'memory'})"
         elif m["key"].startswith(prefixes):
@@ -205,18 +217,25 @@ def held_back(point: Point) -> list[str]:
     return lines
 
 
-def patch_int8_best(*, graph, options: PatchOptions):
-    """(the planner's min-memory plan, the joint search's patched candidates, (label, total,
-    head) of patch-int8's smallest total): the lowest of the planner's plan, layer-based and
-    every candidate's int8 plan (all within the options' file-growth cap)."""
-    lowest = plan_patches(graph=graph, options=options)
+def patch_int8_best(*, graph, options: PatchOptions, forms: tuple[str, ...]):
+    """(the joint search's patched candidates of every form, (label, total, head) of
+    patch-int8's smallest total): the lowest of the planner's plan per form, layer-based and
+    every candidate's int8 plan (all within the options' caps; the planner's search can miss
+    one of them, e.g. the stage-op form's lowest within the file-growth cap)."""
     layer = arena_bytes(graph=graph, target=TARGET)
-    plans = [p for p in candidate_plans(graph=graph, first=lowest, options=options)
-             if p.is_patched]
     best = [("patch-int8 (layer-based is lowest)", layer.total, layer.head)]
-    best += [(f"patch-int8 (split {p.split_op} {p.grid[0]}x{p.grid[1]})", p.total_bytes,
-              p.peak_bytes) for p in ([lowest] if lowest.is_patched else []) + plans]
-    return lowest, plans, min(best, key=lambda b: b[1])
+    lowest = plan_patches(graph=graph, options=dataclasses.replace(options, form="builtin"))
+    plans = []
+    for form in forms:
+        first = plan_patches(graph=graph, options=dataclasses.replace(options, form=form))
+        plans += [p for p in candidate_plans(graph=graph, first=lowest, options=options,
+                                             form=form) if p.is_patched]
+        if first.is_patched:
+            best.append((f"patch-int8 ({first.form} split {first.split_op} "
+                         f"{first.grid[0]}x{first.grid[1]})", first.total_bytes, first.peak_bytes))
+    best += [(f"patch-int8 ({p.form} split {p.split_op} {p.grid[0]}x{p.grid[1]})", p.total_bytes,
+              p.peak_bytes) for p in plans]
+    return plans, min(best, key=lambda b: b[1])
 
 
 def main(argv) -> int:
@@ -226,8 +245,10 @@ def main(argv) -> int:
     graph = read_model_file(path=case.model)
     test = test_source(case=case, samples=args.samples)
     options = PatchOptions(objective="min-memory", target=TARGET,
-                           max_file_growth=args.max_file_growth)
-    lowest, plans, (label, total, head) = patch_int8_best(graph=graph, options=options)
+                           max_file_growth=args.max_file_growth,
+                           max_mac_overhead=args.max_mac_overhead)
+    forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
+    plans, (label, total, head) = patch_int8_best(graph=graph, options=options, forms=forms)
     int8_top1 = top1(graph, test)
     patch_int8 = Point(label=label, total=total, top1=int8_top1, head=head)
     fit, heldout = split_holdout(batches=data_batches(
@@ -243,7 +264,8 @@ def main(argv) -> int:
     print(f"model {case.model.name}; test images {len(test)} "
           f"({'all' if args.samples is None else f'first/stratified {args.samples}'}); "
           f"calibration {sum(len(x) for x in fit_x)} fit + {len(heldout_x)} held out; "
-          f"file-growth cap {args.max_file_growth}; "
+          f"file-growth cap {args.max_file_growth}; MAC cap {args.max_mac_overhead}; "
+          f"forms {list(forms)}; patch-int8 best {label} {total} B; "
           f"{len(plans)} candidates screened, best quick totals "
           f"{[q for q, _ in quick[:args.candidates]]}", flush=True)
     points = []

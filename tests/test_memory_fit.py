@@ -26,9 +26,12 @@ from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
 from tflite_quantmcu.pipeline import ConvertOptions, run_pipeline
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan, subbyte_candidates
+from tflite_quantmcu.patches.stage_op import PATCH_NAMESPACE
+from tflite_quantmcu.qmcu_stage_options import STAGE_OP
 from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, MemoryFitError,
-                                              eligible_maps, fit_to_budget, memory_path)
-from tflite_quantmcu.quant.joint_search import candidate_plans
+                                              convert_plan, eligible_maps, fit_to_budget,
+                                              memory_path)
+from tflite_quantmcu.quant.joint_search import candidate_plans, search_graph
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions
 from tflite_quantmcu.quant.ranges import full_range
@@ -250,7 +253,9 @@ def test_int8_cannot_fit_but_4_bit_peak_maps_can(model, tmp_path):
         plan_patches(graph=graph, options=PatchOptions(sram_budget=budget, max_file_growth=None))
     with pytest.raises(BudgetError):
         convert(model, tmp_path, policy="patch-int8", budget=budget)
-    conv = convert(model, tmp_path, policy="quantmcu", budget=budget, max_accuracy_drop=None)
+    # --patch-form builtin: that form only (unset, the stage-op form's int8 plans fit here)
+    conv = convert(model, tmp_path, policy="quantmcu", budget=budget, max_accuracy_drop=None,
+                   patch_form="builtin")
     data = write_model_bytes(graph=conv.converted, inline_buffers=True)
     written = arena_bytes(graph=read_model_bytes(data=data, source="fit"), target="cortex-m")
     assert written.total == conv.final.arena.total == conv.memory_fit["final_total"] <= budget
@@ -300,6 +305,7 @@ def test_a_vdqs_plan_that_fits_still_meets_the_int8_path(model, tmp_path):
         out_dir=None, sram_budget=best.total_bytes - 1, policy="quantmcu", verify=False,
         measure_tflm=False, calibration=tmp_path / "calib.npz", max_file_growth=None,
         max_accuracy_drop=100.0,   # every plan holds it: the choice is by drop alone
+        patch_form="builtin",      # the builtin form only (stage-op int8 plans fit here)
         quantmcu=QuantMCUOptions(candidates=(8, 4), use_vdpc=False, lam=0.0)))
     vdqs, int8 = conv.memory_fit["paths"]
     assert conv.memory_binds and vdqs["start"] == "vdqs" and vdqs["fits_at_moves"] == 0
@@ -323,3 +329,101 @@ def test_joint_candidates_keep_the_file_growth_cap(model):
     assert capped and all(p.file_growth <= cap for p in capped)
     assert [(p.split_op, p.grid) for p in capped] == \
         [(p.split_op, p.grid) for p in uncapped if p.file_growth <= cap]
+
+
+# -- the stage-op form -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def staged_model(model):
+    """The same stage as one QMCU_PATCH_STAGE op; the search names its maps in the builtin
+    form (p{i}_{j}/{k}), as the convert pipeline does."""
+    graph, _, _ = model
+    plan = plan_patches(graph=graph, options=PatchOptions(split=SPLIT, grid=(2, 2),
+                                                          max_file_growth=None, form="stage-op"))
+    assert plan.form == "stage-op" and plan.is_patched
+    return graph, plan, search_graph(graph=graph, plan=plan)
+
+
+def written_total(graph) -> int:
+    data = write_model_bytes(graph=graph)
+    return arena_bytes(graph=read_model_bytes(data=data, source="fit"), target="cortex-m").total
+
+
+def test_stage_op_path_totals_are_the_written_models_arena(staged_model):
+    """In the stage-op form each step's total is the arena of the stage-op model it gives,
+    written and read back; a stage map's parts move together (one slot per map, as large as
+    its widest part), tail maps alone; the model has one QMCU_PATCH_STAGE op and computes
+    what the builtin form with the same widths computes, bit for bit."""
+    graph, plan, patched = staged_model
+    fit_problem = problem(staged_model)
+    path = memory_path(problem=fit_problem, options=FitOptions(budget=0), start=int8_plan())
+    eligible = eligible_maps(problem=fit_problem, options=FitOptions(budget=0))
+    stage_steps = [s for s in path.steps if PATCH_NAMESPACE.match(s.key)]
+    assert stage_steps and any(not PATCH_NAMESPACE.match(s.key) for s in path.steps)
+    for step in stage_steps:
+        suffix = step.key.split("/", 1)[1]
+        parts = {k for k in eligible if PATCH_NAMESPACE.match(k) and k.split("/", 1)[1] == suffix}
+        assert set((step.key,) + step.also) == parts and len(parts) == 4
+    assert all(not s.also for s in path.steps if not PATCH_NAMESPACE.match(s.key))
+    ranges = full_ranges(patched)
+    x = np.random.default_rng(2).integers(-128, 128, size=(2, 32, 32, 3)).astype(np.int8)
+    for moves in (0, 1, len(path.steps) // 2, len(path.steps)):
+        bits_plan = path.plan_after(moves=moves, ranges=ranges)
+        staged = convert_plan(graph=graph, patch_plan=plan, patched_graph=patched,
+                              plan=bits_plan)
+        assert [op.opcode.custom for op in staged.main.operators].count(STAGE_OP) == 1
+        assert path.totals[moves] == written_total(staged)
+        builtin = apply_bitwidth_plan(graph=patched, plan=bits_plan)
+        assert np.array_equal(run_graph(graph=staged, inputs=[x])[0],
+                              run_graph(graph=builtin, inputs=[x])[0])
+    assert path.totals[-1] < path.totals[0]
+
+
+def test_stage_op_outlier_parts_stay_8_bit(staged_model):
+    """An outlier-class branch keeps its parts of every stage map at 8 bits in the stage-op
+    form too: no step (nor a part moved with it) touches them."""
+    path = memory_path(problem=problem(staged_model, outliers=("p1_0",)),
+                       options=FitOptions(budget=0), start=int8_plan())
+    moved = [k for s in path.steps for k in (s.key,) + s.also]
+    assert any(PATCH_NAMESPACE.match(k) for k in moved)
+    assert not any(k.startswith("p1_0/") for k in moved)
+
+
+def test_stage_op_candidates_keep_the_caps(model):
+    """The joint search's stage-op candidates are stage-op plans within the user's caps."""
+    graph = model[0]
+    free = PatchOptions(objective="min-memory", max_file_growth=None)
+    first = plan_patches(graph=graph, options=free)
+    uncapped = candidate_plans(graph=graph, first=first, options=free, form="stage-op")
+    assert uncapped and all(p.form == "stage-op" and p.is_patched for p in uncapped)
+    macs = sorted(p.mac_overhead for p in uncapped)
+    cap = macs[len(macs) // 2]
+    capped = candidate_plans(graph=graph, first=first, form="stage-op",
+                             options=dataclasses.replace(free, max_mac_overhead=cap))
+    assert macs[-1] > cap and capped and all(p.mac_overhead <= cap for p in capped)
+
+
+def test_memory_binds_searches_the_stage_op_form(model, tmp_path):
+    """Below every int8 plan of both forms, `convert --policy quantmcu` screens the stage-op
+    candidates too (--patch-form stage-op: those only); the model it writes has one
+    QMCU_PATCH_STAGE op, its arena read back from the file fits the budget, and patch-int8's
+    figure is the lowest int8 total over the candidates of both forms (a +10 % MAC cap for
+    both: without it this small model's int8 stage-op plans reach its sub-byte floor)."""
+    graph = model[0]
+    free = PatchOptions(objective="min-memory", max_file_growth=None, max_mac_overhead=0.1)
+    first = plan_patches(graph=graph, options=free)
+    int8_lowest = min(p.total_bytes for form in ("builtin", "stage-op")
+                      for p in [plan_patches(graph=graph, options=dataclasses.replace(
+                          free, form=form)),
+                          *candidate_plans(graph=graph, first=first, options=free, form=form)])
+    budget = int8_lowest - 1
+    for form in (None, "stage-op"):   # unset: both forms; here the stage-op form is lowest
+        conv = convert(model, tmp_path, policy="quantmcu", budget=budget, max_accuracy_drop=None,
+                       patch_form=form, max_mac_overhead=0.1)
+        written = arena_bytes(graph=read_model_bytes(data=write_model_bytes(
+            graph=conv.converted, inline_buffers=True), source="fit"), target="cortex-m")
+        assert conv.memory_binds and written.total == conv.final.arena.total <= budget
+        assert conv.memory_fit["patch_int8_total"] == int8_lowest
+        assert conv.memory_fit["final_total"] == written.total
+        assert conv.patch_plan.form == "stage-op"
+        assert [op.opcode.custom for op in conv.converted.main.operators].count(STAGE_OP) == 1
+        assert any(b < 8 for b in conv.bitwidth_plan.bits.values())

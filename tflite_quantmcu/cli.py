@@ -181,10 +181,11 @@ def _add_convert_parser(commands) -> None:
                               "kernel; fastest only where the latency model predicts fewer "
                               "instructions (the default with --objective min-latency; the "
                               "report gives each choice's cost)")
-    convert.add_argument("--patch-form", default="builtin", choices=PATCH_FORMS,
+    convert.add_argument("--patch-form", default=None, choices=PATCH_FORMS,
                          help="builtin (default): per-patch builtin ops, any TFLite Micro; "
                               "stage-op: the stage as one QMCU_PATCH_STAGE op (link "
-                              "cmixnn_bridge); auto: the lower total arena")
+                              "cmixnn_bridge); auto: the lower total arena. Unset, quantmcu "
+                              "screens both forms where no int8 plan fits --sram")
     convert.add_argument("--max-file-growth", type=float, default=0.05, metavar="FRACTION",
                          help="cap on the growth of the .tflite file by patching (0.05)")
     convert.add_argument("--input-type", default="keep", choices=IO_TYPES,

@@ -52,7 +52,7 @@ from tflite_quantmcu.quant.joint_search import choose_patch_plan
 from tflite_quantmcu.quant.instruction_savings import InstructionSavings, instruction_savings
 from tflite_quantmcu.quant.kernel_choice import (KERNEL_CHOICES, KernelPlan, check_kernel_choice,
                                                  plan_kernels)
-from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, converted_total, fit_to_budget,
+from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, fit_to_budget, problem_total,
                                               fit_record, memory_path, simulated_cost)
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import (QuantMCUOptions, QuantMCUResult,
@@ -102,7 +102,8 @@ class ConvertOptions:
     max_accuracy_drop: float | None = 1.0
     model_bytes: bytes | None = None  # the model itself; model_path then only names it
     input_normalization: InputNormalization | None = None  # --input-mean/--input-std
-    patch_form: str = "builtin"
+    # None: builtin, except where memory binds under quantmcu: both forms (_joint_forms)
+    patch_form: str | None = None
     rl: RlOptions = RlOptions()
     step_lines: bool = False  # one stderr line per pipeline step (the CLI, when not on a TTY)
     plan: BitwidthPlan | None = None  # a plan given as data (the API; e.g. fine-tuned ranges)
@@ -227,7 +228,7 @@ def plan_patch_stage(conv: Conversion) -> None:
         conv.patch_plan = plan_patches(graph=conv.graph, options=PatchOptions(
             sram_budget=opts.sram_budget, max_mac_overhead=opts.max_mac_overhead,
             split=opts.split_after, grid=opts.patch_grid, max_file_growth=opts.max_file_growth,
-            target=opts.target, objective=opts.objective, form=opts.patch_form))
+            target=opts.target, objective=opts.objective, form=opts.patch_form or "builtin"))
     except PatchBudgetError as err:
         if opts.policy == "quantmcu" and opts.plan_path is None:
             _plan_lowest_int8(conv=conv, err=err)
@@ -244,39 +245,48 @@ def plan_patch_stage(conv: Conversion) -> None:
 
 
 def _plan_lowest_int8(*, conv: Conversion, err: PatchBudgetError) -> None:
-    """quantmcu when no int8 plan fits: the int8 candidate whose sub-byte peak maps fit the
-    budget most cheaply (joint_search); the fit_arena step then lowers its peak maps."""
+    """quantmcu when no int8 plan fits: the int8 candidate, of every patch form the joint
+    search screens (:func:`_joint_forms`), whose sub-byte peak maps fit the budget most cheaply
+    (joint_search); the fit_arena step then lowers its peak maps."""
     opts = conv.options
+    forms = _joint_forms(opts)
     patch_options = PatchOptions(
         sram_budget=None, max_mac_overhead=opts.max_mac_overhead, split=opts.split_after,
         grid=opts.patch_grid, max_file_growth=opts.max_file_growth, target=opts.target,
-        objective="min-memory", form=_joint_form(opts))
+        objective="min-memory", form="builtin")
+    # the builtin planner's records hold every (split, grid) it scored: both forms' candidates
     lowest = plan_patches(graph=conv.graph, options=patch_options)
+    firsts = [plan_patches(graph=conv.graph, options=dataclasses.replace(patch_options, form=f))
+              for f in forms if f != "builtin"]
     choice = choose_patch_plan(graph=conv.graph, first=lowest, options=patch_options,
                                calibration=_fit_samples(conv=conv, keep=True), quantmcu=opts.quantmcu,
                                fit=FitOptions(budget=opts.sram_budget, target=opts.target,
-                                              candidates=tuple(opts.quantmcu.candidates)))
+                                              candidates=tuple(opts.quantmcu.candidates)),
+                               forms=forms, firsts=firsts)
     if choice is None:
         raise err
     conv.patch_plan = choice.plan
-    # patch-int8's best: the planner's lowest, or a screened candidate's int8 plan if lower
-    conv.patch_int8_total = min([lowest.total_bytes] + [s.int8_total for s in choice.screened])
+    # patch-int8's best over the forms searched: the planners' lowest or a candidate's int8 plan
+    conv.patch_int8_total = choice.patch_int8_total
     conv.joint_candidates = [s.to_dict() for s in choice.screened]
     conv.memory_binds = True
-    conv.notes.append(f"no int8 patch plan fits {opts.sram_budget} B (best "
-                      f"{conv.patch_int8_total} B on {opts.target}): sub-byte maps at the peak "
-                      f"must close the gap; "
-                      f"{len(choice.screened)} int8 candidates screened")
+    conv.notes.append(f"no int8 patch plan of the {opts.patch_form or 'builtin'} form fits "
+                      f"{opts.sram_budget} B: the joint search screened "
+                      f"{len(choice.screened)} candidates of the {' and '.join(forms)} forms "
+                      f"(patch-int8's best over them {conv.patch_int8_total} B on "
+                      f"{opts.target}) and chose the {choice.plan.form} form")
 
 
-def _joint_form(opts: ConvertOptions) -> str:
-    """The joint memory search lowers maps of the builtin form's per-patch ops (auto and
-    builtin give that form); its arena model does not cover sub-byte maps of a stage op."""
-    if opts.patch_form == "stage-op":
-        raise ConfigError(f"--sram {opts.sram_budget} B: no int8 patch plan fits, and the joint "
-                          "memory search (sub-byte maps at the peak) runs on the builtin patch "
-                          "form only; use --patch-form auto or builtin")
-    return "builtin"
+def _joint_forms(opts: ConvertOptions) -> tuple[str, ...]:
+    """The patch forms the joint memory search screens where memory binds. Without
+    ``--patch-form`` (and with ``auto``): both, builtin and stage-op, since a quantmcu model
+    whose maps go sub-byte needs cmixnn_bridge's QMCU ops, QMCU_PATCH_STAGE among them, and
+    the stage-op form keeps the stage in one scratch with its op data once per layer; an
+    explicit ``builtin`` or ``stage-op`` screens that form only. A model whose stage has no
+    stage-op form gets builtin candidates only (joint_search)."""
+    if opts.patch_form in ("builtin", "stage-op"):
+        return (opts.patch_form,)
+    return ("builtin", "stage-op")
 
 
 def _fit_samples(*, conv: Conversion, keep: bool = False):
@@ -404,8 +414,8 @@ def fit_arena(conv: Conversion) -> None:
     """quantmcu: lower the maps live at the arena peak to 4/2 bits until the total arena fits
     --sram, cheapest accuracy cost first, within --max-accuracy-drop (memory_fit)."""
     opts = conv.options
-    if conv.search is None or opts.policy != "quantmcu" or conv.patch_plan.form == "stage-op":
-        return  # stage-op: the plan fits as int8 there (_joint_form); check_budgets has the total
+    if conv.search is None or opts.policy != "quantmcu":
+        return
     plan = conv.bitwidth_plan
     reasons = {k: "bitops" for k, b in plan.bits.items() if b < 8}
     conv.bitwidth_plan = plan = dataclasses.replace(plan, reasons=reasons)
@@ -416,8 +426,8 @@ def fit_arena(conv: Conversion) -> None:
     int8_total = conv.patch_plan.total_bytes
     # where memory binds, a VDQS plan that already fits still meets the int8 path: the fitting
     # plan with the smaller held-out drop wins (fit_to_budget), not the first one found
-    if not conv.memory_binds and converted_total(
-            patched_graph=conv.search_graph, plan=plan, target=opts.target) <= opts.sram_budget:
+    if not conv.memory_binds and problem_total(
+            problem=problem, plan=plan, target=opts.target) <= opts.sram_budget:
         path = memory_path(problem=problem, options=fit_options, start=plan)
         conv.memory_fit = fit_record(problem=problem, options=fit_options, path=path, moves=0,
                                      plan=plan, int8_total=int8_total, drop=None,

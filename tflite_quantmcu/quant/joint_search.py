@@ -22,6 +22,12 @@ carry less op data than builtin ones, and VDPC leaves other branches at 8 bits):
    the units of its moves; a path that does not fit ends at the smallest total the candidate can
    reach (``lowest``).
 
+**Forms** (``forms``): the builtin form's candidates as above; the stage-op form's
+(:func:`_stage_op_plans`: one ``QMCU_PATCH_STAGE`` op, op data once per layer, one scratch
+slot per stage map) per split every grid up to 4x4 within the caps, since there more patches
+shrink the scratch at about the same int8 total. Both forms' candidates meet in one quick-total
+ranking; where memory binds the converter screens both unless ``--patch-form`` names one.
+
 The candidate that fits with the smallest cost wins (then fewer maps lowered, fewer BitOPs of
 its int8 form is the same model: fewer extra MACs, then lower total). If none fits, the one
 with the lowest ``lowest`` is taken (the memory fit then fails with the figures). The full search
@@ -37,12 +43,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tflite_quantmcu.analysis.model_analysis import arena_bytes
 from tflite_quantmcu.ir.graph import Graph, Subgraph
 from tflite_quantmcu.patches.plan import PatchOptions, PatchPlan
 from tflite_quantmcu.patches.planner import plan_patches
 from tflite_quantmcu.patches.rewrite import apply_patch_plan
+from tflite_quantmcu.patches.stage import make_stage
+from tflite_quantmcu.patches.stage_op import stage_op_problem
 from tflite_quantmcu.quant.apply_bitwidths import subbyte_candidates
-from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, converted_total,
+from tflite_quantmcu.quant.memory_fit import (FitOptions, FitProblem, convert_plan,
                                               memory_path)
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.quantmcu_policy import QuantMCUOptions, stage_map_regions
@@ -57,6 +66,8 @@ GRIDS_PER_SPLIT = 3
 TRIES_PER_SPLIT = 16   # grids planned per split to find those within the caps
 MIN_STAGE_OPS = 2   # a VDQS branch needs two feature maps
 SPLIT_SLACK = 2.0
+STAGE_OP_MAX_GRID = 4   # stage-op grids tried per axis (16 patches; the scratch shrinks little
+#                         beyond, the MACs keep growing)
 STEP_UNITS = {8: 0.0, 4: 1.0, 2: 4.0}
 
 
@@ -82,18 +93,27 @@ class Screened:
 
 @dataclass(frozen=True)
 class JointChoice:
+    """The chosen plan, the screened candidates, and patch-int8's lowest total over every
+    candidate of every form searched (and the planner's plans given)."""
+
     plan: PatchPlan
     screened: tuple[Screened, ...]
+    patch_int8_total: int | None = None
 
 
 def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
-                    limit: int = MAX_CANDIDATES) -> list[PatchPlan]:
-    """The planner's candidates as plans, ranked by an estimated int8 total: the candidate's
+                    limit: int = MAX_CANDIDATES, form: str = "builtin") -> list[PatchPlan]:
+    """Candidate plans of one patch form (``form``: builtin or stage-op).
+
+    Builtin: the planner's candidates as plans, ranked by an estimated int8 total: the candidate's
     head (exact or estimated) plus the tail its per-patch ops add (the model's mean tail per op
     times patches times stage ops); per split the ``GRIDS_PER_SPLIT`` best, splits whose best
     is within ``SPLIT_SLACK`` times the overall best, at most ``limit`` in all; stages of at
     least ``MIN_STAGE_OPS`` ops (a VDQS branch needs two maps); within the options' file-growth
-    and MAC-overhead caps (per split the best grids whose plans keep them)."""
+    and MAC-overhead caps (per split the best grids whose plans keep them).
+    Stage-op: :func:`_stage_op_plans`."""
+    if form == "stage-op":
+        return _stage_op_plans(graph=graph, first=first, options=options, limit=limit)
     per_op = (first.layer_based_total - first.layer_based_peak) / max(
         1, len(graph.main.operators))
     by_split: dict[int, dict[tuple[int, int], tuple[float, bool]]] = {}
@@ -113,6 +133,44 @@ def candidate_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
         top = sorted((e, grid, in_place) for grid, (e, in_place) in grids.items())
         if top[0][0] <= SPLIT_SLACK * best:
             ranked += _within_caps_per_split(graph=graph, options=options, split=split, top=top)
+    return [p for _, p in sorted(ranked, key=lambda r: (r[0], r[1].split_op,
+                                                         tuple(r[1].grid)))[:limit]]
+
+
+def _stage_op_plans(*, graph: Graph, first: PatchPlan, options: PatchOptions,
+                    limit: int) -> list[PatchPlan]:
+    """Stage-op plans: every (split, grid) the planner scored (its builtin candidate records
+    hold every layout; the stage-op form keeps only a few exact ones) whose stage has a
+    ``QMCU_PATCH_STAGE`` form, grids up to ``STAGE_OP_MAX_GRID`` per axis, planned exactly
+    in that form and kept within the user's caps. Unlike the builtin form, more patches barely
+    grow the file or the int8 total (one op, one scratch slot per map), but they shrink the
+    stage's scratch once the maps after the stage are sub-byte; so per split every grid is kept,
+    ranked by int8 total; splits whose best is within ``SPLIT_SLACK`` times the overall best,
+    at most ``limit`` in all."""
+    sub = graph.main
+    layouts: dict[int, set[tuple[int, int]]] = {}
+    for c in first.candidates:
+        if (c.split_op >= MIN_STAGE_OPS - 1 and max(c.grid) <= STAGE_OP_MAX_GRID
+                and c.grid[0] * c.grid[1] > 1 and (
+                    options.max_mac_overhead is None
+                    or c.mac_overhead <= options.max_mac_overhead)):
+            layouts.setdefault(c.split_op, set()).add(tuple(c.grid))
+    per_split: dict[int, list[tuple[int, PatchPlan]]] = {}
+    for split, grids in sorted(layouts.items()):
+        if stage_op_problem(subgraph=sub, stage=make_stage(subgraph=sub, split=split)):
+            continue
+        for grid in sorted(grids):
+            plan = plan_patches(graph=graph, options=dataclasses.replace(
+                options, sram_budget=None, split=split, grid=grid, in_place=None,
+                form="stage-op"))
+            if plan.is_patched and plan.form == "stage-op" and _within_caps(plan=plan,
+                                                                          options=options):
+                per_split.setdefault(split, []).append((plan.total_bytes, plan))
+    if not per_split:
+        return []
+    best = min(t for plans in per_split.values() for t, _ in plans)
+    ranked = [r for plans in per_split.values() if min(t for t, _ in plans) <= SPLIT_SLACK * best
+              for r in plans]
     return [p for _, p in sorted(ranked, key=lambda r: (r[0], r[1].split_op,
                                                          tuple(r[1].grid)))[:limit]]
 
@@ -161,14 +219,27 @@ def _within_caps(*, plan: PatchPlan, options: PatchOptions) -> bool:
 
 def quick_total(*, graph: Graph, plan: PatchPlan, outliers: tuple[str, ...],
                 target: str) -> int:
-    """Total arena with every eligible map (outside the outlier branches) at 4 bits."""
-    patched = apply_patch_plan(graph=graph, plan=plan)
+    """Total arena with every eligible map (outside the outlier branches) at 4 bits, in the
+    plan's form."""
+    patched = search_graph(graph=graph, plan=plan)
     prefixes = tuple(f"{name}/" for name in outliers)
+    tensors = patched.main.tensors
     bits = {k: 4 for k, widths in subbyte_candidates(graph=patched).items()
             if 4 in widths and not k.startswith(prefixes)}
-    return converted_total(patched_graph=patched,
-                           plan=BitwidthPlan(policy="screen", options={}, bits=bits),
-                           target=target)
+    ranges = {k: full_range(scale8=tensors[k].quantization.scale[0],
+                            zero_point8=tensors[k].quantization.zero_point[0], bits=4)
+              for k in bits}
+    converted = convert_plan(graph=graph, patch_plan=plan, patched_graph=patched,
+                             plan=BitwidthPlan(policy="screen", options={}, bits=bits,
+                                               ranges=ranges))
+    return arena_bytes(graph=converted, target=target).total
+
+
+def search_graph(*, graph: Graph, plan: PatchPlan) -> Graph:
+    """The graph the search names maps in: the builtin form of the plan (its per-patch keys
+    ``p{i}_{j}/{k}`` name a stage map's parts in both forms)."""
+    return apply_patch_plan(graph=graph, plan=dataclasses.replace(plan, form="builtin")
+                            if plan.form == "stage-op" else plan)
 
 
 def first_map_outliers(*, graph: Graph, plans: Sequence[PatchPlan],
@@ -204,7 +275,7 @@ def first_map_outliers(*, graph: Graph, plans: Sequence[PatchPlan],
 def screen(*, graph: Graph, plan: PatchPlan, outliers: tuple[str, ...],
            fit: FitOptions) -> Screened:
     """The memory path of one candidate with step units as costs (module doc)."""
-    patched = apply_patch_plan(graph=graph, plan=plan)
+    patched = search_graph(graph=graph, plan=plan)
     tensors = patched.main.tensors
     ranges = {}
     for key, widths in subbyte_candidates(graph=patched).items():
@@ -227,10 +298,16 @@ def screen(*, graph: Graph, plan: PatchPlan, outliers: tuple[str, ...],
 
 def choose_patch_plan(*, graph: Graph, first: PatchPlan, options: PatchOptions,
                       calibration: Sequence[np.ndarray], quantmcu: QuantMCUOptions,
-                      fit: FitOptions) -> JointChoice | None:
-    """The candidate to run the full QuantMCU search on (module doc); None when no patched
-    candidate exists."""
-    plans = candidate_plans(graph=graph, first=first, options=options)
+                      fit: FitOptions, forms: Sequence[str] = ("builtin",),
+                      firsts: Sequence[PatchPlan] = ()) -> JointChoice | None:
+    """The candidate to run the full QuantMCU search on (module doc), over the candidates of
+    every form in ``forms``; None when no patched candidate exists. ``firsts``: other plans of
+    the planner (e.g. its plan of the other form) that count for patch-int8's lowest total."""
+    plans = [p for form in forms
+             for p in candidate_plans(graph=graph, first=first, options=options, form=form)]
+    known = {(p.form, p.split_op, tuple(p.grid)) for p in plans}
+    plans += [p for p in firsts if p.form in forms and p.is_patched
+              and (p.form, p.split_op, tuple(p.grid)) not in known]
     plans = [p for p in plans if p.is_patched] or ([first] if first.is_patched else [])
     if not plans:
         return None
@@ -247,8 +324,9 @@ def choose_patch_plan(*, graph: Graph, first: PatchPlan, options: PatchOptions,
                                            s.int8_total))
     else:
         best = min(screened, key=lambda s: (s.lowest, s.plan.macs_patch))
-    return JointChoice(plan=best.plan, screened=screened)
+    lowest = min(p.total_bytes for p in [first, *firsts, *plans])
+    return JointChoice(plan=best.plan, screened=screened, patch_int8_total=lowest)
 
 
 __all__ = ["JointChoice", "Screened", "candidate_plans", "choose_patch_plan",
-           "first_map_outliers", "screen"]
+           "first_map_outliers", "quick_total", "screen", "search_graph"]

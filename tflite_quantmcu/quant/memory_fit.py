@@ -18,6 +18,13 @@ turned sub-byte also turns its producer and readers into QMCU ops, whose requant
 constant in flash instead of TFLM's per-channel arrays in the arena tail, so a map away from
 the peak can lower the total. The path ends when the total fits or no move is left.
 
+**Stage-op form** (``patch_plan.form == "stage-op"``): the plan is applied in that form
+(:func:`convert_plan`: the stage maps' widths inside ``QMCU_PATCH_STAGE``, format version 2;
+the maps after it as QMCU ops); the maps keep their builtin-form names ``p{i}_{j}/{k}``. The
+op keeps one scratch slot per stage map, as large as the map's widest patch part, so when the
+op's scratch is live at the peak a move lowers all eligible parts of one stage map together
+(``PathStep.also``); outlier-branch parts stay 8-bit and keep their slot at 8-bit size.
+
 **Eligible maps**: those ``subbyte_candidates`` allows (producer and readers have a QMCU form:
 inside the patch stage and after it), never a map of a VDPC outlier-class branch (those stay
 8-bit, as the paper says) and never one whose width the options exclude.
@@ -52,6 +59,9 @@ from tflite_quantmcu.analysis.tflm_scratch import scratch_requests
 from tflite_quantmcu.errors import BudgetError
 from tflite_quantmcu.ir.graph import Graph
 from tflite_quantmcu.patches.plan import PatchPlan
+from tflite_quantmcu.patches.rewrite import apply_patch_plan
+from tflite_quantmcu.patches.stage_op import PATCH_NAMESPACE
+from tflite_quantmcu.qmcu_stage_options import STAGE_OP
 from tflite_quantmcu.quant.apply_bitwidths import apply_bitwidth_plan, subbyte_candidates
 from tflite_quantmcu.quant.plan import BitwidthPlan
 from tflite_quantmcu.quant.range_selection import OutputSimulator
@@ -94,13 +104,15 @@ class FitProblem:
 
 @dataclass(frozen=True)
 class PathStep:
-    """One move of the path: the map, its widths, the total arena after it, its cost."""
+    """One move of the path: the map, its widths, the total arena after it, its cost;
+    ``also``: the other patches' parts of the same stage map moved with it (stage-op form)."""
 
     key: str
     from_bits: int
     to_bits: int
     total: int
     cost: float
+    also: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,9 +136,10 @@ class MemoryPath:
         plan_ranges = dict(self.start.ranges)
         reasons = dict(self.start.reasons)
         for step in self.steps[:moves]:
-            bits[step.key] = step.to_bits
-            plan_ranges[step.key] = ranges[(step.key, step.to_bits)]
-            reasons[step.key] = MEMORY
+            for key in (step.key,) + step.also:
+                bits[key] = step.to_bits
+                plan_ranges[key] = ranges[(key, step.to_bits)]
+                reasons[key] = MEMORY
         return dataclasses.replace(self.start, bits=bits, ranges=plan_ranges, reasons=reasons)
 
     def first_fitting(self, *, budget: int) -> int | None:
@@ -140,9 +153,38 @@ class FitResult:
 
 
 def converted_total(*, patched_graph: Graph, plan: BitwidthPlan, target: str) -> int:
-    """Total arena of the patched graph with the plan applied."""
+    """Total arena of the patched graph (builtin form) with the plan applied."""
     return arena_bytes(graph=apply_bitwidth_plan(graph=patched_graph, plan=plan),
                        target=target).total
+
+
+def convert_plan(*, graph: Graph, patch_plan: PatchPlan, patched_graph: Graph,
+                 plan: BitwidthPlan) -> Graph:
+    """The model the plan gives in the patch plan's form. ``patched_graph`` is the builtin
+    form (its per-patch keys ``p{i}_{j}/{k}`` name the stage maps in both forms); in the
+    stage-op form the stage maps' widths go inside ``QMCU_PATCH_STAGE`` (format version 2)
+    and the other maps become QMCU ops as in the builtin form."""
+    if patch_plan.form != "stage-op" or not patch_plan.is_patched:
+        return apply_bitwidth_plan(graph=patched_graph, plan=plan)
+    stage_keys = {k for k in plan.bits if PATCH_NAMESPACE.match(k)}
+    staged = apply_patch_plan(graph=graph, plan=patch_plan,
+                              bitwidths=plan if stage_keys else None)
+    rest = dataclasses.replace(plan, bits={k: v for k, v in plan.bits.items()
+                                           if k not in stage_keys},
+                               ranges={k: v for k, v in plan.ranges.items()
+                                       if k not in stage_keys})
+    return apply_bitwidth_plan(graph=staged, plan=rest)
+
+
+def problem_graph(*, problem: FitProblem, plan: BitwidthPlan) -> Graph:
+    """The problem's model with the plan applied, in its patch plan's form."""
+    return convert_plan(graph=problem.graph, patch_plan=problem.patch_plan,
+                        patched_graph=problem.patched_graph, plan=plan)
+
+
+def problem_total(*, problem: FitProblem, plan: BitwidthPlan, target: str) -> int:
+    """Total arena of :func:`problem_graph` on ``target``."""
+    return arena_bytes(graph=problem_graph(problem=problem, plan=plan), target=target).total
 
 
 def eligible_maps(*, problem: FitProblem, options: FitOptions) -> dict[str, tuple[int, ...]]:
@@ -164,25 +206,28 @@ def memory_path(*, problem: FitProblem, options: FitOptions, start: BitwidthPlan
     """The greedy path from ``start`` (module doc)."""
     eligible = eligible_maps(problem=problem, options=options)
     pads = _pad_sources(graph=problem.patched_graph)
+    groups = _stage_groups(problem=problem, eligible=eligible)
     plan, steps = start, []
-    converted = apply_bitwidth_plan(graph=problem.patched_graph, plan=plan)
+    converted = problem_graph(problem=problem, plan=plan)
     total = arena_bytes(graph=converted, target=options.target).total
     start_total = total
     while total > options.budget:
-        moves = _peak_moves(converted=converted, plan=plan, eligible=eligible, pads=pads)
+        moves = _peak_moves(converted=converted, plan=plan, eligible=eligible, pads=pads,
+                            groups=groups)
         best = _best_move(problem=problem, options=options, plan=plan, moves=moves, total=total)
         if best is None or best[2] >= total:
-            others = [m for m in _all_moves(plan=plan, eligible=eligible) if m not in moves]
+            others = [m for m in _all_moves(plan=plan, eligible=eligible, groups=groups)
+                      if m not in moves]
             wider = _best_move(problem=problem, options=options, plan=plan, moves=others,
                                total=total)
             if wider is not None and wider[2] < total:
                 best = wider
         if best is None:
             break
-        key, bits, new_total, cost, plan = best
+        (key, also), bits, new_total, cost, plan = best
         steps.append(PathStep(key=key, from_bits=int(plan_bits(start, steps, key)),
-                              to_bits=bits, total=new_total, cost=cost))
-        converted = apply_bitwidth_plan(graph=problem.patched_graph, plan=plan)
+                              to_bits=bits, total=new_total, cost=cost, also=also))
+        converted = problem_graph(problem=problem, plan=plan)
         total = new_total
     return MemoryPath(start=start, start_total=start_total, steps=tuple(steps))
 
@@ -191,7 +236,7 @@ def plan_bits(start: BitwidthPlan, steps: list[PathStep], key: str) -> int:
     """The width of ``key`` before the move being recorded (start plan, then earlier steps)."""
     bits = start.bits.get(key, 8)
     for step in steps:
-        if step.key == key:
+        if key in (step.key,) + step.also:
             bits = step.to_bits
     return bits
 
@@ -202,30 +247,76 @@ def _pad_sources(*, graph: Graph) -> dict[str, str]:
     return {op.outputs[0]: op.inputs[0] for op in sub.operators if op.type == "PAD"}
 
 
+def _stage_groups(*, problem: FitProblem,
+                  eligible: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, ...]]:
+    """Stage-op form: stage map (the ``k`` of ``p{i}_{j}/{k}``) -> its eligible per-patch keys.
+    The stage op keeps one slot per map, as large as the largest patch part at its width, so
+    a slot shrinks only when every patch's part does: a move lowers them together. Empty in
+    the builtin form (each per-patch map is its own arena buffer)."""
+    if problem.patch_plan.form != "stage-op" or not problem.patch_plan.is_patched:
+        return {}
+    groups: dict[str, list[str]] = {}
+    for key in eligible:
+        if PATCH_NAMESPACE.match(key):
+            groups.setdefault(key.split("/", 1)[1], []).append(key)
+    return {name: tuple(sorted(keys)) for name, keys in groups.items()}
+
+
+Move = tuple[tuple[str, tuple[str, ...]], int]   # ((key, also), to_bits)
+
+
+def _group_move(*, keys: tuple[str, ...], plan: BitwidthPlan,
+                eligible: Mapping[str, tuple[int, ...]]) -> Move | None:
+    """The move of a stage map's widest parts one step down (all its parts share widths)."""
+    widest = max(plan.bits.get(k, 8) for k in keys)
+    members = tuple(k for k in keys if plan.bits.get(k, 8) == widest)
+    lower = [b for b in eligible[members[0]] if b < widest]
+    return ((members[0], members[1:]), lower[0]) if lower else None
+
+
 def _peak_moves(*, converted: Graph, plan: BitwidthPlan, eligible: Mapping[str, tuple[int, ...]],
-                pads: Mapping[str, str]) -> list[tuple[str, int]]:
-    """(key, next lower width) of the eligible maps live at a peak op of the converted graph
-    (every op whose live buffers reach the arena's end: with TFLM's placement a map below the
-    buffer that ends highest can hold it up)."""
+                pads: Mapping[str, str], groups: Mapping[str, tuple[str, ...]] | None = None
+                ) -> list[Move]:
+    """Moves of the eligible maps live at a peak op of the converted graph (every op whose
+    live buffers reach the arena's end: with TFLM's placement a map below the buffer that
+    ends highest can hold it up); in the stage-op form, when the stage op's scratch is live
+    there, every stage map's move (:func:`_stage_groups`)."""
     live = peak_keys(graph=converted)
     keys = dict.fromkeys(pads.get(k, k) for k in live)
-    moves = []
+    moves: list[Move] = []
     for key in keys:
         widths = eligible.get(key, ())
         lower = [b for b in widths if b < plan.bits.get(key, 8)]
         if lower:
-            moves.append((key, lower[0]))
+            moves.append(((key, ()), lower[0]))
+    if groups and _stage_scratch_live(converted=converted, live=live):
+        moves += [m for m in (_group_move(keys=g, plan=plan, eligible=eligible)
+                              for g in groups.values()) if m is not None]
     return moves
 
 
-def _all_moves(*, plan: BitwidthPlan,
-               eligible: Mapping[str, tuple[int, ...]]) -> list[tuple[str, int]]:
-    """(key, next lower width) of every eligible map not yet at its lowest width."""
-    moves = []
+def _stage_scratch_live(*, converted: Graph, live: list[str]) -> bool:
+    """Whether a scratch buffer of the stage op (QMCU_PATCH_STAGE) is among ``live``."""
+    ops = converted.main.operators
+    stage = {f"scratch:#{i}." for i, op in enumerate(ops)
+             if op.opcode.custom == STAGE_OP}
+    return any(k.startswith(tuple(stage)) for k in live) if stage else False
+
+
+def _all_moves(*, plan: BitwidthPlan, eligible: Mapping[str, tuple[int, ...]],
+               groups: Mapping[str, tuple[str, ...]] | None = None) -> list[Move]:
+    """Moves of every eligible map not yet at its lowest width (stage maps of the stage-op
+    form as groups)."""
+    grouped = {k for g in (groups or {}).values() for k in g}
+    moves: list[Move] = []
     for key, widths in eligible.items():
+        if key in grouped:
+            continue
         lower = [b for b in widths if b < plan.bits.get(key, 8)]
         if lower:
-            moves.append((key, lower[0]))
+            moves.append(((key, ()), lower[0]))
+    moves += [m for m in (_group_move(keys=g, plan=plan, eligible=eligible)
+                          for g in (groups or {}).values()) if m is not None]
     return moves
 
 
@@ -240,26 +331,28 @@ def peak_keys(*, graph: Graph) -> list[str]:
 
 
 def _best_move(*, problem: FitProblem, options: FitOptions, plan: BitwidthPlan,
-               moves: list[tuple[str, int]], total: int):
+               moves: list[Move], total: int):
     """The move with the smallest cost per byte of total saved (module doc), or None."""
     tensors = problem.patched_graph.main.tensors
     ranked = []
-    for key, bits in moves:
-        subbyte = problem.ranges[(key, bits)]
-        moved = dataclasses.replace(plan, bits={**plan.bits, key: bits},
-                                    ranges={**plan.ranges, key: subbyte},
-                                    reasons={**plan.reasons, key: MEMORY})
-        new_total = converted_total(patched_graph=problem.patched_graph, plan=moved,
-                                    target=options.target)
-        old = plan.bits.get(key, 8)
-        cost = problem.cost(key, bits, subbyte) - (
-            0.0 if old == 8 else problem.cost(key, old, problem.ranges[(key, old)]))
-        own = tensor_bytes(tensor=tensors[key], bits=old) - tensor_bytes(tensor=tensors[key],
-                                                                         bits=bits)
+    for (key, also), bits in moves:
+        members = (key,) + also
+        new_bits, new_ranges, cost, own = dict(plan.bits), dict(plan.ranges), 0.0, 0
+        reasons = dict(plan.reasons)
+        for k in members:
+            subbyte = problem.ranges[(k, bits)]
+            old = plan.bits.get(k, 8)
+            new_bits[k], new_ranges[k], reasons[k] = bits, subbyte, MEMORY
+            cost += problem.cost(k, bits, subbyte) - (
+                0.0 if old == 8 else problem.cost(k, old, problem.ranges[(k, old)]))
+            own += tensor_bytes(tensor=tensors[k], bits=old) - tensor_bytes(tensor=tensors[k],
+                                                                           bits=bits)
+        moved = dataclasses.replace(plan, bits=new_bits, ranges=new_ranges, reasons=reasons)
+        new_total = problem_total(problem=problem, plan=moved, target=options.target)
         saved = total - new_total
         ranked.append(((0 if saved > 0 else 1, max(cost, 0.0) / max(saved if saved > 0 else own,
                                                                     1), key),
-                       (key, bits, new_total, cost, moved)))
+                       ((key, also), bits, new_total, cost, moved)))
     return min(ranked)[1] if ranked else None
 
 
@@ -294,8 +387,7 @@ def fit_to_budget(*, problem: FitProblem, options: FitOptions, plan: BitwidthPla
 
 def _bitops(*, problem: FitProblem, path: MemoryPath, moves: int) -> int:
     plan = path.plan_after(moves=moves, ranges=problem.ranges)
-    return analyze_model(graph=apply_bitwidth_plan(graph=problem.patched_graph,
-                                                   plan=plan)).bitops
+    return analyze_model(graph=problem_graph(problem=problem, plan=plan)).bitops
 
 
 def _within_bound(*, problem: FitProblem, options: FitOptions, path: MemoryPath):
@@ -371,7 +463,7 @@ def fit_record(*, problem: FitProblem, options: FitOptions, path: MemoryPath, mo
                plan: BitwidthPlan, int8_total: int, drop: float | None,
                patch_int8_total: int | None = None) -> dict:
     """JSON-ready: budget, int8 vs final total, the steps taken, the maps at the final peak."""
-    converted = apply_bitwidth_plan(graph=problem.patched_graph, plan=plan)
+    converted = problem_graph(problem=problem, plan=plan)
     return {"budget": options.budget, "target": options.target, "int8_total": int8_total,
             "patch_int8_total": int8_total if patch_int8_total is None else patch_int8_total,
             "final_total": path.totals[moves], "moves": [s.to_dict() for s in path.steps[:moves]],
