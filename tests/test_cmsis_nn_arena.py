@@ -19,7 +19,7 @@ from tflite_quantmcu.analysis.tflm_scratch import cmsis_nn_scratch_requests, scr
 from tflite_quantmcu.analysis.tflm_tail import CMSIS_NN, REFERENCE, TARGETS, arena_tail
 from tflite_quantmcu.errors import ConfigError
 from tflite_quantmcu.ir import schema
-from tflite_quantmcu.ir.graph import Buffer, Graph, OpCode, Operator, Quantization, Subgraph, Tensor
+from tflite_quantmcu.ir.graph import Buffer, OpCode, Operator, Quantization, Subgraph, Tensor
 from tflite_quantmcu.ir.reader import read_model_file
 
 DATA = json.loads((Path(__file__).parent / "data" / "cmsis_nn_90b983c2_4ab83cc3.json").read_text())
@@ -79,10 +79,14 @@ def _single_op(case) -> tuple[Subgraph, Operator]:
     return sub, op
 
 
+def _case_id(c) -> str:
+    padding = "same" if c["same"] else "valid"
+    return (f"{c['op']}-{c['kh']}x{c['kw']}-c{c['cin']}-{c['cout']}-s{c['stride']}-{padding}"
+            + ("-int4" if c["int4"] else ""))
+
+
 @pytest.mark.parametrize("case", DATA["scratch_cases"],
-                         ids=[f"{c['op']}-{c['kh']}x{c['kw']}-c{c['cin']}-{c['cout']}-s{c['stride']}"
-                              f"-{'same' if c['same'] else 'valid'}{'-int4' if c['int4'] else ''}"
-                              for c in DATA["scratch_cases"]])
+                         ids=[_case_id(c) for c in DATA["scratch_cases"]])
 def test_scratch_equals_cmsis_nn_get_buffer_size(case):
     sub, op = _single_op(case)
     requests = cmsis_nn_scratch_requests(subgraph=sub, op=op)
