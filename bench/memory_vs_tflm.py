@@ -1,9 +1,10 @@
 """Whole arena (head + tail): ours vs what the tflite-micro wheel allocates.
 
 The wheel is a 64-bit host build of TFLite Micro: our `host64` figures must equal
-its `Arena allocation head/tail/total`. The last column is our `cortex-m` total (what a
-32-bit firmware's `arena_used_bytes()` reports; checked against a real Cortex-M4 build,
-see the README). Also times reading and writing each model. Prints a Markdown table.
+its `Arena allocation head/tail/total`. The last column is our `cortex-m` total (the larger of
+what a 32-bit firmware's `arena_used_bytes()` reports with TFLM's reference kernels and with its
+CMSIS-NN kernels; checked against a real Cortex-M4 build, see docs/benchmarks.md). Also times
+reading and writing each model. Prints a Markdown table.
 Usage: python bench/memory_vs_tflm.py [MODEL.tflite ...]
 """
 from __future__ import annotations

@@ -422,6 +422,9 @@ def format_analysis(*, analysis: ModelAnalysis, title: str) -> str:
     lines += [
         "-" * len(header),
         f"arena ({arena.target}): {arena.total} B ({format_size(arena.total)}){bound}",
+        *(["  the larger of TFLM's kernel builds: " + ", ".join(
+            f"{k} {v} B" for k, v in arena.build_totals.items()) + f"; below: {arena.kernels}"]
+          if len(arena.build_totals) > 1 else []),
         f"  head {arena.head} B (activations and scratch, TFLM greedy plan; peak at op "
         f"#{analysis.peak_op})",
         f"  tail {arena.tail} B (persistent: "

@@ -22,7 +22,16 @@ and, per model, in this order (tflite-micro `micro_allocator.cc`,
    `TfLiteTensor` per input and output with its quantization parameters.
 
 Every allocation is placed at `align_down(tail - size, alignment)`; kernels' buffers
-use the arena alignment (16). Struct sizes and alignments come from compiling the
+use the arena alignment (16).
+
+Phases 4-6 depend on the kernels linked (`kernels`): TFLM's reference kernels (the only
+set of `host64`, the tflite-micro wheel) or, on `cortex-m`, its CMSIS-NN kernels
+(`kernels/cmsis_nn`, the usual Cortex-M build), whose CONV_2D, DEPTHWISE_CONV_2D,
+FULLY_CONNECTED, pooling, ADD, SOFTMAX and TRANSPOSE_CONV allocate their own OpData (the
+reference struct plus scratch indices: 16 more bytes per pool op and 32 per fully
+connected op after alignment) and request other scratch (`tflm_scratch`, one handle each).
+`model_analysis.arena_bytes` computes the whole arena for each kernel set of the target and
+reports the larger. Struct sizes and alignments come from compiling the
 TFLM headers for each target (arm-none-eabi-g++ for Cortex-M: 4-byte pointers and
 AAPCS short enums; g++ x86-64 for the host). An op whose kernel is not in the tables
 is named in `unmodelled_ops`, and the tail is then a lower bound.
@@ -40,6 +49,8 @@ from tflite_quantmcu.qmcu_stage_options import STAGE_OP, decode_stage_options, s
 
 ARENA_ALIGNMENT = 16
 INT32_BYTES = 4
+REFERENCE = "reference"   # TFLM's reference kernels (the tflite-micro wheel's too)
+CMSIS_NN = "cmsis_nn"     # TFLM's kernels/cmsis_nn (OPTIMIZED_KERNEL_DIR=cmsis_nn)
 
 # (size, alignment) per struct. Measured with sizeof/alignof on tflite-micro 90b983c2.
 # host64 is the tflite-micro wheel (0.dev20261023, newer than 90b983c2): where it differs
@@ -120,6 +131,15 @@ _CORTEX_M = {
     "L2NormalizationParams": (4, 4), "OpDataMirrorPad": (20, 4),
     "QmcuConvData": (120, 4), "QmcuAddData": (80, 4), "QmcuPoolData": (112, 4),
     "QmcuRequantData": (44, 4), "QmcuStageData": (36, 4),
+    # The CMSIS-NN kernels' own OpData (kernels/cmsis_nn/*.cc of 90b983c2, sizeof of the
+    # anonymous-namespace struct with CMSIS-NN 4ab83cc3's headers): the reference struct
+    # plus scratch indices (conv, depthwise: OpDataConv + int; pooling: OpDataPooling +
+    # int; fully connected: OpDataFullyConnected + 2 ints, a pointer, 3 int32; softmax:
+    # SoftmaxParams + 2 int32); add has its own 60-byte struct.
+    "CmsisConvOpData": (60, 4), "CmsisDepthwiseConvOpData": (60, 4),
+    "CmsisFullyConnectedOpData": (72, 4), "CmsisPoolingOpData": (36, 4),
+    "CmsisAddOpData": (60, 4), "CmsisSoftmaxParams": (64, 8),
+    "CmsisTransposeConvOpData": (76, 4),
 }
 
 
@@ -135,11 +155,12 @@ class Target:
     pointer_bytes: int
     recording: bool
     sizes: Mapping[str, tuple[int, int]]
+    kernel_sets: tuple[str, ...] = (REFERENCE,)
 
 
 TARGETS: Mapping[str, Target] = MappingProxyType({
     "cortex-m": Target(name="cortex-m", pointer_bytes=4, recording=False,
-                       sizes=MappingProxyType(_CORTEX_M)),
+                       sizes=MappingProxyType(_CORTEX_M), kernel_sets=(REFERENCE, CMSIS_NN)),
     "host64": Target(name="host64", pointer_bytes=8, recording=True,
                      sizes=MappingProxyType(_HOST64)),
 })
@@ -202,6 +223,13 @@ _QMCU_INIT = {
     "QMCU_PACK": "QmcuRequantData", "QMCU_UNPACK": "QmcuRequantData",
     STAGE_OP: STAGE_OP,
 }
+# OpData the CMSIS-NN kernels' Init allocates instead; other ops use the reference kernel.
+_CMSIS_NN_INIT = {
+    "CONV_2D": "CmsisConvOpData", "DEPTHWISE_CONV_2D": "CmsisDepthwiseConvOpData",
+    "FULLY_CONNECTED": "CmsisFullyConnectedOpData", "AVERAGE_POOL_2D": "CmsisPoolingOpData",
+    "MAX_POOL_2D": "CmsisPoolingOpData", "ADD": "CmsisAddOpData",
+    "SOFTMAX": "CmsisSoftmaxParams", "TRANSPOSE_CONV": "CmsisTransposeConvOpData",
+}
 _COPIES_OUTPUT_DIMS = frozenset({"GATHER", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"})
 
 
@@ -230,11 +258,16 @@ class _TailCursor:
         self.used = (end + alignment - 1) // alignment * alignment
 
 
-def arena_tail(*, graph: Graph, target: Target, scratch_requests: int = 0) -> ArenaTail:
+def arena_tail(*, graph: Graph, target: Target, scratch_requests: int = 0,
+               kernels: str = REFERENCE) -> ArenaTail:
     """The tail TFLM allocates for `graph` on `target` (see the module doc).
 
     scratch_requests: how many scratch buffers the kernels request (one handle each).
+    kernels: the kernel set linked (one of `target.kernel_sets`).
     """
+    if kernels not in target.kernel_sets:
+        raise ConfigError(f"kernels {kernels!r} on target {target.name!r}: expected one of "
+                          f"{', '.join(target.kernel_sets)}")
     sizes = target.sizes
     cursor = _TailCursor()
     parts: dict[str, int] = {}
@@ -257,7 +290,7 @@ def arena_tail(*, graph: Graph, target: Target, scratch_requests: int = 0) -> Ar
     unmodelled = []
     init: list[tuple[int, int]] = []
     for index, (sub, op) in enumerate(ops):
-        data = _init_struct(op=op)
+        data = _init_struct(op=op, kernels=kernels)
         if data == STAGE_OP:
             init.append((_stage_op_data(op=op, sizes=sizes), ARENA_ALIGNMENT))
         elif data is _UNKNOWN:
@@ -290,9 +323,11 @@ def _allocator_objects(*, target: Target) -> list[tuple[int, int]]:
 _UNKNOWN = object()
 
 
-def _init_struct(*, op: Operator) -> str | None | object:
+def _init_struct(*, op: Operator, kernels: str) -> str | None | object:
     if op.opcode.builtin == schema.BuiltinOperator.CUSTOM:
         return _QMCU_INIT.get(op.opcode.custom or "", _UNKNOWN)
+    if kernels == CMSIS_NN and op.type in _CMSIS_NN_INIT:
+        return _CMSIS_NN_INIT[op.type]
     return _INIT.get(op.type, _UNKNOWN)
 
 

@@ -65,6 +65,19 @@ def _arena_caveat(arena: ArenaBytes) -> str:
             "arena_used_bytes() once. ")
 
 
+def _kernels_note(arena: ArenaBytes) -> list[str]:
+    """Comment lines: which TFLite Micro kernel builds the figure covers (`build_totals`)."""
+    names = {"reference": "reference", "cmsis_nn": "CMSIS-NN"}
+    totals = dict(arena.build_totals)
+    if len(totals) < 2:
+        return [f"// Arena the model needs on {arena.target} with TFLite Micro's reference "
+                "kernels:"]
+    each = " and ".join(f"{names.get(k, k)} {v} B" for k, v in totals.items())
+    return [f"// Arena the model needs on {arena.target}: the larger of TFLite Micro's kernel "
+            "builds,",
+            f"// {each}; so it allocates with either. The {names.get(arena.kernels)} build's",]
+
+
 def resolver_registrations(*, graph: Graph) -> list[str]:
     """One C++ registration statement per distinct op kind, builtins first, sorted."""
     builtins: set[str] = set()
@@ -114,7 +127,7 @@ def op_resolver_header(*, graph: Graph, stem: str, arena: ArenaBytes,
         "",
         f"constexpr int kNumberOperators = {len(registrations)};",
         "",
-        f"// Arena the model needs on {arena.target} with TFLite Micro's reference kernels:",
+        *_kernels_note(arena),
         f"// head {arena.head} B (activations, scratch) + tail {arena.tail} B (persistent "
         "data),",
         f"// {_arena_caveat(arena)}Declare it 16-byte aligned:",
