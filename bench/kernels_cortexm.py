@@ -8,6 +8,8 @@ instructions, not cycles. Each run also checks the kernel output against the num
 
     python bench/kernels_cortexm.py [--target cortex-m4|cortex-m7] [--jobs 2]
 
+With --extra: the shape classes neither bench model has (EXTRA_LAYERS).
+
 With --add / --pool: QMCU_ADD per element / QMCU_AVERAGE_POOL_2D per output element, beside
 CMSIS-NN's int8 kernel (arm_elementwise_add_s8 / arm_avgpool_s8, recorded figures).
 
@@ -71,6 +73,23 @@ LAYERS = {
     "1x1 project 24x24x144->24": Layer((1, 24, 24, 144), 24, (1, 1), (0, 0, 0, 0), False),
     "1x1 expand 12x12x64->384": Layer((1, 12, 12, 64), 384, (1, 1), (0, 0, 0, 0), False),
     "1x1 project 12x12x384->64": Layer((1, 12, 12, 384), 64, (1, 1), (0, 0, 0, 0), False),
+}
+# Shape classes the converter emits as QMCU ops that neither bench model has (issue 19):
+# depthwise 5x5 / 7x7 at stride 1 and 2, kxk conv mid-network, 1x1 stride 2 (the kxk class);
+# SAME padding written out as TFLite computes it
+EXTRA_LAYERS = {
+    "dw 5x5 s1 24x24x32": Layer((1, 24, 24, 32), 32, (5, 5), (2, 2, 2, 2), True),
+    "dw 5x5 s2 24x24x32": Layer((1, 24, 24, 32), 32, (5, 5), (1, 2, 1, 2), True,
+                                stride=(2, 2)),
+    "dw 7x7 s1 12x12x64": Layer((1, 12, 12, 64), 64, (7, 7), (3, 3, 3, 3), True),
+    "dw 7x7 s2 24x24x32": Layer((1, 24, 24, 32), 32, (7, 7), (2, 3, 2, 3), True,
+                                stride=(2, 2)),
+    "conv 3x3 s1 24x24x32->32": Layer((1, 24, 24, 32), 32, (3, 3), (1, 1, 1, 1), False),
+    "conv 3x3 s2 48x48x16->32": Layer((1, 48, 48, 16), 32, (3, 3), (0, 1, 0, 1), False,
+                                      stride=(2, 2)),
+    "conv 1x1 s2 24x24x32->64": Layer((1, 24, 24, 32), 64, (1, 1), (0, 0, 0, 0), False,
+                                      stride=(2, 2)),
+    "conv 5x5 s1 12x12x16->16": Layer((1, 12, 12, 16), 16, (5, 5), (2, 2, 2, 2), False),
 }
 MODELS = {
     "bundled": ROOT / "testdata" / "fashion_mnv2_r96_int8.tflite",
@@ -491,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="only variants whose name contains this (repeatable)")
     parser.add_argument("--model", choices=sorted(MODELS),
                         help="the distinct conv / depthwise layers of a bundled model instead")
+    parser.add_argument("--extra", action="store_true",
+                        help="the shape classes neither model has (EXTRA_LAYERS: depthwise "
+                             "5x5 / 7x7, kxk conv mid-network, 1x1 stride 2) instead")
     parser.add_argument("--wide", action="store_true",
                         help="one row per layer, variants as columns, ratios to CMSIS-NN")
     parser.add_argument("--add", action="store_true",
@@ -541,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         record(helper=helper, target=target, plugin=plugin, jobs=args.jobs,
                out=pathlib.Path(args.record))
         return 0
-    layers = model_layers(path=MODELS[args.model]) if args.model else LAYERS
+    layers = (model_layers(path=MODELS[args.model]) if args.model
+              else EXTRA_LAYERS if args.extra else LAYERS)
     names = list(VARIANTS) if args.variant else list(WIDE_VARIANTS)
     jobs = [(name, variant) for name in layers for variant in names
             if (not args.layer or any(f in name for f in args.layer))
